@@ -1,0 +1,63 @@
+# fastpath: `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYS_STAMP := .sysdeps.installed
+BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
+# Debian packages: the BPF toolchain, and the peers the benchmarks compare with.
+APT_TEST := clang llvm libbpf-dev bpftool iproute2
+APT_BENCH := nginx-light haproxy
+
+.PHONY: setup demo up test test-fast bench bench-quick soak fuzz bpf proto clean sysdeps bench-sysdeps
+
+setup: $(STAMP) sysdeps bpf
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml setup.py
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+# As root, install what is missing; as a user, say what to install.
+sysdeps:
+	@missing=$$(for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $$missing"; apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	  else echo "note: BPF offload needs: sudo apt-get install $$missing"; fi; \
+	fi
+
+bench-sysdeps:
+	@missing=$$(for p in $(APT_BENCH); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $$missing"; apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	  else echo "note: the benchmark peers need: sudo apt-get install $$missing"; fi; \
+	fi
+
+bpf: sysdeps
+	@if [ -n "$(BPF_OBJS)" ] && command -v clang >/dev/null; then $(MAKE) -s -C bpf; fi
+
+demo: setup
+	$(VENV)/bin/fastpath demo
+
+up: setup
+	$(VENV)/bin/fastpath up
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup bench-sysdeps
+	$(VENV)/bin/fastpath bench
+
+bench-quick: setup bench-sysdeps
+	$(VENV)/bin/fastpath bench --quick
+
+proto: $(STAMP)
+	PYTHON=$(PY) proto/generate.sh
+
+clean:
+	rm -rf $(VENV) bpf/build .pytest_cache

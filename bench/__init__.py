@@ -1,0 +1,1 @@
+"""fastpath benchmarks: switching latency, CPU per message, router cost, fleet scenarios."""

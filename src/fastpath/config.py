@@ -1,0 +1,281 @@
+"""fastpath configuration: one TOML file, with an embedded default.
+
+Every process (proxy, controller, simulated fleet, demo) reads the same
+`Config`, so a fleet described once is routed, scraped and simulated alike.
+Errors name the offending key and say what to write instead.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+AXES = ("ttft", "cost", "affinity", "capacity", "proximity")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """How a simulated site behaves (ignored for real backends)."""
+
+    slots: int = 8
+    tokens_per_s: float = 100.0
+    prefill_ms: float = 25.0
+    power_idle_watts: float = 1000.0
+    power_per_slot_watts: float = 400.0
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    address: str  # host:port of an HTTP/2 (h2c) gRPC server
+    region: str
+    cost_per_1k_tokens: float
+    power_budget_watts: float
+    models: tuple[str, ...]
+    metrics_url: str = ""  # Prometheus text endpoint; "" = score from proxy observations
+    sim: SimSpec | None = None
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    weights: dict[str, float]  # axis -> weight (normalised to sum 1)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = "127.0.0.1:9101"
+    upstream_connections: int = 1
+    connect_timeout_ms: float = 1000.0
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    listen: str = "127.0.0.1:50052"
+    scrape_interval_ms: float = 50.0
+    health_interval_ms: float = 250.0
+    health_timeout_ms: float = 200.0
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: ProxyConfig
+    control: ControlConfig
+    offload_driver: str
+    default_policy: str
+    affinity_max_utilisation: float
+    policies: dict[str, Policy]
+    rtt_ms: dict[str, dict[str, float]]  # client region -> site region -> RTT ms
+    backends: tuple[Backend, ...]
+    source: str = "<embedded default>"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def backend(self, name: str) -> Backend:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    @property
+    def client_regions(self) -> list[str]:
+        return sorted(self.rtt_ms)
+
+    @property
+    def site_regions(self) -> list[str]:
+        return sorted({b.region for b in self.backends})
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({m for b in self.backends for m in b.models})
+
+
+def split_hostport(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} = {value!r}: expected host:port, e.g. \"127.0.0.1:50051\"")
+    return host, int(port)
+
+
+def _num(table: dict[str, Any], key: str, where: str, default: float | None = None) -> float:
+    if key not in table:
+        if default is None:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+        return float(default)
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}.{key} = {value!r}: expected a number")
+    if value < 0:
+        raise ConfigError(f"{where}.{key} = {value!r}: must not be negative")
+    return float(value)
+
+
+def _str(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    if key not in table:
+        if default is None:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} = {value!r}: expected a string")
+    return value
+
+
+def _backend(i: int, t: dict[str, Any]) -> Backend:
+    where = f"backends[{i}]"
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where}: expected a table ([[backends]])")
+    name = _str(t, "name", where)
+    where = f"backends[{i}] ({name})"
+    address = _str(t, "address", where)
+    split_hostport(address, f"{where}.address")
+    models = t.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+        raise ConfigError(f"{where}.models: expected a non-empty list of model names")
+    sim = None
+    if "sim" in t:
+        s = t["sim"]
+        sw = f"{where}.sim"
+        sim = SimSpec(
+            slots=int(_num(s, "slots", sw, SimSpec.slots)),
+            tokens_per_s=_num(s, "tokens_per_s", sw, SimSpec.tokens_per_s),
+            prefill_ms=_num(s, "prefill_ms", sw, SimSpec.prefill_ms),
+            power_idle_watts=_num(s, "power_idle_watts", sw, SimSpec.power_idle_watts),
+            power_per_slot_watts=_num(s, "power_per_slot_watts", sw, SimSpec.power_per_slot_watts),
+        )
+        if sim.slots < 1:
+            raise ConfigError(f"{sw}.slots must be at least 1")
+    return Backend(
+        name=name,
+        address=address,
+        region=_str(t, "region", where),
+        cost_per_1k_tokens=_num(t, "cost_per_1k_tokens", where),
+        power_budget_watts=_num(t, "power_budget_watts", where, 0.0),
+        models=tuple(models),
+        metrics_url=_str(t, "metrics_url", where, ""),
+        sim=sim,
+    )
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validates a parsed TOML document and builds a Config."""
+    px = data.get("proxy", {})
+    proxy = ProxyConfig(
+        listen=_str(px, "listen", "proxy", ProxyConfig.listen),
+        metrics_listen=_str(px, "metrics_listen", "proxy", ProxyConfig.metrics_listen),
+        upstream_connections=int(_num(px, "upstream_connections", "proxy", 1)),
+        connect_timeout_ms=_num(px, "connect_timeout_ms", "proxy", 1000),
+    )
+    split_hostport(proxy.listen, "proxy.listen")
+    ct = data.get("control", {})
+    control = ControlConfig(
+        listen=_str(ct, "listen", "control", ControlConfig.listen),
+        scrape_interval_ms=_num(ct, "scrape_interval_ms", "control", 50),
+        health_interval_ms=_num(ct, "health_interval_ms", "control", 250),
+        health_timeout_ms=_num(ct, "health_timeout_ms", "control", 200),
+    )
+    split_hostport(control.listen, "control.listen")
+    driver = _str(data.get("offload", {}), "driver", "offload", "none")
+    if driver not in ("none", "ebpf", "dpu"):
+        raise ConfigError(f"offload.driver = {driver!r}: expected \"none\", \"ebpf\" or \"dpu\"")
+
+    policies: dict[str, Policy] = {}
+    for pname, table in data.get("policies", {}).items():
+        unknown = set(table) - set(AXES)
+        if unknown:
+            raise ConfigError(f"policies.{pname}: unknown axis {sorted(unknown)}; axes are {list(AXES)}")
+        w = {a: _num(table, a, f"policies.{pname}", 0.0) for a in AXES}
+        total = sum(w.values())
+        if total <= 0:
+            raise ConfigError(f"policies.{pname}: at least one weight must be positive")
+        policies[pname] = Policy(pname, {a: v / total for a, v in w.items()})
+    if not policies:
+        policies["balanced"] = Policy("balanced", {a: 1 / len(AXES) for a in AXES})
+    rt = data.get("router", {})
+    default_policy = _str(rt, "default_policy", "router", next(iter(policies)))
+    if default_policy not in policies:
+        raise ConfigError(f"router.default_policy = {default_policy!r}: no such policy; have {sorted(policies)}")
+
+    rtt: dict[str, dict[str, float]] = {}
+    for client, row in data.get("regions", {}).get("rtt_ms", {}).items():
+        rtt[client] = {site: _num(row, site, f"regions.rtt_ms.{client}") for site in row}
+
+    raw_backends = data.get("backends", [])
+    if not isinstance(raw_backends, list) or not raw_backends:
+        raise ConfigError("no [[backends]] configured: list at least one backend (name, address, region, models)")
+    backends = tuple(_backend(i, t) for i, t in enumerate(raw_backends))
+    names = [b.name for b in backends]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"backend names must be unique; repeated: {dupes}")
+    return Config(
+        proxy=proxy,
+        control=control,
+        offload_driver=driver,
+        default_policy=default_policy,
+        affinity_max_utilisation=_num(rt, "affinity_max_utilisation", "router", 0.85),
+        policies=policies,
+        rtt_ms=rtt,
+        backends=backends,
+        source=source,
+        raw=data,
+    )
+
+
+def default_config_text() -> str:
+    return resources.files("fastpath").joinpath("default_config.toml").read_text()
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Loads `path`, or the embedded default when path is None."""
+    if path is None:
+        return parse_config(tomllib.loads(default_config_text()), "<embedded default>")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(data, str(p))
+
+
+def with_ports(config: Config, base_port: int) -> Config:
+    """A copy of `config` with every listening port moved to base_port, base_port+1, ...
+
+    Tests and benchmarks run several fleets side by side; this keeps them apart.
+    """
+    import copy
+
+    data = copy.deepcopy(config.raw)
+    port = base_port
+
+    def nxt() -> int:
+        nonlocal port
+        port += 1
+        return port - 1
+
+    data.setdefault("proxy", {})["listen"] = f"127.0.0.1:{nxt()}"
+    data["proxy"]["metrics_listen"] = f"127.0.0.1:{nxt()}"
+    data.setdefault("control", {})["listen"] = f"127.0.0.1:{nxt()}"
+    for b in data["backends"]:
+        b["address"] = f"127.0.0.1:{nxt()}"
+        if b.get("metrics_url"):
+            b["metrics_url"] = f"http://127.0.0.1:{nxt()}/metrics"
+    return parse_config(data, config.source + f" (ports from {base_port})")
