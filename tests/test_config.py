@@ -44,3 +44,11 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     bad.write_text("[proxy\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_config_round_trips_through_toml(tmp_path):
+    cfg = with_ports(load_config(), 42000)
+    again = load_config(cfg.write(tmp_path / "c.toml"))
+    assert again.backends == cfg.backends
+    assert again.policies == cfg.policies
+    assert again.proxy == cfg.proxy

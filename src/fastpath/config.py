@@ -91,6 +91,17 @@ class Config:
                 return b
         raise KeyError(name)
 
+    def to_toml(self) -> str:
+        """The config as TOML, so child processes can be handed exactly this config."""
+        import tomli_w
+
+        return tomli_w.dumps(self.raw)
+
+    def write(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(self.to_toml())
+        return p
+
     @property
     def client_regions(self) -> list[str]:
         return sorted(self.rtt_ms)
