@@ -28,7 +28,7 @@ from pathlib import Path
 
 import grpc
 
-from fastpath.config import Config, ConfigError, load_config, split_hostport
+from fastpath.config import Config, ConfigError, load_config, split_hostport, with_ports
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 
@@ -179,6 +179,37 @@ def models_ready(address: str, models: tuple[str, ...], timeout: float = 1.0) ->
     return out
 
 
+def listen_addresses(config: Config) -> dict[str, str]:
+    """Every address the stack will listen on, by what listens there."""
+    out = {"proxy": config.proxy.listen, "proxy metrics": config.proxy.metrics_listen,
+           "controller": config.control.listen}
+    for b in config.backends:
+        if b.sim is None:
+            continue
+        out[f"site {b.name}"] = b.address
+        if b.metrics_url:
+            hostport = b.metrics_url.split("://", 1)[-1].split("/", 1)[0]
+            out[f"site {b.name} metrics"] = hostport
+    return out
+
+
+def busy_ports(config: Config) -> list[str]:
+    """The stack's listen addresses that something else already holds."""
+    busy = []
+    for what, address in listen_addresses(config).items():
+        try:
+            host, port = split_hostport(address, what)
+        except ConfigError:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(f"{what} {address}")
+    return busy
+
+
 class Stack:
     """The fleet, controller and proxy as child processes; a context manager.
 
@@ -217,6 +248,7 @@ class Stack:
         self.sites_down: dict[str, str] = {}  # site -> why it was not ready (backends without a sim)
         self.startup_s = 0.0
         self._tmpdir: str | None = None
+        self.children_exit: dict[str, int | None] = {}
         self.config_path: Path | None = None
 
     # -- public ---------------------------------------------------------
@@ -237,6 +269,12 @@ class Stack:
 
     def start(self) -> None:
         t0 = time.monotonic()
+        busy = busy_ports(self.config)
+        if busy:
+            raise StackError(
+                f"ports already in use: {', '.join(busy)}. Is another `fastpath up` or demo running? "
+                "Stop it, or move this stack with --base-port N (or a --config with other ports)."
+            )
         self._tmpdir = tempfile.mkdtemp(prefix="fastpath-up-")
         self.config_path = self.config.write(Path(self._tmpdir) / "config.toml")
         cfg = ["--config", str(self.config_path)]
@@ -407,6 +445,8 @@ class Stack:
 # -- the `fastpath up` command ---------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="fastpath TOML config (default: the embedded one)")
+    parser.add_argument("--base-port", type=int, metavar="N",
+                        help="move every listening port to N, N+1, ... (run beside another fastpath)")
     parser.add_argument("--no-controller", action="store_true", help="run the proxy on its static config alone")
     parser.add_argument("--logs", action="store_true", help="echo the children's output, prefixed by their name")
     parser.add_argument("--ready-timeout", type=float, default=60.0, metavar="S", help="seconds to wait for readiness (60)")
@@ -436,9 +476,20 @@ def describe(stack: Stack) -> str:
     return "\n".join(lines)
 
 
+def config_from_args(args: argparse.Namespace) -> Config:
+    """--config and --base-port, validated; raises ConfigError with what to fix."""
+    config = load_config(args.config)
+    if args.base_port is not None:
+        n = len(listen_addresses(config)) + len(config.backends)
+        if not 1024 <= args.base_port <= 65535 - n:
+            raise ConfigError(f"--base-port {args.base_port}: expected a port between 1024 and {65535 - n}")
+        config = with_ports(config, args.base_port)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = config_from_args(args)
     except ConfigError as e:
         print(f"fastpath up: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,89 @@
+"""`fastpath demo`: the whole product in one command.
+
+Starts the simulated fleet, the controller and the proxy (`fastpath.up.Stack`),
+drives a seeded mixed workload through the proxy with stock KServe v2 clients
+(`fastpath.workload`), stops everything, and prints where the traffic went,
+how fast its first tokens came and what it cost (`fastpath.report`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from fastpath.config import ConfigError
+from fastpath.report import render_table, summarize
+from fastpath.up import Stack, StackError, config_from_args
+from fastpath.workload import plan_workload, run_workload
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="fastpath TOML config (default: the embedded one)")
+    parser.add_argument("--base-port", type=int, metavar="N",
+                        help="move every listening port to N, N+1, ... (run beside another fastpath)")
+    parser.add_argument("--json", action="store_true", help="print the summary (and every request) as JSON")
+    parser.add_argument("--requests", type=int, default=120, metavar="N", help="requests to send (default 120)")
+    parser.add_argument("--seed", type=int, default=7, metavar="S", help="workload seed (default 7)")
+    parser.add_argument("--time-budget", type=float, default=40.0, metavar="S",
+                        help="seconds the workload may take before later phases are skipped (default 40)")
+    parser.add_argument("--no-controller", action="store_true", help="run the proxy on its static config alone")
+    parser.add_argument("--logs", action="store_true", help="echo the children's output to stderr")
+
+
+def _say(msg: str) -> None:
+    print(f"fastpath demo: {msg}", file=sys.stderr, flush=True)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        plan = plan_workload(config, args.requests, args.seed)
+    except (ConfigError, ValueError) as e:
+        _say(str(e))
+        return 2
+    old = signal.signal(signal.SIGTERM, _terminate)
+    echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.logs else None
+    died: list[str] = []
+    try:
+        _say(f"starting {len(config.backends)} simulated sites, "
+             f"{'the controller, ' if not args.no_controller else ''}the proxy ...")
+        with Stack(config, controller=not args.no_controller, progress=_say, echo=echo,
+                   log_level="WARNING" if not args.logs else args.log_level) as stack:
+            _say(f"sending {plan.total} requests to {stack.proxy_address} (seed {plan.seed})")
+            t0 = time.monotonic()
+            results = run_workload(stack.proxy_address, plan, time_budget_s=args.time_budget,
+                                   progress=lambda m: _say(f"workload: {m}"))
+            duration = time.monotonic() - t0
+            died = [c.exit_description() for c in stack.dead()]
+            startup = stack.startup_s
+            _say("stopping the stack")
+    except StackError as e:
+        _say(f"could not run the stack: {e}")
+        return 1
+    except KeyboardInterrupt as e:
+        _say(f"interrupted ({e or 'SIGINT'}): every process stopped")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    summary = summarize(config, plan, results, duration_s=duration, startup_s=startup)
+    summary["died"] = died
+    if args.json:
+        summary["results"] = [r.to_dict() for r in results]
+        print(json.dumps(summary, indent=2))
+    else:
+        print(render_table(summary))
+    for d in died:
+        _say(f"during the workload {d}")
+    total, ok = summary["totals"]["requests"], summary["totals"]["ok"]
+    if total == 0 or ok * 2 < total:
+        why = "; ".join(f"{n}× {summary['error_examples'][k]}" for k, n in
+                        sorted(summary["errors"].items(), key=lambda kv: -kv[1])[:3]) or "no requests ran"
+        _say(f"most requests failed ({total - ok} of {total}): {why}")
+        return 1
+    return 0
