@@ -1,0 +1,262 @@
+"""`fastpath controller`: the slow-path controller process and the control API.
+
+It scrapes backends' metrics, probes their health, folds in what proxies
+observe, learns sessions, and serves `fastpath.v1.Control` on
+`control.listen`. Every outside call has a deadline and nothing queues
+without bound, so backends that refuse, hang or die cost timeouts, not the
+controller. Proxies keep routing on their last snapshot while it is away.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import grpc
+
+from fastpath.config import Config, ConfigError, load_config, split_hostport
+from fastpath.control.fleet_state import FleetState
+from fastpath.control.flow_table import PATHS, FlowEntry
+from fastpath.control.health import HealthProber
+from fastpath.control.policies import PolicyError, PolicyStore
+from fastpath.control.scraper import Scraper
+from fastpath.gen import control_pb2, control_pb2_grpc
+
+log = logging.getLogger("fastpath.control.controller")
+
+# Both ends of a WatchFleet stream find out about a dead peer from keepalive pings.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 4_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.so_reuseport", 0),
+]
+MAX_CONCURRENT_RPCS = 1024
+
+
+class ControllerError(RuntimeError):
+    """The controller cannot start; the message says what to change."""
+
+
+class FlowOffload(Protocol):
+    """Moves a session between data paths (an offload driver's side of the controller)."""
+
+    name: str
+
+    async def set_path(self, flow: FlowEntry, path: str) -> None: ...
+
+
+class ControlService(control_pb2_grpc.ControlServicer):
+    """The `fastpath.v1.Control` API over a FleetState."""
+
+    def __init__(self, controller: "Controller") -> None:
+        self.ctl = controller
+
+    async def ListBackends(self, request, context):  # noqa: N802 (gRPC method names)
+        return self.ctl.state.snapshot()
+
+    async def WatchFleet(self, request, context) -> AsyncIterator[control_pb2.FleetTelemetry]:  # noqa: N802
+        state = self.ctl.state
+        who = request.proxy_id or context.peer()
+        log.info("watcher %s subscribed", who)
+        self.ctl.watchers += 1
+        try:
+            while True:
+                snap = state.snapshot()
+                yield snap
+                # At most one snapshot per scrape interval, and only when something changed.
+                await asyncio.sleep(self.ctl.min_update_interval_s)
+                await state.wait_newer(snap.version)
+        finally:
+            self.ctl.watchers -= 1
+            log.info("watcher %s left", who)
+
+    async def ReportObservations(self, request_iterator, context):  # noqa: N802
+        state = self.ctl.state
+        accepted = 0
+        async for batch in request_iterator:
+            n = 0
+            for obs in batch.observations:
+                n += state.observe(obs, batch.proxy_id)
+            if n:
+                state.bump()
+            accepted += n
+        return control_pb2.ReportAck(accepted=accepted)
+
+    async def ListPolicies(self, request, context):  # noqa: N802
+        return self.ctl.policies.to_message()
+
+    async def SetPolicy(self, request, context):  # noqa: N802
+        try:
+            p = self.ctl.policies.set(request)
+        except PolicyError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        log.info("policy %s set: %s", p.name, ", ".join(f"{a}={w:.3f}" for a, w in p.weights.items()))
+        return self.ctl.policies.to_message()
+
+    async def ListFlows(self, request, context):  # noqa: N802
+        return self.ctl.state.flows.to_message()
+
+    async def SetFlowPath(self, request, context):  # noqa: N802
+        if request.path not in PATHS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path {request.path!r}: expected one of {', '.join(PATHS)}")
+        flow = self.ctl.state.flows.get(request.session)
+        if flow is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no session {request.session!r} in the flow table; list sessions with `fastpath flows`",
+            )
+        if flow.path != request.path:
+            offload = self.ctl.offload
+            if offload is None:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"offload driver {self.ctl.config.offload_driver}: this controller cannot move sessions to "
+                    f"the {request.path} path (set [offload] driver in the config once a driver is available)",
+                )
+            try:
+                await asyncio.wait_for(offload.set_path(flow, request.path), 5.0)
+            except asyncio.TimeoutError:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"offload driver {offload.name} did not answer in 5 s")
+            except (OSError, ValueError, RuntimeError) as e:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"offload driver {offload.name}: {e}")
+            flow.path = request.path
+            log.info("session %s now on the %s path", flow.session, flow.path)
+        return flow.to_message()
+
+
+class Controller:
+    """Scraper, health prober, fleet state and the control API in one event loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        listen: str | None = None,
+        offload: FlowOffload | None = None,
+        session_capacity: int = 4096,
+        flow_capacity: int = 10000,
+    ) -> None:
+        self.config = config
+        self.listen = listen or config.control.listen
+        split_hostport(self.listen, "control.listen")
+        self.offload = offload
+        interval_s = config.control.scrape_interval_ms / 1000.0
+        self.min_update_interval_s = max(interval_s, 0.01)
+        self.scraper = Scraper(config.backends, interval_s, on_change=self._metrics_changed)
+        self.health = HealthProber(
+            config.backends,
+            config.control.health_interval_ms / 1000.0,
+            config.control.health_timeout_ms / 1000.0,
+            on_change=lambda name: self.state.bump(),
+        )
+        self.state = FleetState(
+            config, self.scraper.metrics, self.health.state,
+            session_capacity=session_capacity, flow_capacity=flow_capacity,
+        )
+        self.policies = PolicyStore(config)
+        self.watchers = 0
+        self.address = ""
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    def _metrics_changed(self, name: str, changed: bool) -> None:
+        if changed:
+            self.state.bump()
+        else:
+            self.state.refreshed()
+
+    async def start(self) -> str:
+        """Binds the control API and starts scraping and probing; returns host:port."""
+        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+        control_pb2_grpc.add_ControlServicer_to_server(ControlService(self), server)
+        host, _ = split_hostport(self.listen, "control.listen")
+        try:
+            port = server.add_insecure_port(self.listen)
+        except RuntimeError as e:
+            port = 0
+            why = str(e)
+        else:
+            why = "port taken"
+        if not port:
+            raise ControllerError(
+                f"cannot listen on {self.listen} ({why}): is another controller running? "
+                "Stop it, or set [control] listen in the config to a free address"
+            )
+        await server.start()
+        self._server = server
+        self.address = f"{host}:{port}"
+        self._tasks = [
+            asyncio.create_task(self.scraper.run(), name="scraper"),
+            asyncio.create_task(self.health.run(), name="health"),
+        ]
+        return self.address
+
+    async def stop(self, grace_s: float = 0.5) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
+
+    async def __aenter__(self) -> "Controller":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="fastpath TOML config (default: the embedded one)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="serve the control API here instead of [control] listen")
+
+
+async def _serve(config: Config, listen: str | None) -> int:
+    ctl = Controller(config, listen=listen)
+    try:
+        address = await ctl.start()
+    except ControllerError as e:
+        print(f"fastpath controller: {e}", file=sys.stderr)
+        return 1
+    c = config.control
+    print(
+        f"fastpath controller listening on {address} ({len(config.backends)} backends; "
+        f"metrics every {c.scrape_interval_ms:g} ms, health every {c.health_interval_ms:g} ms; "
+        f"offload driver {config.offload_driver})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await ctl.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        if args.listen:
+            split_hostport(args.listen, "--listen")
+    except ConfigError as e:
+        print(f"fastpath controller: {e}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        return uvloop.run(_serve(config, args.listen))
+    except ImportError:
+        return asyncio.run(_serve(config, args.listen))

@@ -1,0 +1,169 @@
+"""The controller's view of the fleet: scraped load, health, and what proxies observed.
+
+Everything the proxies' router needs is folded into one versioned state, and
+`snapshot()` turns it into the `FleetTelemetry` message WatchFleet streams.
+The version grows on every change, so a proxy can tell a new snapshot from a
+repeat; when nothing changes, a freshness change (a newer scrape time) still
+bumps it at most once per `heartbeat_s`, so proxies can see telemetry is live.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from fastpath.config import Config
+from fastpath.control.flow_table import FlowTable
+from fastpath.control.health import HealthState
+from fastpath.control.scraper import BackendMetrics
+from fastpath.gen import control_pb2
+
+MAX_SESSION_CHARS = 256
+MAX_REGION_CHARS = 64
+MAX_REGIONS_PER_BACKEND = 64
+MAX_TTFT_MS = 3_600_000.0
+
+
+@dataclass
+class Observed:
+    """EWMAs of what proxies saw calling one backend."""
+
+    ttft_ms: float = 0.0
+    error_rate: float = 0.0
+    ttft_ms_by_region: dict[str, float] = field(default_factory=dict)
+    calls: int = 0
+
+
+def ewma(old: float, sample: float, alpha: float, first: bool) -> float:
+    return sample if first else old + alpha * (sample - old)
+
+
+class FleetState:
+    """Per-backend telemetry, learned sessions and flows, with a change version."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: dict[str, BackendMetrics],
+        health: dict[str, HealthState],
+        session_capacity: int = 4096,
+        flow_capacity: int = 10000,
+        ttft_alpha: float = 0.2,
+        error_alpha: float = 0.1,
+        heartbeat_s: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.health = health
+        self.observed: dict[str, Observed] = {b.name: Observed() for b in config.backends}
+        self.sessions: OrderedDict[str, str] = OrderedDict()
+        self.session_capacity = max(1, session_capacity)
+        self.flows = FlowTable(flow_capacity)
+        self.ttft_alpha, self.error_alpha = ttft_alpha, error_alpha
+        self.heartbeat_s = heartbeat_s
+        self.version = 1
+        self.rejected_observations = 0
+        self._last_bump = time.monotonic()
+        self._event = asyncio.Event()
+        self._cache: tuple[int, control_pb2.FleetTelemetry] | None = None
+
+    # -- change tracking -------------------------------------------------
+    def bump(self) -> None:
+        """Something changed: a new version, and every waiter wakes."""
+        self.version += 1
+        self._last_bump = time.monotonic()
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def refreshed(self) -> None:
+        """Telemetry was re-read but did not change: bump at most once per heartbeat."""
+        if time.monotonic() - self._last_bump >= self.heartbeat_s:
+            self.bump()
+
+    async def wait_newer(self, version: int, timeout_s: float | None = None) -> bool:
+        """Waits until the version is past `version`; False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.version <= version:
+            event = self._event
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                return self.version > version
+        return True
+
+    # -- observations ----------------------------------------------------
+    def observe(self, obs: control_pb2.Observation, proxy_id: str) -> bool:
+        """Folds one observation in; False (and counted) when it cannot be used."""
+        seen = self.observed.get(obs.backend)
+        ttft = obs.ttft_ms
+        if seen is None or not math.isfinite(ttft) or not 0 <= ttft <= MAX_TTFT_MS:
+            self.rejected_observations += 1
+            return False
+        first = seen.calls == 0
+        seen.calls += 1
+        seen.error_rate = ewma(seen.error_rate, 0.0 if obs.ok else 1.0, self.error_alpha, first)
+        if obs.ok and ttft > 0:
+            seen.ttft_ms = ewma(seen.ttft_ms, ttft, self.ttft_alpha, seen.ttft_ms == 0.0)
+            region = obs.region[:MAX_REGION_CHARS]
+            if region:
+                old = seen.ttft_ms_by_region.get(region)
+                if old is not None:
+                    seen.ttft_ms_by_region[region] = ewma(old, ttft, self.ttft_alpha, False)
+                elif len(seen.ttft_ms_by_region) < MAX_REGIONS_PER_BACKEND:
+                    seen.ttft_ms_by_region[region] = ttft
+        session = obs.session[:MAX_SESSION_CHARS]
+        if session:
+            if obs.ok:
+                self.sessions[session] = obs.backend
+                self.sessions.move_to_end(session)
+                while len(self.sessions) > self.session_capacity:
+                    self.sessions.popitem(last=False)
+            elif self.sessions.get(session) == obs.backend:
+                # The backend that held this session failed it: its cache is no reason to go back.
+                del self.sessions[session]
+            self.flows.touch(session, obs.region[:MAX_REGION_CHARS], obs.backend, proxy_id[:MAX_SESSION_CHARS])
+        return True
+
+    # -- snapshot --------------------------------------------------------
+    def backend_telemetry(self, name: str) -> control_pb2.BackendTelemetry:
+        b = self.config.backend(name)
+        m = self.metrics[name]
+        h = self.health[name]
+        o = self.observed[name]
+        detail = h.detail
+        if h.healthy and m.error:
+            detail = m.error  # ready, but its load is not being read
+        return control_pb2.BackendTelemetry(
+            name=name,
+            healthy=h.healthy,
+            health_detail=detail,
+            num_requests_waiting=m.num_requests_waiting,
+            num_requests_running=m.num_requests_running,
+            gpu_cache_usage_perc=m.gpu_cache_usage_perc,
+            power_draw_watts=m.power_draw_watts,
+            power_budget_watts=m.power_budget_watts or b.power_budget_watts,
+            ttft_ms_observed=o.ttft_ms,
+            error_rate=o.error_rate,
+            max_num_seqs=m.max_num_seqs,
+            scraped_unix_ms=m.scraped_unix_ms,
+            has_metrics=m.has_metrics,
+            ttft_ms_by_region=o.ttft_ms_by_region,
+        )
+
+    def snapshot(self) -> control_pb2.FleetTelemetry:
+        """The current FleetTelemetry (built once per version)."""
+        if self._cache is not None and self._cache[0] == self.version:
+            return self._cache[1]
+        msg = control_pb2.FleetTelemetry(
+            version=self.version,
+            generated_unix_ms=int(time.time() * 1000),
+            backends=[self.backend_telemetry(b.name) for b in self.config.backends],
+            session_backend=self.sessions,
+        )
+        self._cache = (self.version, msg)
+        return msg

@@ -1,0 +1,185 @@
+"""The proxy's side of the control API: follow fleet snapshots, report observations.
+
+A proxy runs one `FleetWatcher` inside its uvloop event loop. `run()` keeps a
+WatchFleet stream open and hands each snapshot to `on_update`; when the
+controller is down or restarts it retries forever with capped backoff and
+the proxy keeps routing on the last snapshot. `observe()` is called on the
+request path, so it only appends a tuple to a bounded deque (the oldest is
+dropped when full); a background task sends batches every ~100 ms.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+
+import grpc
+
+from fastpath.gen import control_pb2, control_pb2_grpc
+
+log = logging.getLogger("fastpath.control.watcher")
+
+CHANNEL_OPTIONS = [
+    # Find a controller that came back within the backoff cap, not minutes later.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # Notice a controller that vanished without closing the connection.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.enable_retries", 0),
+]
+
+
+class FleetWatcher:
+    """Subscribes to the controller's fleet snapshots and reports what the proxy observed."""
+
+    def __init__(
+        self,
+        target: str,
+        proxy_id: str,
+        on_update: Callable[[control_pb2.FleetTelemetry], None],
+        *,
+        max_pending: int = 10_000,
+        flush_interval_s: float = 0.1,
+        batch_max: int = 1000,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        report_timeout_s: float = 1.0,
+    ) -> None:
+        self.target = target
+        self.proxy_id = proxy_id
+        self.on_update = on_update
+        self.flush_interval_s = flush_interval_s
+        self.batch_max = batch_max
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.report_timeout_s = report_timeout_s
+        self.latest: control_pb2.FleetTelemetry | None = None
+        self.connected = False
+        self.updates = 0
+        self.reconnects = 0
+        self.dropped = 0  # observations lost: deque full, or a batch the controller did not take
+        self.reported = 0  # observations the controller accepted
+        self._pending: deque[tuple[str, str, str, float, bool, str]] = deque(maxlen=max(1, max_pending))
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.UnaryStreamCall | None = None
+        self._closed = asyncio.Event()
+        self._down_logged = False
+
+    # -- request path ----------------------------------------------------
+    def observe(self, backend: str, region: str, session: str, ttft_ms: float, ok: bool, model: str) -> None:
+        """Records one finished call. O(1); never blocks; drops the oldest when full."""
+        pending = self._pending
+        if len(pending) == pending.maxlen:
+            self.dropped += 1
+        pending.append((backend, region, session, ttft_ms, ok, model))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- background ------------------------------------------------------
+    async def run(self) -> None:
+        """Follows the controller until close(); never raises for a missing controller."""
+        self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        stub = control_pb2_grpc.ControlStub(self._channel)
+        flusher = asyncio.create_task(self._flush_loop(stub), name="fleetwatcher-flush")
+        try:
+            await self._watch_loop(stub)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self._flush_once(stub, timeout_s=0.2)  # best effort: what is still pending
+            await self._channel.close()
+
+    async def _watch_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
+        backoff = self.backoff_initial_s
+        while not self._closed.is_set():
+            why = "stream ended"
+            call = stub.WatchFleet(control_pb2.WatchFleetRequest(proxy_id=self.proxy_id))
+            self._call = call
+            try:
+                async for snap in call:
+                    if not self.connected:
+                        self.connected = True
+                        if self._down_logged:
+                            self.reconnects += 1
+                        self._down_logged = False
+                        log.info("following controller at %s (fleet version %d)", self.target, snap.version)
+                    backoff = self.backoff_initial_s
+                    self.latest = snap
+                    self.updates += 1
+                    try:
+                        self.on_update(snap)
+                    except Exception:  # the proxy's callback must not end the subscription
+                        log.exception("fleet update handler failed on version %d", snap.version)
+            except grpc.aio.AioRpcError as e:
+                why = f"{e.code().name}: {(e.details() or '')[:120]}"
+            except asyncio.CancelledError:
+                if self._closed.is_set():
+                    break
+                raise
+            finally:
+                self._call = None
+            if self._closed.is_set():
+                break
+            self.connected = False
+            if not self._down_logged:
+                self._down_logged = True
+                kept = f"keeping fleet version {self.latest.version}" if self.latest else "no fleet snapshot yet"
+                log.warning("controller at %s unreachable (%s); %s; retrying every <= %.1f s",
+                            self.target, why, kept, self.backoff_max_s)
+            try:
+                await asyncio.wait_for(self._closed.wait(), backoff * random.uniform(0.8, 1.2))
+            except asyncio.TimeoutError:
+                pass
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    async def _flush_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            while self._pending:
+                if not await self._flush_once(stub, self.report_timeout_s):
+                    break
+
+    async def _flush_once(self, stub: control_pb2_grpc.ControlStub, timeout_s: float) -> bool:
+        """Sends up to batch_max pending observations; False when the controller did not take them."""
+        pending = self._pending
+        if not pending:
+            return True
+        n = min(len(pending), self.batch_max)
+        obs = [pending.popleft() for _ in range(n)]
+        batch = control_pb2.ObservationBatch(
+            proxy_id=self.proxy_id,
+            observations=[
+                control_pb2.Observation(backend=b, region=r, session=s, ttft_ms=t, ok=ok, model=m)
+                for b, r, s, t, ok, m in obs
+            ],
+        )
+        try:
+            ack = await stub.ReportObservations(iter((batch,)), timeout=timeout_s)
+        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as e:
+            # Observations feed moving averages: losing some during an outage is fine, piling them up is not.
+            self.dropped += n
+            log.debug("observations not reported: %s", e)
+            return False
+        self.reported += ack.accepted
+        return True
+
+    async def policies(self, timeout_s: float = 1.0) -> control_pb2.PolicyList:
+        """The controller's current policies (raises grpc.aio.AioRpcError when unreachable)."""
+        if self._channel is None:
+            raise RuntimeError("FleetWatcher.policies() needs run() to be running")
+        return await control_pb2_grpc.ControlStub(self._channel).ListPolicies(
+            control_pb2.ListPoliciesRequest(), timeout=timeout_s
+        )
+
+    async def close(self) -> None:
+        """Stops following; run() returns after a last flush."""
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
