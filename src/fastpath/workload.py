@@ -75,6 +75,7 @@ class Result:
     ttft_ms: float = 0.0  # first token (streamed) or whole answer (unary), at the client
     total_ms: float = 0.0
     tokens: int = 0
+    text: str = ""  # the completion as received (streamed tokens joined)
     kv_cache_hit: bool | None = None
     started_s: float = 0.0  # seconds since the workload began
     ended_s: float = 0.0
@@ -304,6 +305,7 @@ class Runner:
                     if toks and res.tokens == 0:
                         res.ttft_ms = (time.monotonic() - t_start) * 1000
                     res.tokens += len(toks)
+                    res.text += "".join(toks)
             else:
                 call = stub.ModelInfer(spec.request(), metadata=spec.metadata(), timeout=self.deadline_s)
                 r = await call
@@ -311,7 +313,8 @@ class Runner:
                 site = str(_param(r, "fastpath_site") or "")
                 hit = _param(r, "kv_cache_hit")
                 res.kv_cache_hit = None if hit is None else bool(hit)
-                res.tokens = sum(len(t.split()) for t in _tensor_text(r))
+                res.text = "".join(_tensor_text(r))
+                res.tokens = len(res.text.split())
             trailers = _trailers(await call.trailing_metadata())
             res.ok = not res.error
         except grpc.aio.AioRpcError as e:

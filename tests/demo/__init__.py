@@ -1,0 +1,1 @@
+"""Tests of fastpath up, fastpath demo, the workload and its report."""

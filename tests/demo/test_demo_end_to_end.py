@@ -1,0 +1,114 @@
+"""`fastpath demo --json` and `fastpath up`, run as a user runs them: real processes, real traffic."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+
+from fastpath.gen import grpc_service_pb2 as pb
+from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
+from fastpath.sim.tokens import completion
+from fastpath.up import children_of
+from fastpath.workload import nearest_sites
+
+from .conftest import alive, reap_zombies, start_time
+
+CLI = [sys.executable, "-m", "fastpath.cli"]
+
+
+def _watch_descendants(proc: subprocess.Popen, seen: dict[int, int | None]) -> None:
+    for p in children_of(proc.pid):
+        if p not in seen:
+            seen[p] = start_time(p)
+
+
+def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_load(config, tmp_path):
+    path = config.write(tmp_path / "fastpath.toml")
+    proc = subprocess.Popen([*CLI, "demo", "--config", str(path), "--json", "--requests", "60", "--seed", "11"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, int | None] = {}
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        _watch_descendants(proc, seen)
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate()
+    assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{err[-3000:]}"
+    s = json.loads(out)
+
+    # Every request answered, through the proxy (the trailer names the backend).
+    assert s["totals"]["requests"] == s["planned"] == 60
+    assert s["totals"]["ok"] == 60, s["error_examples"]
+    results = s["results"]
+    assert all(r["backend_from"] == "trailer" for r in results), "responses without x-fastpath-backend"
+    # Only sites serving the model, and the answer is the model's (deterministic) completion.
+    for r in results:
+        b = config.backend(r["backend"])
+        assert r["spec"]["model"] in b.models, r
+        assert r["tokens"] == r["spec"]["max_tokens"], r
+        assert r["text"] == completion(r["spec"]["prompt"], r["spec"]["max_tokens"]), r
+    # At low load each client region's traffic mostly lands in its nearest region serving the model.
+    site_regions = {b.region for b in config.backends}
+    for region in sorted(site_regions & set(config.rtt_ms)):
+        low = [r for r in results if r["spec"]["phase"] == "mixed" and r["spec"]["region"] == region]
+        assert low, region
+        near = [r for r in low if config.backend(r["backend"]).region
+                in {b.region for b in nearest_sites(config, region, r["spec"]["model"])}]
+        assert len(near) / len(low) > 0.5, (region, [(r["spec"]["model"], r["backend"]) for r in low])
+    # Requests with a cost ceiling never went to a site priced above it.
+    assert s["budget"]["requests"] > 0 and not s["budget"]["over_ceiling"]
+    # The stack had its processes while running, and none is left.
+    assert len(seen) >= 3 + len([b for b in config.backends if b.sim])
+    time.sleep(0.2)
+    reap_zombies()
+    left = [p for p, st in seen.items() if alive(p, st)]
+    assert not left, f"demo left processes running: {left}"
+
+
+def test_up_prints_addresses_serves_and_stops_cleanly_on_sigint(config, tmp_path):
+    path = config.write(tmp_path / "fastpath.toml")
+    proc = subprocess.Popen([*CLI, "up", "--config", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("ready in"):
+                break
+        text = "".join(lines)
+        assert f"fastpath proxy listening on {config.proxy.listen}" in text, proc.stderr.read() if proc.poll() else text
+        assert f"fastpath control API on {config.control.listen}" in text
+        for b in config.backends:
+            assert b.name in text
+        seen = {p: start_time(p) for p in children_of(proc.pid)}
+        assert len(seen) >= 3 + len(config.backends)
+        with grpc.insecure_channel(config.proxy.listen) as ch:
+            req = pb.ModelInferRequest(model_name="llama-3-70b")
+            req.inputs.add(name="text_input", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"why")
+            req.parameters["max_tokens"].int64_param = 5
+            resp = pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=10)
+            assert resp.raw_output_contents or resp.outputs
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        err = proc.stderr.read()
+        assert rc == 0, err
+        assert "SIGINT received" in err and "stopped cleanly" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.2)
+    reap_zombies()
+    left = [p for p, st in seen.items() if alive(p, st)]
+    assert not left, f"fastpath up left processes running: {left}"
+    assert not children_of(os.getpid())
