@@ -32,6 +32,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs", action="store_true", help="echo the children's output to stderr")
 
 
+def controller_view(address: str, timeout_s: float = 2.0) -> dict:
+    """What the slow path learned during the run: health, observed TTFT and sessions per backend."""
+    import grpc
+
+    from fastpath.gen import control_pb2, control_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as ch:
+            stub = control_pb2_grpc.ControlStub(ch)
+            fleet = stub.ListBackends(control_pb2.ListBackendsRequest(), timeout=timeout_s)
+            flows = stub.ListFlows(control_pb2.ListFlowsRequest(), timeout=timeout_s)
+    except grpc.RpcError as e:
+        return {"error": f"controller at {address} did not answer: {e.code().name} {e.details()}"}
+    return {
+        "backends": {
+            b.name: {
+                "healthy": b.healthy,
+                "health_detail": b.health_detail,
+                "ttft_ms_observed": round(b.ttft_ms_observed, 1),
+                "error_rate": round(b.error_rate, 3),
+                "power_draw_watts": round(b.power_draw_watts),
+                "power_budget_watts": round(b.power_budget_watts),
+            }
+            for b in fleet.backends
+        },
+        "sessions_learned": dict(fleet.session_backend),
+        "flows": len(flows.flows),
+        "flow_paths": sorted({f.path for f in flows.flows}),
+    }
+
+
 def _say(msg: str) -> None:
     print(f"fastpath demo: {msg}", file=sys.stderr, flush=True)
 
@@ -61,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                                    progress=lambda m: _say(f"workload: {m}"))
             duration = time.monotonic() - t0
             died = [c.exit_description() for c in stack.dead()]
+            control = controller_view(stack.control_address) if stack.with_controller and not died else None
             startup = stack.startup_s
             _say("stopping the stack")
     except StackError as e:
@@ -73,6 +105,18 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old)
     summary = summarize(config, plan, results, duration_s=duration, startup_s=startup)
     summary["died"] = died
+    summary["controller"] = control
+    if control and "backends" in control:
+        seen = {n: b["ttft_ms_observed"] for n, b in control["backends"].items() if b["ttft_ms_observed"]}
+        unhealthy = [n for n, b in control["backends"].items() if not b["healthy"]]
+        line = (f"controller: learned {len(control['sessions_learned'])} sessions and observed TTFT on "
+                f"{len(seen)} of {len(control['backends'])} backends")
+        if seen:
+            line += " (" + ", ".join(f"{n} {v:.0f} ms" for n, v in sorted(seen.items())) + ")"
+        line += f"; unhealthy: {', '.join(unhealthy)}." if unhealthy else "; all healthy."
+        summary["observations"].append(line)
+    elif control:
+        summary["observations"].append(f"controller: {control['error']}")
     if args.json:
         summary["results"] = [r.to_dict() for r in results]
         print(json.dumps(summary, indent=2))
