@@ -1,0 +1,171 @@
+"""The proxy: listeners, the routing state the fast path reads, and bookkeeping around streams.
+
+The fast path reads `snapshot` (immutable, swapped whole when the controller
+sends new telemetry) and `live` (what this process observes itself), and calls
+the router synchronously: no awaits and no I/O between a HEADERS frame and
+its stream leaving for a backend.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from fastpath.config import Config, split_hostport
+from fastpath.router.features import (RequestFeatures, features_from_headers, model_from_infer_request,
+                                      model_from_path)
+from fastpath.router.live import LiveStats
+from fastpath.router.router import Router
+from fastpath.router.snapshot import FleetSnapshot, build_snapshot
+
+from .conn import flush_dirty
+from .downstream import DownstreamConnection
+from .limits import Limits
+from .metrics import MetricsServer, ProxyMetrics
+from .upstream import UpstreamPool
+
+log = logging.getLogger("fastpath.dataplane")
+
+
+class Proxy:
+    def __init__(self, config: Config, limits: Limits | None = None, proxy_id: str | None = None) -> None:
+        self.config = config
+        self.limits = limits or Limits(upstream_connect_timeout_s=config.proxy.connect_timeout_ms / 1000.0)
+        self.proxy_id = proxy_id or f"proxy-{os.getpid()}"
+        self.router = Router(config)
+        self.snapshot: FleetSnapshot = build_snapshot(config, None)
+        self.live = LiveStats(len(config.backends))
+        self.names = [b.name for b in config.backends]
+        self.name_bytes = [n.encode() for n in self.names]
+        self.addresses = [split_hostport(b.address, b.name) for b in config.backends]
+        self.models = frozenset(config.models)
+        self.pool = UpstreamPool(self, config.proxy.upstream_connections)
+        self.connections: set[DownstreamConnection] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.metrics = ProxyMetrics()
+        self.draining = False
+        self.watcher: Any = None  # fastpath.control.watcher.FleetWatcher when a controller is used
+        self.servers: list[asyncio.base_events.Server] = []
+        self._unreachable: dict[int, str] = {}
+        self._last_log = 0.0
+
+    # -- routing inputs --------------------------------------------------------
+    def features_for(self, headers: list) -> RequestFeatures:
+        return features_from_headers(headers)
+
+    def model_for_path(self, path: bytes) -> str:
+        model = model_from_path(path)
+        return model if model in self.models else ""
+
+    @staticmethod
+    def model_from_body(pending: Any) -> str | None:
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        return model_from_infer_request(data)
+
+    def set_telemetry(self, telemetry: Any) -> None:
+        """Swaps in a new fleet snapshot (called by the controller watcher)."""
+        self.snapshot = build_snapshot(self.config, telemetry)
+        for i, b in enumerate(self.names):
+            if i in self._unreachable and self.snapshot_healthy(i):
+                del self._unreachable[i]
+
+    def snapshot_healthy(self, i: int) -> bool:
+        healthy = getattr(self.snapshot, "healthy", None)
+        return bool(healthy[i]) if healthy is not None else True
+
+    def backend_address(self, i: int) -> tuple[str, int]:
+        return self.addresses[i]
+
+    def decision_trailers(self, stream: Any) -> list[tuple[bytes, bytes]]:
+        decision = stream.decision
+        out = [(b"x-fastpath-backend", self.name_bytes[stream.backend])]
+        if decision is not None:
+            out.append((b"x-fastpath-decision", decision.header(stream.position)))
+        return out
+
+    # -- bookkeeping -----------------------------------------------------------
+    def observe(self, stream: Any, ok: bool, ttft_ms: float) -> None:
+        name = self.names[stream.backend]
+        self.metrics.requests[(name, "ok" if ok else "error")] += 1
+        f = stream.features
+        if ok and f is not None and f.session:
+            self.live.remember_session(f.session, stream.backend)
+        if self.watcher is not None and f is not None:
+            self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model)
+
+    def backend_unreachable(self, i: int, why: str) -> None:
+        if self._unreachable.get(i) != why:
+            self._unreachable[i] = why
+            log.warning("backend %s %s", self.names[i], why)
+
+    def log_failover(self, name: str, why: str) -> None:
+        now = time.monotonic()
+        if now - self._last_log > 1.0:
+            self._last_log = now
+            log.info("failover: backend %s %s; trying the next candidate (%d failovers so far)",
+                     name, why, self.metrics.failovers)
+
+    def note_reset(self, stream: Any, message: str) -> None:
+        self.metrics.resets += 1
+        log.info("reset stream %d from %s: %s", stream.down_id, stream.down.peer, message)
+
+    def note_limit(self, conn: Any, limit: str) -> None:
+        self.metrics.limits_hit[limit] += 1
+        log.warning("client %s hit limit %s", conn.peer, limit)
+
+    def connection_opened(self, conn: DownstreamConnection) -> None:
+        self.connections.add(conn)
+        self.metrics.connections_total += 1
+        self.metrics.connections_open = len(self.connections)
+
+    def connection_closed(self, conn: DownstreamConnection) -> None:
+        self.connections.discard(conn)
+        self.metrics.connections_open = len(self.connections)
+
+    def render_metrics(self) -> str:
+        return self.metrics.render({
+            "fastpath_streams_active": sum(len(c.streams) for c in self.connections),
+            "fastpath_upstream_connections": sum(len(v) for v in self.pool.conns.values()),
+            "fastpath_snapshot_version": getattr(self.snapshot, "version", 0),
+        })
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self, listen: str | None = None, metrics_listen: str | None = None) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        host, port = split_hostport(listen or self.config.proxy.listen, "proxy.listen")
+        server = await loop.create_server(lambda: DownstreamConnection(self), host, port, backlog=1024,
+                                          reuse_address=True)
+        self.servers.append(server)
+        bound = server.sockets[0].getsockname()[:2]
+        mlisten = self.config.proxy.metrics_listen if metrics_listen is None else metrics_listen
+        if mlisten:
+            mhost, mport = split_hostport(mlisten, "proxy.metrics_listen")
+            try:
+                self.servers.append(await loop.create_server(lambda: MetricsServer(self.render_metrics),
+                                                             mhost, mport, reuse_address=True))
+            except OSError as e:
+                log.warning("metrics endpoint %s not started: %s", mlisten, e.strerror)
+        return bound[0], bound[1]
+
+    async def drain(self, timeout: float | None = None) -> int:
+        """Graceful stop: GOAWAY to every client, finish what is in flight, then close.
+
+        Returns the number of streams still open when the timeout ran out (0 = nothing dropped).
+        """
+        self.draining = True
+        for s in self.servers:
+            s.close()
+        for c in list(self.connections):
+            c.start_drain()
+        flush_dirty()
+        deadline = time.monotonic() + (self.limits.drain_timeout_s if timeout is None else timeout)
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        left = sum(len(c.streams) for c in self.connections)
+        for c in list(self.connections):
+            if c.transport is not None:
+                c.transport.close()
+        self.pool.close()
+        return left

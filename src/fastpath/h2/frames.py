@@ -1,0 +1,270 @@
+"""HTTP/2 frame codec (RFC 9113 §4, §6): parse frames out of a byte buffer, build frames.
+
+The fast path reads every frame header but passes DATA payloads through as
+bytes; this module is the only place that knows the wire layout.
+"""
+from __future__ import annotations
+
+import struct
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types.
+DATA = 0x0
+HEADERS = 0x1
+PRIORITY = 0x2
+RST_STREAM = 0x3
+SETTINGS = 0x4
+PUSH_PROMISE = 0x5
+PING = 0x6
+GOAWAY = 0x7
+WINDOW_UPDATE = 0x8
+CONTINUATION = 0x9
+
+# Flags.
+END_STREAM = 0x1
+ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+
+# Settings identifiers.
+SETTINGS_HEADER_TABLE_SIZE = 0x1
+SETTINGS_ENABLE_PUSH = 0x2
+SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+SETTINGS_MAX_FRAME_SIZE = 0x5
+SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+
+# Error codes.
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+FLOW_CONTROL_ERROR = 0x3
+SETTINGS_TIMEOUT = 0x4
+STREAM_CLOSED = 0x5
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+COMPRESSION_ERROR = 0x9
+CONNECT_ERROR = 0xA
+ENHANCE_YOUR_CALM = 0xB
+
+ERROR_NAMES = {
+    0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
+    0x4: "SETTINGS_TIMEOUT", 0x5: "STREAM_CLOSED", 0x6: "FRAME_SIZE_ERROR", 0x7: "REFUSED_STREAM",
+    0x8: "CANCEL", 0x9: "COMPRESSION_ERROR", 0xA: "CONNECT_ERROR", 0xB: "ENHANCE_YOUR_CALM",
+    0xC: "INADEQUATE_SECURITY", 0xD: "HTTP_1_1_REQUIRED",
+}
+
+DEFAULT_WINDOW = 65535
+DEFAULT_MAX_FRAME = 16384
+MAX_WINDOW = 2**31 - 1
+MAX_STREAM_ID = 2**31 - 1
+
+_HDR = struct.Struct(">HBBBL")  # 24-bit length as (high 16, low 8), type, flags, stream id
+_pack_hdr = _HDR.pack
+_unpack_hdr = _HDR.unpack_from
+_U32 = struct.Struct(">L")
+_u32 = _U32.unpack_from
+_pack_u32 = _U32.pack
+
+
+class H2Error(Exception):
+    """A protocol violation: `code` is the RFC 9113 error code to send, `stream_id` 0 = connection error."""
+
+    def __init__(self, code: int, message: str, stream_id: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.stream_id = stream_id
+
+    @property
+    def code_name(self) -> str:
+        return ERROR_NAMES.get(self.code, hex(self.code))
+
+
+def frame_header(length: int, ftype: int, flags: int, stream_id: int) -> bytes:
+    return _pack_hdr(length >> 8, length & 0xFF, ftype, flags, stream_id)
+
+
+def data_frame(stream_id: int, payload: bytes, end_stream: bool = False) -> bytes:
+    return _pack_hdr(len(payload) >> 8, len(payload) & 0xFF, DATA, END_STREAM if end_stream else 0, stream_id) + payload
+
+
+def headers_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """HEADERS, plus CONTINUATION frames when the block exceeds the peer's max frame size."""
+    flags = END_STREAM if end_stream else 0
+    n = len(block)
+    if n <= max_frame:
+        return _pack_hdr(n >> 8, n & 0xFF, HEADERS, flags | END_HEADERS, stream_id) + block
+    parts = [block[i : i + max_frame] for i in range(0, n, max_frame)]
+    out = [frame_header(len(parts[0]), HEADERS, flags, stream_id), parts[0]]
+    for k, part in enumerate(parts[1:], 1):
+        last = k == len(parts) - 1
+        out += [frame_header(len(part), CONTINUATION, END_HEADERS if last else 0, stream_id), part]
+    return b"".join(out)
+
+
+def settings_frame(settings: dict[int, int] | None = None, ack: bool = False) -> bytes:
+    payload = b"".join(struct.pack(">HL", k, v) for k, v in (settings or {}).items())
+    return frame_header(len(payload), SETTINGS, ACK if ack else 0, 0) + payload
+
+
+def ping_frame(opaque: bytes, ack: bool = False) -> bytes:
+    return frame_header(8, PING, ACK if ack else 0, 0) + opaque
+
+
+def window_update_frame(stream_id: int, increment: int) -> bytes:
+    return _pack_hdr(0, 4, WINDOW_UPDATE, 0, stream_id) + _pack_u32(increment)
+
+
+def rst_stream_frame(stream_id: int, code: int) -> bytes:
+    return _pack_hdr(0, 4, RST_STREAM, 0, stream_id) + _pack_u32(code)
+
+
+def goaway_frame(last_stream_id: int, code: int, debug: bytes = b"") -> bytes:
+    payload = struct.pack(">LL", last_stream_id & MAX_STREAM_ID, code) + debug
+    return frame_header(len(payload), GOAWAY, 0, 0) + payload
+
+
+def parse_settings(payload: bytes) -> list[tuple[int, int]]:
+    if len(payload) % 6:
+        raise H2Error(FRAME_SIZE_ERROR, f"SETTINGS payload of {len(payload)} bytes is not a multiple of 6")
+    out = [struct.unpack_from(">HL", payload, i) for i in range(0, len(payload), 6)]
+    for key, value in out:
+        if key == SETTINGS_ENABLE_PUSH and value > 1:
+            raise H2Error(PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH must be 0 or 1, got {value}")
+        if key == SETTINGS_INITIAL_WINDOW_SIZE and value > MAX_WINDOW:
+            raise H2Error(FLOW_CONTROL_ERROR, f"SETTINGS_INITIAL_WINDOW_SIZE {value} exceeds 2^31-1")
+        if key == SETTINGS_MAX_FRAME_SIZE and not DEFAULT_MAX_FRAME <= value <= 2**24 - 1:
+            raise H2Error(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} outside 16384..16777215")
+    return out
+
+
+def parse_window_update(payload: bytes, stream_id: int) -> int:
+    if len(payload) != 4:
+        raise H2Error(FRAME_SIZE_ERROR, f"WINDOW_UPDATE payload must be 4 bytes, got {len(payload)}")
+    inc = _u32(payload)[0] & MAX_WINDOW
+    if inc == 0:
+        raise H2Error(PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment", stream_id)
+    return inc
+
+
+def parse_rst_stream(payload: bytes) -> int:
+    if len(payload) != 4:
+        raise H2Error(FRAME_SIZE_ERROR, f"RST_STREAM payload must be 4 bytes, got {len(payload)}")
+    return _u32(payload)[0]
+
+
+def parse_goaway(payload: bytes) -> tuple[int, int, bytes]:
+    if len(payload) < 8:
+        raise H2Error(FRAME_SIZE_ERROR, f"GOAWAY payload must be at least 8 bytes, got {len(payload)}")
+    last, code = struct.unpack_from(">LL", payload)
+    return last & MAX_STREAM_ID, code, bytes(payload[8:])
+
+
+def strip_padding(payload: bytes, flags: int, stream_id: int) -> bytes:
+    """Removes the Pad Length octet and padding of a PADDED DATA/HEADERS frame."""
+    if not flags & PADDED:
+        return payload
+    if not payload:
+        raise H2Error(FRAME_SIZE_ERROR, "PADDED frame without a pad length octet", stream_id)
+    pad = payload[0]
+    if pad >= len(payload):
+        raise H2Error(PROTOCOL_ERROR, f"padding of {pad} bytes exceeds the frame payload", stream_id)
+    return payload[1 : len(payload) - pad]
+
+
+def headers_block_fragment(payload: bytes, flags: int, stream_id: int) -> bytes:
+    """The header block fragment of a HEADERS frame, without padding and priority fields."""
+    if flags & PADDED:
+        payload = strip_padding(payload, flags, stream_id)
+    if flags & PRIORITY_FLAG:
+        if len(payload) < 5:
+            raise H2Error(FRAME_SIZE_ERROR, "HEADERS with PRIORITY flag shorter than 5 bytes", stream_id)
+        if _u32(payload)[0] & MAX_STREAM_ID == stream_id:
+            raise H2Error(PROTOCOL_ERROR, "stream depends on itself", stream_id)
+        payload = payload[5:]
+    return payload
+
+
+class FrameReader:
+    """Splits a byte stream into frames, and joins HEADERS+CONTINUATION into one block.
+
+    `feed(data)` returns a list of (type, flags, stream_id, payload). HEADERS
+    come out with the whole header block as payload (padding and priority
+    removed, END_HEADERS set). A frame larger than `max_frame_size` or a header
+    block larger than `max_header_block` raises H2Error, so a peer cannot make
+    us buffer without bound (CONTINUATION floods included).
+    """
+
+    __slots__ = ("buf", "max_frame_size", "max_header_block", "_cont", "frames_seen")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME, max_header_block: int = 65536) -> None:
+        self.buf = bytearray()
+        self.max_frame_size = max_frame_size
+        self.max_header_block = max_header_block
+        self._cont: list | None = None  # [stream_id, flags, [fragments], size] while CONTINUATION pending
+        self.frames_seen = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        buf = self.buf
+        if buf:
+            buf += data
+            view = bytes(buf)
+        else:
+            view = data
+        n = len(view)
+        pos = 0
+        out: list[tuple[int, int, int, bytes]] = []
+        max_frame = self.max_frame_size
+        while n - pos >= 9:
+            hi, lo, ftype, flags, sid = _unpack_hdr(view, pos)
+            length = (hi << 8) | lo
+            if length > max_frame:
+                raise H2Error(FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE {max_frame}")
+            end = pos + 9 + length
+            if end > n:
+                break
+            payload = view[pos + 9 : end]
+            pos = end
+            sid &= MAX_STREAM_ID
+            self.frames_seen += 1
+            if self._cont is not None:
+                self._continuation(ftype, flags, sid, payload, out)
+                continue
+            if ftype == HEADERS:
+                if sid == 0:
+                    raise H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
+                frag = headers_block_fragment(payload, flags, sid)
+                if not flags & END_HEADERS:
+                    if len(frag) > self.max_header_block:
+                        raise H2Error(ENHANCE_YOUR_CALM, f"header block over {self.max_header_block} bytes", 0)
+                    self._cont = [sid, flags, [frag], len(frag)]
+                    continue
+                out.append((HEADERS, flags, sid, frag))
+            elif ftype == CONTINUATION:
+                raise H2Error(PROTOCOL_ERROR, "CONTINUATION without a preceding HEADERS")
+            else:
+                out.append((ftype, flags, sid, payload))
+        if pos == n:
+            if buf:
+                buf.clear()
+        elif buf:
+            del buf[:pos]
+        else:
+            buf += view[pos:]
+        return out
+
+    def _continuation(self, ftype: int, flags: int, sid: int, payload: bytes, out: list) -> None:
+        cont = self._cont
+        assert cont is not None
+        if ftype != CONTINUATION or sid != cont[0]:
+            raise H2Error(PROTOCOL_ERROR, f"expected CONTINUATION on stream {cont[0]}, got frame type {ftype} on stream {sid}")
+        cont[2].append(payload)
+        cont[3] += len(payload)
+        if cont[3] > self.max_header_block:
+            raise H2Error(ENHANCE_YOUR_CALM, f"header block over {self.max_header_block} bytes (CONTINUATION flood?)")
+        if flags & END_HEADERS:
+            self._cont = None
+            out.append((HEADERS, cont[1] | END_HEADERS, sid, b"".join(cont[2])))

@@ -1,0 +1,68 @@
+"""HPACK: our decoder agrees with the reference encoder, our encoder with the reference decoder."""
+import hpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastpath.h2.frames import H2Error
+from fastpath.h2.hpack_codec import HpackDecoder, HpackEncoder
+
+names = st.sampled_from([b":path", b"content-type", b"grpc-timeout", b"x-request-id", b"x-fastpath-region",
+                         b"te", b"authorization", b"user-agent"]) | st.binary(min_size=1, max_size=20).map(
+    lambda b: b.lower().replace(b":", b"x"))
+header = st.tuples(names, st.binary(max_size=60))
+blocks = st.lists(st.lists(header, max_size=12), min_size=1, max_size=8)
+
+
+@settings(max_examples=200)
+@given(blocks, st.sampled_from([0, 256, 4096]), st.booleans())
+def test_decoder_matches_reference_encoder(seq, table_size, huffman):
+    enc = hpack.Encoder()
+    enc.header_table_size = table_size
+    dec = HpackDecoder()
+    for headers in seq:
+        block = enc.encode(headers, huffman=huffman)
+        assert dec.decode(block) == headers
+
+
+@settings(max_examples=200)
+@given(blocks, st.sampled_from([0, 100, 4096]))
+def test_encoder_matches_reference_decoder(seq, peer_table):
+    enc = HpackEncoder()
+    enc.set_max_table_size(peer_table)
+    dec = hpack.Decoder()
+    dec.max_allowed_table_size = 4096
+    for headers in seq * 2:  # repeats exercise the block cache and indexed fields
+        assert [tuple(h) for h in dec.decode(enc.encode(headers), raw=True)] == headers
+        assert enc.size <= enc.max_size
+
+
+def test_repeated_blocks_are_decoded_once():
+    hs = [(b":path", b"/inference.GRPCInferenceService/ModelInfer"), (b"x-fastpath-region", b"us-east")]
+    enc, dec = hpack.Encoder(), HpackDecoder()
+    assert dec.decode(enc.encode(hs)) == hs  # first block inserts into the table
+    repeat = enc.encode(hs)  # later blocks only reference it
+    first = dec.decode(repeat)
+    assert first == hs
+    assert dec.decode(repeat) is first  # unchanged table: the cached result, no decoding
+
+
+def test_unique_values_are_not_indexed_forever():
+    enc = HpackEncoder()
+    for i in range(50):
+        enc.encode([(b"x-request-id", str(i).encode() * 8)])
+    assert len(enc.entries) <= 2  # volatile field stops being inserted
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300))
+def test_garbage_blocks_raise_compression_error_only(block):
+    try:
+        HpackDecoder().decode(block)
+    except H2Error as e:
+        assert e.code == 0x9
+
+
+def test_table_size_update_above_our_limit_is_refused():
+    with pytest.raises(H2Error, match="above"):
+        HpackDecoder(settings_max=4096).decode(b"\x3f\xe1\x3f")  # size update to 8192
