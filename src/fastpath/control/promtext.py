@@ -43,6 +43,7 @@ _LABEL_PAIR_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^
 _FLOAT_RE = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity))|(?i:nan)")
 _BLANKS_RE = re.compile(r"[ \t]+")
 _META_RE = re.compile(r"[ \t]*(HELP|TYPE)(?:[ \t]+|$)")
+_OPEN_VALUE_RE = re.compile(r'[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"')
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 _HELP_ESCAPES = {"\\": "\\", "n": "\n"}
@@ -181,6 +182,8 @@ def _parse_sample(text: str, lineno: int, line: str) -> Sample:
             if not lm:
                 if pos >= len(text):
                     raise PromTextError(lineno, line, "label set not closed with '}'")
+                if _OPEN_VALUE_RE.match(text, pos):
+                    raise PromTextError(lineno, line, f"label value at column {pos + 1} not closed with '\"'")
                 raise PromTextError(lineno, line, f"bad label at column {pos + 1}: expected name=\"value\"")
             key = lm.group(1)
             if key in seen:
@@ -192,6 +195,8 @@ def _parse_sample(text: str, lineno: int, line: str) -> Sample:
                 if pos < len(text) and text[pos] == "}":
                     pos += 1
                     break
+                if pos >= len(text):
+                    raise PromTextError(lineno, line, "label set not closed with '}'")
                 raise PromTextError(lineno, line, f"expected ',' or '}}' at column {pos + 1}")
         labels = tuple(pairs)
     if pos >= len(text):
