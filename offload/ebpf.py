@@ -1,0 +1,408 @@
+"""The `ebpf` driver: splice a pinned session's two sockets in the kernel.
+
+After splice(), a SOCKHASH + sk_skb stream verdict (bpf/sockmap_splice.bpf.c)
+redirects each socket's incoming bytes out through its peer; the proxy makes
+no read or write calls for that flow any more. What the kernel does not do,
+this driver does:
+
+- handoff: bytes already in a receive queue (possibly half-read by the
+  Python relay) are read out and forwarded before the sockets enter the map,
+  because the kernel would re-send a partly read socket buffer whole;
+- end of flow: FIN is not forwarded by the splice. One epoll thread watches
+  every spliced socket for RDHUP/HUP/ERR; on a FIN it waits until everything
+  the kernel redirected has left through the peer, then shuts the peer's write
+  side; on a reset or error it aborts the flow. Either way both map entries,
+  the counters entry and the sockets are released, other flows untouched;
+- a full map or a refused update leaves the flow on Python, said once in the log.
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastpath.offload import loader, tcp_sockets
+from fastpath.offload.libbpf import BPF_NOEXIST, BpfError
+from fastpath.offload.loader import SpliceMaps
+from fastpath.offload.steering import Flow, FlowStats, Installed, SteeringTable, addr_of
+
+log = logging.getLogger("fastpath.offload.ebpf")
+
+TO_BACKEND, TO_CLIENT = 0, 1
+DRAIN_STALL_S = 5.0  # give up on a FIN drain that made no progress for this long
+EV_WATCH = select.EPOLLRDHUP
+
+
+@dataclass(eq=False)
+class _Side:
+    sock: socket.socket
+    fd: int
+    cookie: int
+    eof: bool = False  # its peer sent FIN
+    shut: bool = False  # we shut its write side
+    watched: bool = True
+
+
+@dataclass(eq=False)
+class _Flow:
+    session: str
+    flow_id: int
+    client: _Side
+    backend: _Side
+    installed: Installed
+    started: float
+    client_addr: tuple[str, int]
+    backend_addr: tuple[str, int]
+    written0: list[int]  # bytes_written of the target socket of each direction at handoff
+    python: list[int] = field(default_factory=lambda: [0, 0])
+    draining: dict[int, tuple[int, float]] = field(default_factory=dict)  # dir -> (last progress, deadline)
+    ended: bool = False
+
+    def target(self, d: int) -> _Side:
+        return self.backend if d == TO_BACKEND else self.client
+
+    def source(self, d: int) -> _Side:
+        return self.client if d == TO_BACKEND else self.backend
+
+
+class EbpfDriver(SteeringTable):
+    """Kernel splice of pinned sessions through fastpath's SOCKHASH.
+
+    pin_dir: use the maps `fastpath bpf load` pinned there when present;
+    otherwise (or with pin_dir=None) load a private copy for this process,
+    sized for `max_flows` flows (default FP_MAX_FLOWS).
+    """
+
+    name = "ebpf"
+    path = "kernel"
+
+    def __init__(self, pin_dir: Path | str | None = "default", max_flows: int | None = None) -> None:
+        if pin_dir == "default":
+            pin_dir = loader.default_pin_dir()
+        if pin_dir is not None and loader.is_pinned(Path(pin_dir)):
+            self.maps: SpliceMaps = loader.open_pinned(Path(pin_dir))
+            self.gc()
+        else:
+            self.maps = loader.load_private(max_flows)
+        L = self.maps.layout
+        self._Peer = L.structs["fp_peer"]
+        self._Stats = L.structs["fp_flow_stats"]
+        self._err_names = {v: k.removeprefix("FP_ERR_").lower() for k, v in L.prefixed("FP_ERR_").items() if k != "FP_ERR_COUNT"}
+        self._lock = threading.RLock()
+        self._flows: dict[str, _Flow] = {}
+        self._by_fd: dict[int, tuple[_Flow, _Side]] = {}
+        self._seq = itertools.count(1)
+        self._ep = select.epoll()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._ep.register(self._wake_r, select.EPOLLIN)
+        self._closing = False
+        self._thread = threading.Thread(target=self._watch, name="fastpath-splice-watch", daemon=True)
+        self._thread.start()
+
+    # ---- steering-table interface -------------------------------------------------
+
+    def install(self, session: str, client_sock: socket.socket, backend_sock: socket.socket) -> Installed:
+        return self.splice(session, client_sock, backend_sock)
+
+    def splice(self, session: str, client_sock: socket.socket, backend_sock: socket.socket) -> Installed:
+        """Hands the flow to the kernel; returns how it went (path "kernel" or "python").
+
+        The caller must have stopped reading and writing both sockets. On
+        "kernel" the driver owns them (closes them when the flow ends); on
+        "python" nothing changed hands and the caller keeps relaying.
+        """
+        tcp_sockets.check_tcp(client_sock, "client")
+        tcp_sockets.check_tcp(backend_sock, "backend")
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("driver is closed")
+            if session in self._flows:
+                raise ValueError(f"session {session!r} is already spliced; remove() it first")
+        flow_id = (os.getpid() << 32) | next(self._seq)
+        client, backend = (
+            _Side(client_sock, client_sock.fileno(), tcp_sockets.cookie(client_sock)),
+            _Side(backend_sock, backend_sock.fileno(), tcp_sockets.cookie(backend_sock)),
+        )
+        flow = _Flow(
+            session, flow_id, client, backend, Installed(session, "kernel"), time.monotonic(),
+            addr_of(client_sock), addr_of(backend_sock),
+            written0=[tcp_sockets.bytes_written(backend_sock), tcp_sockets.bytes_written(client_sock)],
+        )
+        # 1. Empty both receive queues through Python first: the kernel would
+        #    re-send a socket buffer the relay has already partly read.
+        self._forward_pending(flow)
+        # 2. Counters and peers, then sockets (client first: in pinned mode the
+        #    backend is the one streaming; its bytes wait in its queue until it joins).
+        m = self.maps
+        k = ctypes.c_uint64
+        try:
+            m.flows.update(k(flow_id), self._Stats(), BPF_NOEXIST)
+        except BpfError as e:
+            return self._refused(flow, "flow counters", e)
+        try:
+            m.peers.update(k(client.cookie), self._Peer(peer_cookie=backend.cookie, flow_id=flow_id, dir=TO_BACKEND), BPF_NOEXIST)
+            m.peers.update(k(backend.cookie), self._Peer(peer_cookie=client.cookie, flow_id=flow_id, dir=TO_CLIENT), BPF_NOEXIST)
+        except BpfError as e:
+            self._forget(flow)
+            return self._refused(flow, "peer entries", e)
+        try:
+            m.socks.update(k(client.cookie), k(client.fd))
+        except BpfError as e:
+            self._forget(flow)
+            return self._refused(flow, "client socket", e)
+        try:
+            m.socks.update(k(backend.cookie), k(backend.fd))
+        except BpfError as e:
+            # Bytes the client sent in the last microseconds were passed to its
+            # own queue (no peer yet): read them before the socket leaves the map.
+            m.peers.delete(k(client.cookie))
+            self._forward_pending(flow)
+            m.socks.delete(k(client.cookie))
+            self._forward_pending(flow)
+            self._forget(flow)
+            return self._refused(flow, "backend socket", e)
+        # 3. Bytes that landed between step 1 and insertion: reading kicks the
+        #    kernel to redirect them in order; anything handed back is forwarded.
+        self._forward_pending(flow)
+        with self._lock:
+            self._flows[session] = flow
+            for side in (client, backend):
+                self._by_fd[side.fd] = (flow, side)
+                self._ep.register(side.fd, EV_WATCH)
+        self._wake()
+        return flow.installed
+
+    def remove(self, session: str) -> bool:
+        with self._lock:
+            flow = self._flows.get(session)
+            if flow is None:
+                return False
+            self._end(flow, "removed", abort=True)
+            return True
+
+    def list(self) -> list[Flow]:
+        with self._lock:
+            flows = list(self._flows.values())
+        return [Flow(f.session, f.client_addr, f.backend_addr, "kernel", self._stats(f), f.started) for f in flows]
+
+    def errors(self) -> dict[str, int]:
+        """The verdict's failure counters (global: all flows, all processes sharing the maps)."""
+        out = {}
+        for idx, name in sorted(self._err_names.items()):
+            v = self.maps.errors.lookup(ctypes.c_uint32(idx))
+            out[name] = int(v.value) if v is not None else 0
+        return out
+
+    def close(self) -> None:
+        """Aborts every flow, stops the watcher and releases this process's maps."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            for flow in list(self._flows.values()):
+                self._end(flow, "driver closed", abort=True)
+        self._wake()
+        self._thread.join(timeout=5)
+        self._ep.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.maps.close()
+
+    def gc(self) -> int:
+        """Deletes shared-map entries left by processes that died mid-flow; returns how many."""
+        mine = os.getpid()
+        removed = 0
+        for key, peer in self.maps.peers.items():
+            pid = int(peer.flow_id) >> 32
+            if pid != mine and not _alive(pid):
+                removed += self.maps.peers.delete(ctypes.c_uint64(key))
+                self.maps.socks.delete(ctypes.c_uint64(key))
+        for key in self.maps.flows.keys():
+            pid = int(key) >> 32
+            if pid != mine and not _alive(pid):
+                removed += self.maps.flows.delete(ctypes.c_uint64(key))
+        if removed:
+            log.info("removed %d stale splice map entries left by exited processes", removed)
+        return removed
+
+    # ---- internals ----------------------------------------------------------------
+
+    def _stats(self, f: _Flow) -> FlowStats:
+        s = self.maps.flows.lookup(ctypes.c_uint64(f.flow_id))
+        b = list(s.bytes) if s is not None else [0, 0]
+        p = list(s.packets) if s is not None else [0, 0]
+        return FlowStats(int(b[0]), int(b[1]), int(p[0]), int(p[1]), f.python[0], f.python[1])
+
+    def _forward_pending(self, flow: _Flow) -> None:
+        for d in (TO_BACKEND, TO_CLIENT):
+            data, _eof = tcp_sockets.read_available(flow.source(d).sock)
+            if data:
+                tcp_sockets.send_all(flow.target(d).sock, data)
+                flow.python[d] += len(data)
+
+    def _forget(self, flow: _Flow) -> None:
+        k = ctypes.c_uint64
+        self.maps.peers.delete(k(flow.client.cookie))
+        self.maps.peers.delete(k(flow.backend.cookie))
+        self.maps.flows.delete(k(flow.flow_id))
+
+    def _refused(self, flow: _Flow, what: str, e: BpfError) -> Installed:
+        reason = f"kernel splice refused ({what}): {e}; session {flow.session} stays on the Python relay"
+        log.warning("%s", reason.splitlines()[0])
+        return Installed(flow.session, "python", reason)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def _watch(self) -> None:
+        """The one thread that notices FIN/RST/errors on every spliced socket."""
+        while True:
+            with self._lock:
+                if self._closing and not self._flows:
+                    return
+                busy = any(f.draining for f in self._flows.values())
+            try:
+                events = self._ep.poll(0.002 if busy else 1.0)
+            except OSError:
+                return
+            with self._lock:
+                for fd, ev in events:
+                    if fd == self._wake_r:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        continue
+                    entry = self._by_fd.get(fd)
+                    if entry is None:
+                        continue
+                    flow, side = entry
+                    try:
+                        self._on_event(flow, side, ev)
+                    except Exception as e:  # never let one flow stop the watcher
+                        log.exception("splice watcher: session %s", flow.session)
+                        self._end(flow, f"watcher error: {e}", abort=True)
+                for flow in [f for f in self._flows.values() if f.draining]:
+                    try:
+                        self._check_drains(flow)
+                    except Exception as e:
+                        log.exception("splice drain: session %s", flow.session)
+                        self._end(flow, f"drain error: {e}", abort=True)
+
+    def _on_event(self, flow: _Flow, side: _Side, ev: int) -> None:
+        if flow.ended:
+            return
+        if ev & select.EPOLLERR:
+            err = side.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            who = "client" if side is flow.client else "backend"
+            self._end(flow, f"{who} socket error: {os.strerror(err) if err else 'error'}", abort=True)
+            return
+        if ev & select.EPOLLRDHUP and not side.eof:
+            side.eof = True
+            d = TO_BACKEND if side is flow.client else TO_CLIENT
+            flow.draining[d] = (-1, time.monotonic() + DRAIN_STALL_S)
+            self._ep.modify(side.fd, 0)  # stop level-triggered RDHUP; HUP/ERR still come
+            self._check_drains(flow)
+            if flow.ended:
+                return
+        if ev & select.EPOLLHUP:
+            if side.eof and side.shut:
+                self._unwatch(side)
+                self._maybe_done(flow)
+            else:
+                who = "client" if side is flow.client else "backend"
+                self._end(flow, f"{who} connection reset", abort=True)
+
+    def _check_drains(self, flow: _Flow) -> None:
+        """Shuts a target's write side once every byte bound for it has left."""
+        if flow.ended:
+            return
+        stats = self._stats(flow)
+        kernel = (stats.bytes_to_backend, stats.bytes_to_client)
+        now = time.monotonic()
+        for d, (last, deadline) in list(flow.draining.items()):
+            target = flow.target(d)
+            try:
+                sent = tcp_sockets.bytes_written(target.sock) - flow.written0[d]
+            except OSError as e:
+                self._end(flow, f"drain failed: {e}", abort=True)
+                return
+            if sent >= flow.python[d] + kernel[d]:
+                del flow.draining[d]
+                try:
+                    target.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                target.shut = True
+            elif sent > last:
+                flow.draining[d] = (sent, now + DRAIN_STALL_S)
+            elif now > deadline:
+                self._end(flow, f"peer stopped taking bytes ({flow.python[d] + kernel[d] - sent} unsent)", abort=True)
+                return
+        self._maybe_done(flow)
+
+    def _maybe_done(self, flow: _Flow) -> None:
+        if not flow.ended and flow.client.eof and flow.backend.eof and not flow.draining:
+            self._end(flow, "closed", abort=False)
+
+    def _unwatch(self, side: _Side) -> None:
+        if side.watched:
+            side.watched = False
+            try:
+                self._ep.unregister(side.fd)
+            except (OSError, ValueError):
+                pass
+
+    def _end(self, flow: _Flow, reason: str, abort: bool) -> None:
+        """Releases everything the flow holds; idempotent. Called with the lock held."""
+        if flow.ended:
+            return
+        flow.ended = True
+        flow.draining.clear()
+        try:
+            final = self._stats(flow)
+        except BpfError:
+            final = FlowStats(python_bytes_to_backend=flow.python[0], python_bytes_to_client=flow.python[1])
+        k = ctypes.c_uint64
+        for side in (flow.client, flow.backend):
+            self._unwatch(side)
+            self._by_fd.pop(side.fd, None)
+            for m in (self.maps.socks, self.maps.peers):
+                try:
+                    m.delete(k(side.cookie))
+                except BpfError as e:
+                    log.warning("session %s: %s", flow.session, e)
+        try:
+            self.maps.flows.delete(k(flow.flow_id))
+        except BpfError as e:
+            log.warning("session %s: %s", flow.session, e)
+        for side in (flow.client, flow.backend):
+            if abort:
+                try:
+                    side.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            side.sock.close()
+        self._flows.pop(flow.session, None)
+        log.debug("session %s left the kernel path: %s", flow.session, reason)
+        flow.installed.finish(final, reason)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
