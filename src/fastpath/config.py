@@ -117,8 +117,8 @@ class Config:
 
 def split_hostport(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{key} = {value!r}: expected host:port, e.g. \"127.0.0.1:50051\"")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{key} = {value!r}: expected host:port, e.g. \"127.0.0.1:50051\" (port 0 = any free port)")
     return host, int(port)
 
 

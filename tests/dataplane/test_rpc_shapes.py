@@ -1,0 +1,96 @@
+"""All four RPC shapes through the routed proxy: content, metadata, trailers, no buffering."""
+import grpc
+import pytest
+
+from .conftest import NEAR, bidi, client_stream, server_stream, unary
+
+
+def test_unary_carries_metadata_and_adds_decision_trailers(harness):
+    harness.simple("a", "b")
+    resp, call = unary(harness.channel()).with_call(b"hello", metadata=NEAR + (("x-custom", "v1"),), timeout=5)
+    assert resp == b"a:hello"
+    trailers = dict(call.trailing_metadata())
+    assert trailers["x-backend-name"] == "a"            # the backend's own trailers arrive intact
+    assert trailers["x-fastpath-backend"] == "a"
+    decision = dict(kv.split("=") for kv in trailers["x-fastpath-decision"].split(";"))
+    assert set(decision) >= {"policy", "score", "ttft", "cost", "affinity", "capacity", "proximity"}
+    assert all(0.0 <= float(decision[a]) <= 1.0 for a in ("ttft", "cost", "affinity", "capacity", "proximity"))
+    assert harness.backends["a"].seen_metadata[-1]["x-custom"] == "v1"
+
+
+def test_many_unary_calls_reuse_connections_and_stay_correct(harness):
+    harness.simple("a")
+    stub = unary(harness.channel())
+    for i in range(200):
+        payload = b"%d" % i * (i % 7 + 1)
+        assert stub(payload, metadata=(("x-request-id", str(i)),), timeout=5) == b"a:" + payload
+    assert harness.backends["a"].calls == 200
+
+
+def test_server_stream_is_not_buffered(harness):
+    """The first message reaches the client while the backend still holds the rest back."""
+    harness.simple("a")
+    b = harness.backends["a"]
+    it = server_stream(harness.channel())(b"5,100,gate", metadata=NEAR, timeout=10)
+    first = next(it)  # would time out if the proxy waited for more
+    assert first.startswith(b"00000000")
+    harness.loop.call(b.gate.set)
+    rest = list(it)
+    assert [m[:8] for m in rest] == [b"%08d" % i for i in range(1, 5)]
+
+
+def test_client_stream_and_large_messages(harness):
+    harness.simple("a")
+    msgs = [bytes([i % 256]) * (i * 7919 % 300000) for i in range(40)]
+    out = client_stream(harness.channel())(iter(msgs), metadata=NEAR, timeout=20)
+    assert out == f"{len(msgs)},{sum(map(len, msgs))}".encode()
+
+
+def test_bidi_interleaves_in_both_directions(harness):
+    harness.simple("a")
+    import queue
+
+    q: queue.Queue = queue.Queue()
+
+    def requests():
+        for i in range(20):
+            yield b"%d" % i
+            q.get(timeout=5)  # wait for the echo before sending the next: needs an unbuffered proxy
+
+    call = bidi(harness.channel())(requests(), metadata=NEAR, timeout=20)
+    got = []
+    for msg in call:
+        got.append(msg)
+        q.put(1)
+    assert got == [b"a:%d" % i for i in range(20)]
+
+
+def test_big_server_stream_arrives_byte_exact(harness):
+    harness.simple("a")
+    msgs = list(server_stream(harness.channel())(b"64,200000", timeout=30))
+    assert len(msgs) == 64 and all(len(m) == 200000 for m in msgs)
+    assert [m[:8] for m in msgs] == [b"%08d" % i for i in range(64)]
+
+
+def test_deadline_is_passed_to_the_backend(harness):
+    harness.simple("a")
+    unary(harness.channel())(b"x", timeout=3)
+    remaining = harness.backends["a"].deadlines[-1]
+    assert remaining is not None and 0 < remaining <= 3
+
+
+def test_bad_routing_metadata_is_invalid_argument(harness):
+    harness.simple("a")
+    with pytest.raises(grpc.RpcError) as e:
+        unary(harness.channel())(b"x", metadata=(("x-fastpath-max-cost", "cheap"),), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-fastpath-max-cost" in e.value.details()
+    assert harness.backends["a"].calls == 0
+
+
+def test_unknown_model_is_unavailable_with_reason(harness):
+    harness.simple("a")
+    with pytest.raises(grpc.RpcError) as e:
+        unary(harness.channel())(b"x", metadata=(("x-fastpath-model", "gpt-17"),), timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "gpt-17" in e.value.details()
