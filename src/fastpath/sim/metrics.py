@@ -122,7 +122,7 @@ def parse_prometheus_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], .
     line it cannot read.
     """
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
