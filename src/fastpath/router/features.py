@@ -1,0 +1,250 @@
+"""What a request asks of the router, read from its gRPC metadata and first bytes.
+
+The fast path calls these once per request, before any backend is chosen, so
+they work on raw HTTP/2 header bytes and on the undecoded start of the gRPC
+body: one pass over the headers, table lookups instead of regular expressions,
+and a protobuf tag walk instead of a decode.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+PREFIX = "x-fastpath-"
+MODEL = b"x-fastpath-model"
+REGION = b"x-fastpath-region"
+SESSION = b"x-fastpath-session"
+POLICY = b"x-fastpath-policy"
+SLO_TTFT_MS = b"x-fastpath-slo-ttft-ms"
+MAX_COST = b"x-fastpath-max-cost"
+ALLOW_REGIONS = b"x-fastpath-allow-regions"
+
+MAX_NAME_LEN = 256  # model names and session ids
+MAX_TOKEN_LEN = 64  # regions and policy names
+MAX_NUMBER_LEN = 32
+MAX_ALLOW_REGIONS = 32
+
+# bytes.translate(None, delete=...) leaves only the bytes that are NOT allowed:
+# a C-speed character-class check without a regular expression.
+_TOKEN_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+_VISIBLE_BYTES = bytes(range(0x21, 0x7F))
+
+
+@dataclass(slots=True)
+class RequestFeatures:
+    model: str = ""  # "" = not known yet
+    region: str = ""  # client region
+    session: str = ""
+    policy: str = ""  # "" = the config's default policy
+    slo_ttft_ms: float = 0.0  # 0 = no SLO
+    max_cost: float = 0.0  # max cost per 1k tokens, 0 = no limit
+    allow_regions: tuple[str, ...] = ()  # data-sovereignty allow-list of site regions, () = any
+
+
+class MetadataError(ValueError):
+    """Request metadata fastpath cannot route on; the message names the header,
+    what was wrong with it and what is accepted (the proxy returns it to the
+    client as INVALID_ARGUMENT)."""
+
+
+def _show(value: bytes) -> str:
+    text = value[:40].decode("ascii", "backslashreplace")
+    return repr(text + ("..." if len(value) > 40 else ""))
+
+
+def _visible(name: bytes, value: bytes, limit: int, what: str) -> str:
+    value = value.strip()
+    if len(value) > limit:
+        raise MetadataError(
+            f"{name.decode()}: value is {len(value)} bytes long; {what} must be at most {limit} bytes"
+        )
+    if value.translate(None, _VISIBLE_BYTES):
+        raise MetadataError(
+            f"{name.decode()}: {_show(value)} contains spaces, control or non-ASCII bytes; "
+            f"{what} must be visible ASCII"
+        )
+    return value.decode("ascii")
+
+
+def _token(name: bytes, value: bytes, what: str) -> str:
+    value = value.strip()
+    if len(value) > MAX_TOKEN_LEN:
+        raise MetadataError(
+            f"{name.decode()}: value is {len(value)} bytes long; {what} must be at most {MAX_TOKEN_LEN} bytes"
+        )
+    if value.translate(None, _TOKEN_BYTES):
+        raise MetadataError(
+            f"{name.decode()}: {_show(value)} is not a valid {what}; use letters, digits, '.', '_' and '-'"
+        )
+    return value.decode("ascii")
+
+
+def _number(name: bytes, value: bytes, unit: str, example: str) -> float:
+    value = value.strip()
+    accepted = f"send a non-negative number of {unit}, e.g. {example}"
+    if not value:
+        raise MetadataError(f"{name.decode()}: empty value; {accepted}")
+    if len(value) > MAX_NUMBER_LEN:
+        raise MetadataError(f"{name.decode()}: value is {len(value)} bytes long; {accepted}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise MetadataError(f"{name.decode()}: {_show(value)} is not a number; {accepted}") from None
+    if not math.isfinite(number):
+        raise MetadataError(f"{name.decode()}: {_show(value)} is not a finite number; {accepted}")
+    if number < 0:
+        raise MetadataError(f"{name.decode()}: {_show(value)} is negative; {accepted}")
+    return number
+
+
+def _set_model(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    f.model = _visible(name, value, MAX_NAME_LEN, "a model name")
+
+
+def _set_session(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    f.session = _visible(name, value, MAX_NAME_LEN, "a session id")
+
+
+def _set_region(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    f.region = _token(name, value, "region name")
+
+
+def _set_policy(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    f.policy = _token(name, value, "policy name")
+
+
+def _set_slo(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    f.slo_ttft_ms = _number(name, value, "milliseconds (0 = no SLO)", "250")
+
+
+def _set_max_cost(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    f.max_cost = _number(name, value, "cost units per 1k tokens (0 = no limit)", "0.5")
+
+
+def _set_allow_regions(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    accepted = "send a comma-separated list of site regions, e.g. eu-west,eu-central"
+    parts = [p for p in value.split(b",") if p.strip()]
+    if not parts:
+        raise MetadataError(f"{name.decode()}: no region given; {accepted} (omit the header to allow any)")
+    if len(parts) > MAX_ALLOW_REGIONS:
+        raise MetadataError(f"{name.decode()}: {len(parts)} regions given; at most {MAX_ALLOW_REGIONS}")
+    regions = tuple(_token(name, p, "region name") for p in parts)
+    # Canonical order so equal allow-lists share the router's per-list caches.
+    f.allow_regions = tuple(sorted(set(regions)))
+
+
+_HANDLERS: dict[bytes, Callable[[RequestFeatures, bytes, bytes], None]] = {
+    MODEL: _set_model,
+    REGION: _set_region,
+    SESSION: _set_session,
+    POLICY: _set_policy,
+    SLO_TTFT_MS: _set_slo,
+    MAX_COST: _set_max_cost,
+    ALLOW_REGIONS: _set_allow_regions,
+}
+
+# An empty string header means "not given"; for these an empty value is a
+# client bug worth reporting (an empty allow-list must not silently mean "any").
+_EMPTY_IS_ERROR = frozenset({SLO_TTFT_MS, MAX_COST, ALLOW_REGIONS})
+
+
+def features_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> RequestFeatures:
+    """The routing inputs carried in a request's metadata.
+
+    Header names arrive lower-case (HTTP/2). Unknown x-fastpath-* headers are
+    ignored; a repeated header keeps its last value; an empty string header
+    counts as absent. Bad values raise MetadataError.
+    """
+    f = RequestFeatures()
+    get = _HANDLERS.get
+    for name, value in headers:
+        handler = get(name)
+        if handler is not None and (value or name in _EMPTY_IS_ERROR):
+            handler(f, name, value)
+    return f
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, next position); next position -1 when truncated or over 10 bytes."""
+    result = 0
+    shift = 0
+    while pos < end and shift < 70:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+    return 0, -1
+
+
+def model_from_infer_request(message: bytes) -> str | None:
+    """model_name (field 1) of a gRPC-framed KServe ModelInferRequest, or None.
+
+    `message` is the start of a request body: the 5-byte gRPC prefix then the
+    protobuf message, possibly truncated. The message is not decoded: tags are
+    walked and other fields skipped by wire type. Like a protobuf parser, the
+    last model_name wins; a message truncated after a model_name returns the
+    last one seen. None when absent or empty, compressed, malformed, not UTF-8,
+    or truncated before it. Never raises.
+    """
+    try:
+        n = len(message)
+        if n < 6 or message[0] != 0:
+            return None
+        end = min(n, 5 + int.from_bytes(message[1:5], "big"))
+        pos = 5
+        found: bytes | None = None
+        while pos < end:
+            tag = message[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _varint(message, pos, end)
+                if pos < 0:
+                    break
+            wire = tag & 7
+            field = tag >> 3
+            if field == 0 or (field == 1 and wire != 2):
+                return None  # field 0 does not exist; model_name must be length-delimited
+            if wire == 2:
+                length = message[pos] if pos < end else 0x80
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = _varint(message, pos, end)
+                    if pos < 0:
+                        break
+                stop = pos + length
+                if tag == 0x0A:  # field 1, length-delimited
+                    if stop > end:
+                        break
+                    found = message[pos:stop]
+                pos = stop
+            elif wire == 0:
+                _, pos = _varint(message, pos, end)
+                if pos < 0:
+                    break
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            else:  # groups (3, 4) do not occur in this message; 6, 7 are invalid
+                return None
+        if not found:
+            return None
+        return found.decode("utf-8")
+    except Exception:  # noqa: BLE001 - the contract is "never raises"
+        return None
+
+
+def model_from_path(path: bytes) -> str:
+    """The gRPC service of a request path ("/pkg.Service/Method" -> "pkg.Service").
+
+    A last resort for routing when neither metadata nor body name a model;
+    "" when the path has no service part.
+    """
+    p = path.split(b"?", 1)[0].strip(b"/")
+    service = p.rsplit(b"/", 1)[0] if b"/" in p else b""
+    return service.decode("utf-8", "replace")

@@ -1,0 +1,126 @@
+"""Per-backend load figures derived from a snapshot and the proxy's LiveStats.
+
+These do not depend on the request (only on the backend), so they are kept
+up to date incrementally: computed for every backend when a snapshot is first
+used, then row by row for the backends LiveStats reports as changed. A route()
+call then only adds the request-dependent parts (RTT from the client's region,
+policy weights) on top.
+
+Model of time to first token at backend i (ms), for a client RTT r:
+    rho   = load / slots               load = in flight at the backend
+    queue = 1 / (1 - rho)              for rho <= RHO_KNEE, then linear (finite, monotone)
+    model = prefill * queue + r
+    pred  = model                       without observations
+          = (model + observed) / 2      with an observed TTFT (the proxy's own EWMA,
+                                        else the controller's)
+stored as pred = c + a * r with a in {1, 0.5}, so a request needs two array operations.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastpath.router.live import LiveStats
+from fastpath.router.snapshot import FleetSnapshot
+
+RHO_KNEE = 0.95  # above this utilisation queueing is extended linearly, not to infinity
+KNEE_SLOPE = 1.0 / (1.0 - RHO_KNEE) ** 2  # d/drho of 1/(1-rho) at the knee (continuous slope)
+OBSERVED_WEIGHT = 0.5  # share of an observed TTFT in the prediction
+SLOT_SHARE = 0.5  # share of free batch slots in the capacity score (KV 0.25, power 0.25)
+ROW_UPDATE_MAX = 6  # more changed backends than this: one vectorised recompute is cheaper
+
+
+def queue_factor(rho: np.ndarray) -> np.ndarray:
+    """1/(1-rho) below the knee, its tangent above: grows sharply near saturation, stays finite."""
+    return 1.0 / np.maximum(1.0 - rho, 1.0 - RHO_KNEE) + KNEE_SLOPE * np.maximum(rho - RHO_KNEE, 0.0)
+
+
+def queue_factor_scalar(rho: float) -> float:
+    return 1.0 / max(1.0 - rho, 1.0 - RHO_KNEE) + KNEE_SLOPE * max(rho - RHO_KNEE, 0.0)
+
+
+class LoadState:
+    """Load-dependent arrays for one (snapshot, LiveStats) pair.
+
+    Attributes (numpy, length N): rho (utilisation, may exceed 1), rho_c (capped
+    at 1), c and a (TTFT prediction pred = c + a * rtt), capacity (score in [0,1]),
+    health (score in [0,1]), util (max of slot and KV utilisation, for affinity).
+    """
+
+    def __init__(self, snap: FleetSnapshot, live: LiveStats) -> None:
+        if live.n != snap.n:
+            raise ValueError(
+                f"LiveStats has {live.n} backends but the snapshot has {snap.n}; "
+                "create LiveStats with len(config.backends)"
+            )
+        self.snap = snap
+        self.live = live
+        # What the proxy had in flight when this snapshot was first used: the scrape
+        # behind it already counted those, so only the difference is added to it.
+        self.telemetry_load = np.where(snap.has_metrics, snap.waiting + snap.running, 0.0)
+        self.load_offset = self.telemetry_load - live.inflight
+        self.inv_slots = 1.0 / snap.slots
+        # Python lists for the row-by-row path: list indexing is cheaper than numpy's.
+        self._offset_l = self.load_offset.tolist()
+        self._inv_slots_l = self.inv_slots.tolist()
+        self._prefill_l = snap.prefill_ms.tolist()
+        self._obs_l = snap.ttft_observed_ms.tolist()
+        self._kv_l = snap.kv_usage.tolist()
+        self._cap_static_l = snap.capacity_static.tolist()
+        self._ok_l = (1.0 - snap.error_rate).tolist()
+        self.position = live.changes_end
+        self.recompute()
+
+    def recompute(self) -> None:
+        """Every backend at once (vectorised)."""
+        snap, live = self.snap, self.live
+        load = np.maximum(live.inflight, self.load_offset + live.inflight)
+        rho = load * self.inv_slots
+        self.rho = rho
+        self.rho_c = np.minimum(rho, 1.0)
+        model = snap.prefill_ms * queue_factor(rho)
+        obs = np.where(live.ttft_ewma_ms > 0.0, live.ttft_ewma_ms, snap.ttft_observed_ms)
+        self.a = np.where(obs > 0.0, 1.0 - OBSERVED_WEIGHT, 1.0)
+        self.c = self.a * model + (1.0 - self.a) * obs
+        self.capacity = snap.capacity_static + SLOT_SHARE * (1.0 - self.rho_c)
+        self.health = (1.0 - snap.error_rate) * (1.0 - live.error_ewma)
+        self.util = np.maximum(self.rho_c, snap.kv_usage)
+        self.position = live.changes_end
+
+    def update_row(self, i: int) -> None:
+        """Backend i only, with the same formulas as recompute() in scalar form."""
+        live = self.live
+        inflight = float(live.inflight[i])
+        load = max(inflight, self._offset_l[i] + inflight)
+        rho = load * self._inv_slots_l[i]
+        rho_c = rho if rho < 1.0 else 1.0
+        model = self._prefill_l[i] * queue_factor_scalar(rho)
+        obs = float(live.ttft_ewma_ms[i])
+        if not obs > 0.0:
+            obs = self._obs_l[i]
+        if obs > 0.0:
+            a = 1.0 - OBSERVED_WEIGHT
+            c = a * model + (1.0 - a) * obs
+        else:
+            a, c = 1.0, model
+        self.rho[i] = rho
+        self.rho_c[i] = rho_c
+        self.a[i] = a
+        self.c[i] = c
+        self.capacity[i] = self._cap_static_l[i] + SLOT_SHARE * (1.0 - rho_c)
+        self.health[i] = self._ok_l[i] * (1.0 - float(live.error_ewma[i]))
+        kv = self._kv_l[i]
+        self.util[i] = rho_c if rho_c > kv else kv
+
+    def refresh(self) -> None:
+        """Brings the arrays up to date with LiveStats' changes since the last call."""
+        live = self.live
+        end = live.changes_end
+        if end == self.position:
+            return
+        rows = live.changed_since(self.position)
+        if rows is None or len(rows) > ROW_UPDATE_MAX:
+            self.recompute()
+            return
+        for i in rows:
+            self.update_row(i)
+        self.position = end

@@ -1,0 +1,351 @@
+"""Picks the backends for one request: filter, score five axes, weight, rank.
+
+A pure function of (request features, fleet snapshot, the proxy's LiveStats):
+no I/O, no awaits, no logging. Work is split by how often its inputs change:
+- per snapshot (LoadState, built on first use): per-backend load figures,
+  then updated row by row as LiveStats reports changes;
+- per request shape (an entry cached per policy, client region, model,
+  allow-list and cost limit): which backends pass the hard filters and the
+  weighted static axes (cost, model affinity, proximity), with excluded
+  backends set to +inf;
+- per request: TTFT score, capacity and health from the load figures, session
+  affinity, ranking - about ten array operations.
+
+Semantics, in order:
+1. Hard filters. A backend is a candidate only if it serves the model (when
+   one is known), is healthy in the telemetry and not in the proxy's failure
+   cool-down, lies in an allowed region, and costs at most max_cost. No
+   candidate left: `ranked` is empty and `reason` says which filter emptied
+   the set and why.
+2. Axes, each in [0, 1] (1 = best):
+   ttft      S / (S + predicted TTFT), S = the request's SLO, else TTFT_SCALE_MS;
+             the prediction is in fastpath.router.load (queueing 1/(1-rho),
+             prefill, RTT from the client region, blended with observed TTFT);
+   cost      (ref - cost) / (ref - cheapest in fleet), ref = the request's
+             max_cost, else the dearest backend in the fleet;
+   affinity  1 on the session's previous backend (the proxy's own memory, else
+             the controller's session map) unless its utilisation is above
+             config.affinity_max_utilisation, where it drops to 0; other
+             backends 0.5 for a model the request named (they serve it), 0.25
+             for an unknown model; without a known session: 1 / 0.5;
+   capacity  0.5 x free batch slots + 0.25 x free KV cache + 0.25 x power
+             headroom (draw vs budget);
+   proximity RTT_SCALE / (RTT_SCALE + RTT) from the client region (0.5 for
+             an unknown region), times health (1 - error rate, from the
+             telemetry and from the proxy's own failures).
+3. Score = sum of weights x axes (the policy's weights, normalised); ranked
+   best first; exact ties go to the backend listed first in the config.
+4. SLO (x-fastpath-slo-ttft-ms) is soft: backends predicted to meet it come
+   first, by score; when none does, the request is not refused: the rest
+   follow as fallbacks ordered by predicted TTFT, and the decision header
+   says slo=missed. An SLO that can only be refused would turn a slow answer
+   into no answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from fastpath.config import AXES, Config, Policy
+from fastpath.router.features import RequestFeatures
+from fastpath.router.live import LiveStats
+from fastpath.router.load import LoadState
+from fastpath.router.snapshot import NEUTRAL, FleetSnapshot
+
+TTFT_SCALE_MS = 100.0  # predicted TTFT that scores 0.5 when the request has no SLO
+MAX_RANKED = 16  # candidates returned for failover
+TIE_EPS = 1e-9  # per config position: exact ties go to the earlier backend
+SLO_MISS = 1e6  # offset that ranks SLO misses after every SLO hit
+MAX_ENTRIES = 4096  # cached request shapes per snapshot before the cache is cleared
+PARTITION_MIN = 256  # fleets at least this large use argpartition for the top candidates
+
+
+@dataclass(slots=True)
+class _Entry:
+    """What the router precomputes for one request shape on one snapshot."""
+
+    policy: str
+    weights: tuple[float, float, float, float, float]  # AXES order
+    valid: np.ndarray  # bool: passes model, health, region and cost filters
+    valid_l: list[bool]
+    n_valid: int
+    bad: np.ndarray  # -(static part of the score) + tie-break; +inf if not valid
+    bad_session: np.ndarray  # same, with the affinity baseline of a request with a known session
+    cost_score: np.ndarray
+    proximity: np.ndarray
+    w_proximity: np.ndarray  # weight x proximity score
+    rtt: np.ndarray | None  # None: unknown client region
+    warm: float  # affinity of a backend that serves the model
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Explain:
+    """Decision-time figures kept so header() can show why, after the fact."""
+
+    entry: _Entry
+    scale_ms: float
+    pred: np.ndarray
+    capacity: np.ndarray
+    health: np.ndarray
+    sticky: int  # session's backend, -1 = none
+    sticky_affinity: float
+
+
+@dataclass(slots=True)
+class Decision:
+    ranked: list[int]  # candidate backend indices, best first (failover walks this list); [] = none
+    policy: str
+    reason: str = ""  # "" when there are candidates; else why not
+    slo_met: int = -1  # how many leading entries of `ranked` are predicted to meet the SLO; -1 = no SLO
+    explain: _Explain | None = field(default=None, repr=False)
+
+    def axes(self, position: int = 0) -> dict[str, float]:
+        """The five axis scores and the weighted score of ranked[position]."""
+        if not 0 <= position < len(self.ranked) or self.explain is None:
+            raise IndexError(f"no candidate at position {position}: {len(self.ranked)} ranked")
+        x = self.explain
+        e = x.entry
+        i = self.ranked[position]
+        if x.sticky < 0:
+            affinity = e.warm
+        elif i == x.sticky:
+            affinity = x.sticky_affinity
+        else:
+            affinity = 0.5 * e.warm
+        values = {
+            "ttft": x.scale_ms / (x.scale_ms + float(x.pred[i])),
+            "cost": float(e.cost_score[i]),
+            "affinity": affinity,
+            "capacity": float(x.capacity[i]),
+            "proximity": float(e.proximity[i] * x.health[i]),
+        }
+        score = sum(w * values[a] for w, a in zip(e.weights, AXES))
+        return {"score": score, **values, "predicted_ttft_ms": float(x.pred[i])}
+
+    def header(self, position: int = 0) -> bytes:
+        """Value of the x-fastpath-decision trailer for ranked[position]."""
+        if not self.ranked:
+            text = self.reason.replace(";", ",").encode("ascii", "replace")
+            return b"policy=" + self.policy.encode("ascii", "replace") + b";reason=" + text
+        v = self.axes(position)
+        out = (
+            f"policy={self.policy};score={v['score']:.3f};ttft={v['ttft']:.3f};cost={v['cost']:.3f};"
+            f"affinity={v['affinity']:.3f};capacity={v['capacity']:.3f};proximity={v['proximity']:.3f}"
+        )
+        if self.slo_met >= 0 and position >= self.slo_met:
+            out += ";slo=missed"
+        return out.encode("ascii")
+
+
+class Router:
+    """Ranks backends for requests; one per proxy process (it caches per snapshot)."""
+
+    def __init__(self, config: Config, *, max_ranked: int = MAX_RANKED) -> None:
+        self.config = config
+        self.max_ranked = max_ranked
+        self.affinity_max_utilisation = config.affinity_max_utilisation
+        self.set_policies(config.policies, config.default_policy)
+        self._state: LoadState | None = None
+
+    def set_policies(self, policies: Mapping[str, Policy], default_policy: str) -> None:
+        """Replaces the named weight sets (e.g. after the control API's SetPolicy)."""
+        if default_policy not in policies:
+            raise ValueError(f"default policy {default_policy!r} is not among {sorted(policies)}")
+        weights: dict[str, tuple[float, float, float, float, float]] = {}
+        for name, p in policies.items():
+            w = [max(0.0, float(p.weights.get(a, 0.0))) for a in AXES]
+            total = sum(w)
+            if not total > 0:
+                raise ValueError(f"policy {name!r}: at least one weight must be positive")
+            weights[name] = tuple(x / total for x in w)  # type: ignore[assignment]
+        self.weights = weights
+        self.default_policy = default_policy
+        self._entries: dict[tuple, _Entry] = {}
+
+    # -- per request -------------------------------------------------------------------
+
+    def route(self, f: RequestFeatures, snap: FleetSnapshot, live: LiveStats) -> Decision:
+        state = self._state
+        if state is None or state.snap is not snap or state.live is not live:
+            state = self._state = LoadState(snap, live)
+            self._entries = {}
+        elif state.position != live.changes_end:
+            state.refresh()
+        policy = f.policy or self.default_policy
+        key = (policy, f.region, f.model, f.allow_regions, f.max_cost)
+        e = self._entries.get(key)
+        if e is None:
+            e = self._entry(key, snap)
+        if e.n_valid == 0:
+            return Decision([], policy, e.reason or self._why_none(f, policy, snap, live))
+
+        scale = f.slo_ttft_ms if f.slo_ttft_ms > 0.0 else TTFT_SCALE_MS
+        w_ttft, _, w_aff, w_cap, _ = e.weights
+        if e.rtt is not None:
+            pred = state.a * e.rtt
+            pred += state.c
+        else:
+            pred = state.c.copy()
+        capacity = state.capacity.copy()
+        health = state.health.copy()
+
+        sticky = -1
+        sticky_affinity = 0.0
+        if f.session:
+            j = live.sessions.get(f.session)
+            if j is None:
+                j = snap.session_backend.get(f.session)
+            if j is not None and 0 <= j < snap.n and e.valid_l[j]:
+                sticky = j
+        ttft_w = scale + pred
+        np.divide(w_ttft * scale, ttft_w, out=ttft_w)  # weighted TTFT score
+        if sticky < 0:
+            bad = e.bad - ttft_w
+        else:
+            bad = e.bad_session - ttft_w
+            if state.util[sticky] <= self.affinity_max_utilisation:
+                sticky_affinity = 1.0
+            bad[sticky] -= w_aff * (sticky_affinity - 0.5 * e.warm)
+        bad -= w_cap * capacity
+        bad -= e.w_proximity * health
+
+        n_valid = e.n_valid
+        if live.n_cooling:
+            cooling = live.cooling()
+            if cooling is not None:
+                bad[cooling] = np.inf
+                n_valid -= int(np.count_nonzero(cooling & e.valid))
+                if n_valid == 0:
+                    return Decision([], policy, self._why_none(f, policy, snap, live))
+
+        if f.slo_ttft_ms > 0.0:
+            miss = pred > f.slo_ttft_ms
+            if miss.any():
+                # Misses rank after every hit, best-predicted first; excluded stay at +inf.
+                bad = np.maximum(np.where(miss, SLO_MISS + pred, bad), bad)
+                ranked = self._top(bad, n_valid)
+                slo_met = int(np.count_nonzero(bad[ranked] < SLO_MISS))
+            else:
+                ranked = self._top(bad, n_valid)
+                slo_met = len(ranked)
+        else:
+            ranked = self._top(bad, n_valid)
+            slo_met = -1
+        return Decision(ranked, policy, "", slo_met,
+                        _Explain(e, scale, pred, capacity, health, sticky, sticky_affinity))
+
+    def _top(self, bad: np.ndarray, n_valid: int) -> list[int]:
+        """Indices of the k lowest `bad` values (k = min(n_valid, max_ranked)), in order."""
+        k = n_valid if n_valid < self.max_ranked else self.max_ranked
+        if len(bad) >= PARTITION_MIN and k < len(bad):
+            part = bad.argpartition(k - 1)[:k]
+            return part[bad[part].argsort()].tolist()
+        return bad.argsort()[:k].tolist()  # the method: np.argsort() adds a dispatch layer
+
+    # -- per request shape (cached) ------------------------------------------------------
+
+    def _entry(self, key: tuple, snap: FleetSnapshot) -> _Entry:
+        policy, region, model, allow, max_cost = key
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries = {}
+        n = snap.n
+        weights = self.weights.get(policy)
+        if weights is None:
+            e = _Entry(
+                policy, (0.0,) * 5, np.zeros(n, bool), [False] * n, 0, np.full(n, np.inf), np.full(n, np.inf),
+                np.zeros(n), np.zeros(n), np.zeros(n), None, 0.0,
+                reason=f"unknown policy {policy!r}: configured policies are {sorted(self.weights)}; "
+                f"name one in x-fastpath-policy or omit the header for the default {self.default_policy!r}",
+            )
+            self._entries[key] = e
+            return e
+        valid = self._static_filter(snap, model, allow, max_cost)
+        if max_cost > 0.0:
+            ref = max_cost
+            cost_score = (
+                np.clip((ref - snap.cost) / (ref - snap.cost_min), 0.0, 1.0) if ref > snap.cost_min else np.ones(n)
+            )
+        else:
+            cost_score = snap.cost_score
+        proximity = snap.proximity_score.get(region)
+        if proximity is None:
+            proximity = np.full(n, NEUTRAL)
+        rtt = snap.rtt_ms.get(region)
+        warm = 1.0 if model else 0.5
+        w_ttft, w_cost, w_aff, w_cap, w_prox = weights
+        static = w_cost * cost_score + w_aff * warm
+        tie = np.arange(n, dtype=np.float64) * TIE_EPS
+        bad = np.where(valid, tie - static, np.inf)
+        bad_session = np.where(valid, bad + w_aff * 0.5 * warm, np.inf)
+        e = _Entry(
+            policy=policy,
+            weights=weights,
+            valid=valid,
+            valid_l=valid.tolist(),
+            n_valid=int(np.count_nonzero(valid)),
+            bad=bad,
+            bad_session=bad_session,
+            cost_score=cost_score,
+            proximity=proximity,
+            w_proximity=w_prox * proximity,
+            rtt=rtt,
+            warm=warm,
+        )
+        self._entries[key] = e
+        return e
+
+    @staticmethod
+    def _static_filter(snap: FleetSnapshot, model: str, allow: tuple[str, ...], max_cost: float) -> np.ndarray:
+        valid = snap.healthy.copy()
+        if model:
+            mask = snap.model_mask.get(model)
+            if mask is None:
+                valid[:] = False
+            else:
+                valid &= mask
+        if allow:
+            valid &= np.array([r in allow for r in snap.regions], dtype=bool)
+        if max_cost > 0.0:
+            valid &= snap.cost <= max_cost
+        return valid
+
+    # -- explanations (slow path: only when nothing is left) ------------------------------
+
+    def _why_none(self, f: RequestFeatures, policy: str, snap: FleetSnapshot, live: LiveStats) -> str:
+        what = f"model {f.model!r}" if f.model else "this request"
+        mask = np.ones(snap.n, dtype=bool)
+        if f.model:
+            m = snap.model_mask.get(f.model)
+            if m is None:
+                served = sorted(snap.model_mask)
+                return f"no backend serves model {f.model!r}; the fleet serves {served}"
+            mask = m.copy()
+        where = ""
+        if f.allow_regions:
+            in_region = np.array([r in f.allow_regions for r in snap.regions], dtype=bool)
+            if not (mask & in_region).any():
+                elsewhere = sorted({snap.regions[i] for i in np.flatnonzero(mask)})
+                return (f"no backend serves {what} in regions [{', '.join(f.allow_regions)}]; "
+                        f"it is served in [{', '.join(elsewhere)}]")
+            mask &= in_region
+            where = f" in regions [{', '.join(f.allow_regions)}]"
+        if f.max_cost > 0.0:
+            cheap = snap.cost <= f.max_cost
+            if not (mask & cheap).any():
+                cheapest = min((float(snap.cost[i]), snap.names[i]) for i in np.flatnonzero(mask))
+                return (f"no backend serves {what}{where} within max cost {f.max_cost:g} per 1k tokens; "
+                        f"the cheapest is {cheapest[1]} at {cheapest[0]:g}")
+            mask &= cheap
+        down = []
+        cooling = live.cooling()
+        for i in np.flatnonzero(mask):
+            if not snap.healthy[i]:
+                detail = snap.health_detail[i] or "unhealthy"
+                down.append(f"{snap.names[i]} is unhealthy ({detail})")
+            elif cooling is not None and cooling[i]:
+                down.append(f"{snap.names[i]} is cooling down after {int(live.consecutive_failures[i])} "
+                            "failures in a row")
+        return f"no healthy backend serves {what}{where}: " + "; ".join(down)
