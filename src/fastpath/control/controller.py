@@ -73,6 +73,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 # At most one snapshot per scrape interval, and only when something changed.
                 await asyncio.sleep(self.ctl.min_update_interval_s)
                 await state.wait_newer(snap.version)
+                if self.ctl.stopping:
+                    return
         finally:
             self.ctl.watchers -= 1
             log.info("watcher %s left", who)
@@ -162,6 +164,7 @@ class Controller:
         )
         self.policies = PolicyStore(config)
         self.watchers = 0
+        self.stopping = False
         self.address = ""
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task] = []
@@ -185,6 +188,7 @@ class Controller:
         else:
             why = "port taken"
         if not port:
+            await server.stop(None)
             raise ControllerError(
                 f"cannot listen on {self.listen} ({why}): is another controller running? "
                 "Stop it, or set [control] listen in the config to a free address"
@@ -199,6 +203,8 @@ class Controller:
         return self.address
 
     async def stop(self, grace_s: float = 0.5) -> None:
+        self.stopping = True
+        self.state.bump()  # wakes WatchFleet streams so they end cleanly
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -2,8 +2,8 @@
 
 Everything the proxies' router needs is folded into one versioned state, and
 `snapshot()` turns it into the `FleetTelemetry` message WatchFleet streams.
-The version grows on every change, so a proxy can tell a new snapshot from a
-repeat; when nothing changes, a freshness change (a newer scrape time) still
+The version grows on every change (and across controller restarts: it starts
+from the clock), so a proxy can tell a new snapshot from a repeat; when nothing changes, a freshness change (a newer scrape time) still
 bumps it at most once per `heartbeat_s`, so proxies can see telemetry is live.
 """
 from __future__ import annotations
@@ -63,7 +63,8 @@ class FleetState:
         self.flows = FlowTable(flow_capacity)
         self.ttft_alpha, self.error_alpha = ttft_alpha, error_alpha
         self.heartbeat_s = heartbeat_s
-        self.version = 1
+        # Starts at the wall clock in microseconds, so versions keep growing across controller restarts.
+        self.version = int(time.time() * 1_000_000)
         self.rejected_observations = 0
         self._last_bump = time.monotonic()
         self._event = asyncio.Event()

@@ -62,6 +62,7 @@ class FleetWatcher:
         self.connected = False
         self.updates = 0
         self.reconnects = 0
+        self.attempts = 0  # WatchFleet calls made (one per connection attempt)
         self.dropped = 0  # observations lost: deque full, or a batch the controller did not take
         self.reported = 0  # observations the controller accepted
         self._pending: deque[tuple[str, str, str, float, bool, str]] = deque(maxlen=max(1, max_pending))
@@ -100,6 +101,7 @@ class FleetWatcher:
         backoff = self.backoff_initial_s
         while not self._closed.is_set():
             why = "stream ended"
+            self.attempts += 1
             call = stub.WatchFleet(control_pb2.WatchFleetRequest(proxy_id=self.proxy_id))
             self._call = call
             try:
