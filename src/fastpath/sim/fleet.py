@@ -507,6 +507,10 @@ class FleetProcess:
         p = self._procs[name]
         line = _read_line(p.proc, deadline)
         if line is None:
+            try:  # stdout closed: the child is on its way out; give it a moment to say how
+                p.proc.wait(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
             code = p.proc.poll()
             state = f"exited with code {code}" if code is not None else f"not ready after {self.ready_timeout_s:g} s"
             raise FleetError(f"site {name} {state}; its last stderr lines:\n{p.stderr_tail()}")
