@@ -1,0 +1,126 @@
+"""A stock KServe v2 client, pointed at `fastpath proxy`, works unchanged against the simulated fleet."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from fastpath.config import load_config, parse_config, with_ports
+from fastpath.gen import grpc_service_pb2 as pb
+from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
+from fastpath.sim.fleet import FleetProcess
+
+from .test_failover import free_port
+
+SITES = ["use1-a100", "use1-l4", "euw1-l4"]
+
+
+def port_block(n: int) -> int:
+    import socket
+
+    for base in range(free_port(), 65000 - n, 97):
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    cfg = with_ports(load_config(), port_block(20))
+    raw = dict(cfg.raw)
+    raw["backends"] = [b for b in raw["backends"] if b["name"] in SITES]
+    cfg = parse_config(raw, "test")
+    path = cfg.write(tmp_path_factory.mktemp("cfg") / "fastpath.toml")
+    with FleetProcess(cfg):
+        proxy = subprocess.Popen([sys.executable, "-m", "fastpath.cli", "proxy", "--config", str(path), "--no-controller"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = proxy.stdout.readline()
+        assert "listening on" in line, proxy.stderr.read()
+        try:
+            yield cfg, proxy
+        finally:
+            if proxy.poll() is None:
+                proxy.send_signal(signal.SIGTERM)
+                proxy.wait(10)
+
+
+def infer_request(model: str, prompt: str, max_tokens: int = 8) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name=model, id="t1")
+    t = req.inputs.add(name="text_input", datatype="BYTES", shape=[1])
+    t.contents.bytes_contents.append(prompt.encode())
+    req.parameters["max_tokens"].int64_param = max_tokens
+    return req
+
+
+def test_liveness_metadata_and_infer(stack):
+    cfg, _ = stack
+    with grpc.insecure_channel(cfg.proxy.listen) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=5).live
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+        assert stub.ModelReady(pb.ModelReadyRequest(name="mistral-7b"), timeout=5).ready
+        resp, call = stub.ModelInfer.with_call(infer_request("llama-3-8b", "hello world"),
+                                               metadata=(("x-fastpath-region", "us-east"),), timeout=10)
+        assert resp.model_name == "llama-3-8b"
+        text = resp.outputs[0].contents.bytes_contents[0] if resp.outputs[0].contents.bytes_contents else resp.raw_output_contents[0]
+        assert text
+        trailers = dict(call.trailing_metadata())
+        assert trailers["x-fastpath-backend"] in ("use1-a100", "use1-l4")  # serves llama, near us-east
+
+
+def test_stream_infer_tokens_arrive_one_by_one(stack):
+    cfg, _ = stack
+    with grpc.insecure_channel(cfg.proxy.listen) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        stamps = []
+        call = stub.ModelStreamInfer(iter([infer_request("mistral-7b", "tell me a story", 12)]),
+                                     metadata=(("x-fastpath-region", "eu-west"),), timeout=20)
+        for r in call:
+            assert not r.error_message
+            stamps.append(time.monotonic())
+            final = r.infer_response.parameters.get("triton_final_response")
+            if final is not None and final.bool_param:
+                break
+        assert len(stamps) >= 12
+        assert stamps[-2] - stamps[0] > 0.02  # tokens spread out in time: streamed, not buffered
+        call.cancel()
+
+
+def test_model_read_from_the_request_body_never_picks_a_site_without_it(stack):
+    cfg, _ = stack
+    with grpc.insecure_channel(cfg.proxy.listen) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        for _ in range(10):
+            _, call = stub.ModelInfer.with_call(infer_request("llama-3-70b", "x", 2),
+                                                metadata=(("x-fastpath-region", "eu-west"),), timeout=10)
+            assert dict(call.trailing_metadata())["x-fastpath-backend"] == "use1-a100"  # only 70b site here
+
+
+def test_sigterm_drains_in_flight_calls(stack):
+    cfg, proxy = stack
+    with grpc.insecure_channel(cfg.proxy.listen) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        fut = stub.ModelInfer.future(infer_request("llama-3-8b", "long", 40), timeout=20)
+        time.sleep(0.1)
+        proxy.send_signal(signal.SIGTERM)
+        resp = fut.result()
+        assert resp.model_name == "llama-3-8b"
+    assert proxy.wait(10) == 0
+    with pytest.raises(ConnectionRefusedError):
+        import socket
+
+        host, port = cfg.proxy.listen.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=2)
