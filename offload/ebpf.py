@@ -135,11 +135,8 @@ class EbpfDriver(SteeringTable):
             addr_of(client_sock), addr_of(backend_sock),
             written0=[tcp_sockets.bytes_written(backend_sock), tcp_sockets.bytes_written(client_sock)],
         )
-        # 1. Empty both receive queues through Python first: the kernel would
-        #    re-send a socket buffer the relay has already partly read.
-        self._forward_pending(flow)
-        # 2. Counters and peers, then sockets (client first: in pinned mode the
-        #    backend is the one streaming; its bytes wait in its queue until it joins).
+        # 1. Counters and peers first: a full table refuses the flow before
+        #    any byte has been touched.
         m = self.maps
         k = ctypes.c_uint64
         try:
@@ -152,6 +149,15 @@ class EbpfDriver(SteeringTable):
         except BpfError as e:
             self._forget(flow)
             return self._refused(flow, "peer entries", e)
+        # 2. Empty both receive queues through Python: the kernel would re-send
+        #    a socket buffer the relay has already partly read.
+        try:
+            self._forward_pending(flow)
+        except (OSError, TimeoutError) as e:
+            self._forget(flow)
+            return self._refused(flow, "handoff copy", e)
+        # 3. Sockets, client first: in pinned mode the backend is the one
+        #    streaming, and its bytes wait in its own queue until it joins.
         try:
             m.socks.update(k(client.cookie), k(client.fd))
         except BpfError as e:
@@ -168,7 +174,7 @@ class EbpfDriver(SteeringTable):
             self._forward_pending(flow)
             self._forget(flow)
             return self._refused(flow, "backend socket", e)
-        # 3. Bytes that landed between step 1 and insertion: reading kicks the
+        # 4. Bytes that landed between step 2 and insertion: reading kicks the
         #    kernel to redirect them in order; anything handed back is forwarded.
         self._forward_pending(flow)
         with self._lock:
@@ -253,10 +259,12 @@ class EbpfDriver(SteeringTable):
         self.maps.peers.delete(k(flow.backend.cookie))
         self.maps.flows.delete(k(flow.flow_id))
 
-    def _refused(self, flow: _Flow, what: str, e: BpfError) -> Installed:
-        reason = f"kernel splice refused ({what}): {e}; session {flow.session} stays on the Python relay"
-        log.warning("%s", reason.splitlines()[0])
-        return Installed(flow.session, "python", reason)
+    def _refused(self, flow: _Flow, what: str, e: Exception) -> Installed:
+        """The flow stays with the caller; `final` says what the driver copied meanwhile (usually nothing)."""
+        reason = f"session {flow.session} stays on the Python relay: kernel splice refused ({what}): {e}"
+        log.warning("%s", reason.replace("\n", " | "))
+        moved = FlowStats(python_bytes_to_backend=flow.python[0], python_bytes_to_client=flow.python[1])
+        return Installed(flow.session, "python", reason, final=moved)
 
     def _wake(self) -> None:
         try:

@@ -45,13 +45,13 @@ HINTS = {
 class BpfError(OSError):
     """A BPF operation the kernel or libbpf refused; str() says what to do."""
 
-    def __init__(self, op: str, err: int, log: str = "") -> None:
+    def __init__(self, op: str, err: int, log: str = "", hint: str = "") -> None:
         self.op = op
         self.log = log.strip()
         words = os.strerror(err) if err else "failed"
         msg = f"{op}: {words} (errno {err})"
-        if err in HINTS:
-            msg += f"; {HINTS[err]}"
+        if hint or err in HINTS:
+            msg += f"; {hint or HINTS[err]}"
         if self.log:
             tail = "\n".join(self.log.splitlines()[-12:])
             msg += f"\nlibbpf said:\n{tail}"
@@ -98,7 +98,7 @@ def lib() -> ctypes.CDLL:
         try:
             L = ctypes.CDLL("libbpf.so.1", use_errno=True)
         except OSError:
-            raise BpfError("loading libbpf.so.1", errno.ENOENT, "install it: apt-get install libbpf1 (Debian/Ubuntu)") from None
+            raise BpfError("loading libbpf.so.1", errno.ENOENT, hint="install it: apt-get install libbpf1 (Debian/Ubuntu)") from None
     vp, cp, ci, cu32, cu64 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_uint64
     sigs: dict[str, tuple[type | None, list[type]]] = {
         "bpf_object__open_file": (vp, [cp, vp]),
@@ -135,10 +135,10 @@ def lib() -> ctypes.CDLL:
     return L
 
 
-def _check(op: str, rc: int) -> int:
-    """libbpf 1.x returns -errno on failure (and sets errno)."""
+def _check(op: str, rc: int, with_log: bool = False) -> int:
+    """libbpf 1.x returns -errno on failure (and sets errno); with_log adds what libbpf printed."""
     if rc < 0:
-        raise BpfError(op, -rc, _take_log())
+        raise BpfError(op, -rc, _take_log() if with_log else "")
     return rc
 
 
@@ -192,14 +192,6 @@ def prog_info(fd: int) -> ObjInfo:
     size = ctypes.c_uint32(ctypes.sizeof(info))
     _check("bpf_obj_get_info_by_fd(prog)", lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)))
     return ObjInfo("prog", info.id, info.name.decode(), info.type)
-
-
-def obj_info(fd: int) -> ObjInfo:
-    """Info of a pinned object whose kind is unknown: try map, then program."""
-    try:
-        return map_info(fd)
-    except BpfError:
-        return prog_info(fd)
 
 
 def _ids(next_id_fn: str) -> Iterator[int]:
@@ -297,7 +289,7 @@ class BpfObject:
     def __init__(self, path: str | Path, max_entries: dict[str, int] | None = None) -> None:
         path = Path(path)
         if not path.exists():
-            raise BpfError(f"opening {path}", errno.ENOENT, "build it with `make bpf` (needs clang)")
+            raise BpfError(f"opening {path}", errno.ENOENT, hint="build it with `make bpf` (needs clang)")
         L = lib()
         _take_log()
         ctypes.set_errno(0)
@@ -307,8 +299,9 @@ class BpfObject:
         self.path = path
         try:
             for name, n in (max_entries or {}).items():
-                _check(f"bpf_map__set_max_entries({name})", L.bpf_map__set_max_entries(self._map_ptr(name), n))
-            _check(f"bpf_object__load({path.name})", L.bpf_object__load(self._obj))
+                _check(f"bpf_map__set_max_entries({name})", L.bpf_map__set_max_entries(self._map_ptr(name), n), True)
+            _check(f"bpf_object__load({path.name})", L.bpf_object__load(self._obj), True)
+            _take_log()
         except BaseException:
             self.close()
             raise
@@ -316,7 +309,7 @@ class BpfObject:
     def _map_ptr(self, name: str) -> int:
         m = lib().bpf_object__find_map_by_name(self._obj, name.encode())
         if not m:
-            raise BpfError(f"map {name} in {self.path.name}", errno.ENOENT, "rebuild bpf/ (make bpf): the object does not match fastpath_maps.h")
+            raise BpfError(f"map {name} in {self.path.name}", errno.ENOENT, hint="rebuild bpf/ (make bpf): the object does not match fastpath_maps.h")
         return m
 
     def map_fd(self, name: str) -> int:
@@ -325,7 +318,7 @@ class BpfObject:
     def prog_fd(self, name: str) -> int:
         p = lib().bpf_object__find_program_by_name(self._obj, name.encode())
         if not p:
-            raise BpfError(f"program {name} in {self.path.name}", errno.ENOENT, "rebuild bpf/ (make bpf)")
+            raise BpfError(f"program {name} in {self.path.name}", errno.ENOENT, hint="rebuild bpf/ (make bpf)")
         return _check(f"bpf_program__fd({name})", lib().bpf_program__fd(p))
 
     def close(self) -> None:
@@ -359,7 +352,7 @@ def ensure_bpffs(path: Path = BPF_FS_ROOT) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if _libc.mount(b"bpf", str(path).encode(), b"bpf", 0, None) != 0:
         err = ctypes.get_errno()
-        raise BpfError(f"mount -t bpf bpf {path}", err, "mount it yourself as root: mount -t bpf bpf /sys/fs/bpf")
+        raise BpfError(f"mount -t bpf bpf {path}", err, hint="mount it yourself as root: mount -t bpf bpf /sys/fs/bpf")
 
 
 def pin(fd: int, path: Path) -> None:

@@ -90,7 +90,7 @@ def _check_layout(maps: dict[str, Map], where: str) -> None:
                 f"map {m.name} in {where} has key/value sizes {info.key_size}/{info.value_size}, "
                 f"fastpath_maps.h says {want[0]}/{want[1]}",
                 errno.EINVAL,
-                "it was built from another version: run `fastpath bpf unload`, `make bpf`, `fastpath bpf load`",
+                hint="it was built from another version: run `fastpath bpf unload`, `make bpf`, `fastpath bpf load`",
             )
 
 
@@ -149,7 +149,7 @@ def open_pinned(pin_dir: Path) -> SpliceMaps:
 def load_and_pin(pin_dir: Path, max_flows: int | None = None) -> list[ObjInfo]:
     """Loads the object, attaches it and pins every map and the program (root-only, 0600)."""
     if is_pinned(pin_dir):
-        raise BpfError(f"pinning in {pin_dir}", errno.EEXIST, "already loaded: `fastpath bpf unload` first to reload")
+        raise BpfError(f"pinning in {pin_dir}", errno.EEXIST, hint="already loaded: `fastpath bpf unload` first to reload")
     libbpf.ensure_bpffs(libbpf.BPF_FS_ROOT)
     pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(pin_dir, 0o700)
