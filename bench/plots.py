@@ -1,0 +1,144 @@
+"""PNG plots of a benchmark run (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _path_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in result.get("rows", []) if r.get("type") == "path"]
+
+
+def latency_cdfs(result: dict[str, Any], out: Path) -> Path | None:
+    """One panel per scenario (repeated and unique metadata overlaid): latency CDF per path."""
+    rows = _path_rows(result)
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    if not scenarios:
+        return None
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.8), squeeze=False)
+    paths = list(dict.fromkeys(r["path"] for r in rows))
+    colors = {p: f"C{i}" for i, p in enumerate(paths)}
+    for ax, sc in zip(axes[0], scenarios):
+        for r in rows:
+            if r["scenario"] != sc or not r.get("latency_cdf_us"):
+                continue
+            qs = [q for q, _ in r["latency_cdf_us"]]
+            vs = [v for _, v in r["latency_cdf_us"]]
+            ax.plot(vs, [q / 100 for q in qs], color=colors[r["path"]], linestyle="-" if r["metadata"] == "repeated" else "--",
+                    label=f"{r['path']} ({r['metadata']})")
+        ax.set_xscale("log")
+        ax.set_title(f"{sc}: {'call latency' if sc.startswith('unary') else 'time to first message'}", fontsize=9)
+        ax.set_xlabel("µs")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("fraction of calls")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    p = out / "latency_cdf.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def cpu_per_message(result: dict[str, Any], out: Path) -> Path | None:
+    """Proxy CPU µs per message, grouped by scenario and metadata mode, one bar per path."""
+    rows = [r for r in _path_rows(result) if r.get("proxy_cpu_us_per_msg") is not None]
+    if not rows:
+        return None
+    groups = list(dict.fromkeys((r["scenario"], r["metadata"]) for r in rows))
+    paths = list(dict.fromkeys(r["path"] for r in rows))
+    idx = {(r["path"], r["scenario"], r["metadata"]): r["proxy_cpu_us_per_msg"] for r in rows}
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
+    width = 0.8 / max(1, len(paths))
+    for i, p in enumerate(paths):
+        xs = [g + i * width for g in range(len(groups))]
+        ys = [idx.get((p, sc, md), 0) or 0 for sc, md in groups]
+        ax.bar(xs, ys, width, label=p, color=f"C{i + 1}")
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{sc}\n{md}" for sc, md in groups], fontsize=7)
+    ax.set_ylabel("proxy CPU µs per message")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    p = out / "cpu_per_message.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def _find(row: dict[str, Any], *names: str) -> Any:
+    for n in names:
+        if n in row:
+            return row[n]
+    return None
+
+
+def router_cost(result: dict[str, Any], out: Path) -> Path | None:
+    """Decision time vs fleet size from router_cost rows (whatever constraint sets they carry)."""
+    rows = (result.get("router_cost") or {}).get("rows") or []
+    pts: dict[str, list[tuple[float, float, float | None]]] = {}
+    for r in rows:
+        if not isinstance(r, dict):
+            continue
+        size = _find(r, "fleet_size", "size", "backends", "n_backends")
+        p50 = _find(r, "p50_us", "decision_p50_us", "p50")
+        p99 = _find(r, "p99_us", "decision_p99_us", "p99")
+        if size is None or p50 is None:
+            continue
+        label = str(_find(r, "constraints", "case", "label", "variant") or "route()")
+        pts.setdefault(label, []).append((float(size), float(p50), float(p99) if p99 is not None else None))
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, ps) in enumerate(pts.items()):
+        ps.sort()
+        ax.plot([p[0] for p in ps], [p[1] for p in ps], marker="o", color=f"C{i}", label=f"{label} p50")
+        if all(p[2] is not None for p in ps):
+            ax.plot([p[0] for p in ps], [p[2] for p in ps], marker=".", linestyle=":", color=f"C{i}", label=f"{label} p99")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("backends in the fleet")
+    ax.set_ylabel("decision time µs")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    p = out / "router_cost.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
+    """TTFT p50/p99 and cost per 1k tokens per policy and fleet layout."""
+    rows = [r for r in (result.get("fleet") or {}).get("rows") or [] if r.get("ttft_p50_ms") is not None]
+    if not rows:
+        return None
+    labels = [f"{r['layout']}\n{r['policy']}" for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(rows)), 4))
+    xs = range(len(rows))
+    a1.bar([x - 0.2 for x in xs], [r["ttft_p50_ms"] for r in rows], 0.4, label="TTFT p50")
+    a1.bar([x + 0.2 for x in xs], [r.get("ttft_p99_ms") or 0 for r in rows], 0.4, label="TTFT p99")
+    a1.set_ylabel("ms")
+    a1.legend(fontsize=7)
+    a2.bar(list(xs), [r.get("cost_per_1k_tokens") or 0 for r in rows], 0.6, color="C2")
+    a2.set_ylabel("cost per 1k tokens")
+    for a in (a1, a2):
+        a.set_xticks(list(xs))
+        a.set_xticklabels(labels, fontsize=6, rotation=60, ha="right")
+        a.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    p = out / "fleet_policies.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def write_all(result: dict[str, Any], out: Path) -> list[str]:
+    """Writes every plot the run has data for; returns their file names."""
+    made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies)]
+    return [p.name for p in made if p is not None]

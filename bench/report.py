@@ -1,0 +1,99 @@
+"""The run's summary: every path's figures relative to nginx's in the same run.
+
+Added latency is a path's p50 minus the direct path's p50 (what the proxy
+adds); the ratio divides that by nginx's added latency. CPU per message is
+the proxy process's utime+stime per message; the ratio divides by nginx's.
+Ratios within one run are what to compare: absolute figures move with the
+machine's load.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _index(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(r["path"], r["scenario"], r["metadata"]): r for r in rows if r.get("type") == "path"}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return round(a / b, 3)
+
+
+def summary_vs_nginx(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (path, scenario, metadata): added p50/p99 latency, CPU per message, and each ÷ nginx's."""
+    idx = _index(rows)
+    out = []
+    for (path, scenario, md), r in idx.items():
+        direct = idx.get(("direct", scenario, md))
+        nginx = idx.get(("nginx", scenario, md))
+
+        def added(row: dict[str, Any] | None, key: str) -> float | None:
+            if row is None or direct is None or row.get(key) is None or direct.get(key) is None:
+                return None
+            return round(row[key] - direct[key], 1)
+
+        a50, a99 = added(r, "p50_us"), added(r, "p99_us")
+        n50 = added(nginx, "p50_us")
+        cpu = r.get("proxy_cpu_us_per_msg")
+        ncpu = nginx.get("proxy_cpu_us_per_msg") if nginx else None
+        out.append({
+            "path": path, "scenario": scenario, "metadata": md,
+            "p50_us": r.get("p50_us"), "added_p50_us": a50, "added_p99_us": a99,
+            "added_p50_vs_nginx": _ratio(a50, n50) if path != "direct" else None,
+            "proxy_cpu_us_per_msg": cpu,
+            "cpu_per_msg_vs_nginx": _ratio(cpu, ncpu),
+            "msgs_per_s": r.get("msgs_per_s"),
+            "errors": r.get("errors", 0),
+        })
+    order = {p: i for i, p in enumerate(dict.fromkeys(r["path"] for r in rows))}
+    out.sort(key=lambda x: (x["scenario"], x["metadata"], order.get(x["path"], 99)))
+    return out
+
+
+def _f(v: float | None, fmt: str = "{:.0f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    m = result.get("machine", {})
+    lines = [
+        f"fastpath bench {result.get('started', '')}: {m.get('cores')} cores, Linux {m.get('kernel')}, "
+        f"Python {m.get('python')}, {result.get('settings', {}).get('rounds_run')} rounds, {result.get('duration_s')} s",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items()),
+    ]
+    for p in result.get("paths", []):
+        if not p.get("available"):
+            lines.append(f"  {p['name']}: unavailable — {p.get('reason', '')[:200]}")
+    lines.append("")
+    lines.append("Latency: unary = whole call, stream = time to first message (µs, medians over rounds).")
+    lines.append("CPU = proxy utime+stime per message; xN = ratio to nginx in this run.")
+    hdr = f"{'scenario':11s} {'metadata':8s} {'path':9s} {'p50':>7s} {'p99':>7s} {'added':>7s} {'÷nginx':>7s} {'cpu/msg':>8s} {'÷nginx':>7s} {'msgs/s':>8s}"
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    rows = _index(result.get("rows", []))
+    last = None
+    for s in result.get("summary_vs_nginx", []):
+        key = (s["scenario"], s["metadata"])
+        if last is not None and key != last:
+            lines.append("")
+        last = key
+        r = rows.get((s["path"], s["scenario"], s["metadata"]), {})
+        err = f"  ({s['errors']} errors)" if s.get("errors") else ""
+        lines.append(
+            f"{s['scenario']:11s} {s['metadata']:8s} {s['path']:9s} {_f(r.get('p50_us')):>7s} {_f(r.get('p99_us')):>7s} "
+            f"{_f(s['added_p50_us'], '{:+.0f}'):>7s} {_f(s['added_p50_vs_nginx'], 'x{:.2f}'):>7s} "
+            f"{_f(s['proxy_cpu_us_per_msg'], '{:.1f}'):>8s} {_f(s['cpu_per_msg_vs_nginx'], 'x{:.2f}'):>7s} "
+            f"{_f(s['msgs_per_s']):>8s}{err}")
+    for name in ("router_cost", "splice", "fleet"):
+        sec = result.get(name) or {}
+        if sec.get("rows"):
+            lines.append(f"\n{name}: {len(sec['rows'])} rows in results.json")
+            for row in sec["rows"][:12]:
+                lines.append("  " + ", ".join(f"{k}={v}" for k, v in row.items() if not isinstance(v, (list, dict)))[:200])
+        else:
+            lines.append(f"\n{name}: {sec.get('note') or 'not available'}")
+    for n in result.get("notes", []):
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
