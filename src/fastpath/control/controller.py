@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -193,14 +194,25 @@ class Controller:
                 f"cannot listen on {self.listen} ({why}): is another controller running? "
                 "Stop it, or set [control] listen in the config to a free address"
             )
-        await server.start()
-        self._server = server
-        self.address = f"{host}:{port}"
         self._tasks = [
             asyncio.create_task(self.scraper.run(), name="scraper"),
             asyncio.create_task(self.health.run(), name="health"),
         ]
+        # The first snapshot a proxy gets should hold real verdicts, not "not probed yet":
+        # serve once every backend was probed and scraped once (bounded by their deadlines).
+        first_round_s = self.health.timeout_s + self.scraper.timeout_s + 0.1
+        deadline = time.monotonic() + first_round_s
+        while time.monotonic() < deadline and not self._first_round_done():
+            await asyncio.sleep(0.01)
+        await server.start()
+        self._server = server
+        self.address = f"{host}:{port}"
         return self.address
+
+    def _first_round_done(self) -> bool:
+        probed = all(h.probed for h in self.health.state.values())
+        scraped = all(m.scrapes > 0 and (m.scraped_unix_ms or m.error) for m in self.scraper.metrics.values() if m.has_metrics)
+        return probed and scraped
 
     async def stop(self, grace_s: float = 0.5) -> None:
         self.stopping = True
