@@ -159,6 +159,9 @@ def test_cli_supervises_restarts_and_stops_every_child(tmp_path):
         os.kill(sites[victim].pid, signal.SIGKILL)
         again = ReadyLine.parse(read_lines_until(proc, f"site {victim} ")[-1])
         assert again.pid != sites[victim].pid and ready(again.address)
+        os.kill(again.pid, signal.SIGKILL)  # a site that dies twice comes back twice
+        again = ReadyLine.parse(read_lines_until(proc, f"site {victim} ")[-1])
+        assert ready(again.address)
         children = [again.pid, sites[cfg.backends[1].name].pid]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

@@ -186,3 +186,26 @@ async def test_port_in_use_is_a_clear_error():
         clash = Site(replace(backend(), address=site.address), {})
         with pytest.raises(SiteError, match="in use"):
             await clash.start()
+
+
+async def test_a_client_that_gives_up_frees_its_slot_and_its_place_in_the_queue():
+    async with running_site(backend(slots=1, tokens_per_s=20, models=("m1",))) as (site, stub):
+        async def requests():
+            yield make_request("m1", "long", 50)
+
+        stream = stub.ModelStreamInfer(requests())
+        await stream.read()  # holding the only slot, streaming
+        waiting = stub.ModelInfer(make_request("m1", "queued", 2), timeout=0.3)
+        await asyncio.sleep(0.1)
+        assert (site.queue.running, site.queue.waiting) == (1, 1)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await waiting
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        stream.cancel()
+        for _ in range(50):
+            if (site.queue.running, site.queue.waiting) == (0, 0):
+                break
+            await asyncio.sleep(0.02)
+        assert (site.queue.running, site.queue.waiting) == (0, 0)
+        assert site.context_tokens == 0
+        assert text_output(await stub.ModelInfer(make_request("m1", "after", 2))) == completion("after", 2)

@@ -228,7 +228,29 @@ async def _supervise(sims: list[Backend], args: argparse.Namespace, faults: dict
         r = await c.wait_ready(args.ready_timeout)
         print(r.format(), flush=True)
 
-    rc = 0
+    async def keep(c: _Child) -> None:
+        """Watches one site; restarts it after --restart-after seconds when it dies."""
+        while True:
+            assert c.proc is not None
+            await c.proc.wait()
+            if stopping.is_set():
+                return
+            restart = args.restart_after > 0
+            print(f"fastpath sim: site {c.backend.name} (pid {c.proc.pid}) exited with code {c.proc.returncode}"
+                  + (f"; restarting in {args.restart_after:g} s" if restart else "; leaving it down (--restart-after 0)"),
+                  file=sys.stderr, flush=True)
+            if not restart:
+                return
+            try:
+                await asyncio.wait_for(stopping.wait(), args.restart_after)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await start(c)
+            except RuntimeError as e:
+                print(f"fastpath sim: restart failed: {e}", file=sys.stderr, flush=True)
+
     try:
         results = await asyncio.gather(*(start(c) for c in children.values()), return_exceptions=True)
         errors = [str(r) for r in results if isinstance(r, BaseException)]
@@ -237,46 +259,16 @@ async def _supervise(sims: list[Backend], args: argparse.Namespace, faults: dict
                 print(f"fastpath sim: {e}", file=sys.stderr)
             return 1
         print(f"fastpath sim: {len(children)} sites running (pid {os.getpid()}); Ctrl-C stops them", flush=True)
-        watchers = {loop.create_task(c.proc.wait()): c for c in children.values() if c.proc}
-        stop_task = loop.create_task(stopping.wait())
-        while not stopping.is_set():
-            done, _ = await asyncio.wait([stop_task, *watchers], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is stop_task:
-                    continue
-                c = watchers.pop(t)
-                if stopping.is_set():
-                    continue
-                code = c.proc.returncode if c.proc else None
-                print(f"fastpath sim: site {c.backend.name} (pid {c.proc.pid if c.proc else '?'}) exited with code "
-                      f"{code}" + (f"; restarting in {args.restart_after:g} s" if args.restart_after > 0 else
-                                   "; leaving it down (--restart-after 0)"), file=sys.stderr, flush=True)
-                if args.restart_after > 0:
-                    loop.create_task(_restart_later(c, args, faults, log_level, stopping, watchers))
-            if not watchers and args.restart_after <= 0:
-                print("fastpath sim: every site has exited", file=sys.stderr)
-                rc = 1
-                break
+        keepers = asyncio.gather(*(keep(c) for c in children.values()))
+        stop_wait = loop.create_task(stopping.wait())
+        await asyncio.wait([keepers, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.is_set():
+            print("fastpath sim: every site has exited", file=sys.stderr)
+            return 1
+        return 0
     finally:
+        stopping.set()
         await _stop_children(list(children.values()))
-    return rc
-
-
-async def _restart_later(c: _Child, args: argparse.Namespace, faults: dict[str, Fault], log_level: str,
-                         stopping: asyncio.Event, watchers: dict) -> None:
-    try:
-        await asyncio.wait_for(stopping.wait(), args.restart_after)
-        return
-    except asyncio.TimeoutError:
-        pass
-    try:
-        await c.spawn(_site_command(args.config, c.backend.name, faults, log_level))
-        r = await c.wait_ready(args.ready_timeout)
-        print(r.format(), flush=True)
-    except RuntimeError as e:
-        print(f"fastpath sim: restart failed: {e}", file=sys.stderr, flush=True)
-    if c.proc is not None:
-        watchers[asyncio.get_running_loop().create_task(c.proc.wait())] = c
 
 
 async def _stop_children(children: list[_Child], grace: float = 3.0) -> None:
