@@ -181,8 +181,7 @@ class EbpfDriver(SteeringTable):
             self._flows[session] = flow
             for side in (client, backend):
                 self._by_fd[side.fd] = (flow, side)
-                self._ep.register(side.fd, EV_WATCH)
-        self._wake()
+                self._ep.register(side.fd, EV_WATCH)  # a blocked epoll_wait sees it at once
         return flow.installed
 
     def remove(self, session: str) -> bool:

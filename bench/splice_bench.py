@@ -1,0 +1,379 @@
+"""Kernel splice vs Python relay vs direct: round trip per message and the relay's CPU per message.
+
+Each path carries 64-byte ping-pong messages from this process's client to a
+uvloop echo server process; the relay (when there is one) is its own process,
+so its CPU is read from /proc: the scheduler's run time of all its threads,
+per message. Paths and concurrencies are measured interleaved in rounds, and
+figures are medians over rounds. The splice's copying runs in kernel workers
+and softirq, which no process is charged for, so the machine-wide busy CPU per
+message is reported too (it includes the client and the echo server, and
+anything else the machine runs). Also measured: switching latency, the time
+from the splice call until the kernel has delivered the first byte.
+
+`python -m fastpath.bench.splice_bench [--quick]` prints a table;
+`measure(quick)` returns the rows for the benchmark harness.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MSG = 64
+PATHS = ("direct", "python-relay", "kernel-splice")
+CONCURRENCY = (1, 64)
+
+
+# ---- child roles ----------------------------------------------------------------------
+
+
+def _role_echo() -> None:
+    """uvloop echo server."""
+    import asyncio
+
+    import uvloop
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t = transport
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def data_received(self, data: bytes) -> None:
+            self.t.write(data)
+
+    async def main() -> None:
+        srv = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0, backlog=512)
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def _role_pyrelay(backend_port: int) -> None:
+    """uvloop byte relay: what the fast path's pinned mode does in Python."""
+    import asyncio
+
+    import uvloop
+
+    class Upstream(asyncio.Protocol):
+        def __init__(self, down: asyncio.Transport) -> None:
+            self.down = down
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.down.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.down.close()
+
+    class Downstream(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t = transport
+            self.up: asyncio.Transport | None = None
+            self.pending: list[bytes] = []
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            asyncio.get_running_loop().create_task(self.dial())
+
+        async def dial(self) -> None:
+            up, _ = await asyncio.get_running_loop().create_connection(lambda: Upstream(self.t), "127.0.0.1", backend_port)
+            up.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.up = up
+            for d in self.pending:
+                up.write(d)
+
+        def data_received(self, data: bytes) -> None:
+            if self.up is None:
+                self.pending.append(data)
+            else:
+                self.up.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.up is not None:
+                self.up.close()
+
+    async def main() -> None:
+        srv = await asyncio.get_running_loop().create_server(Downstream, "127.0.0.1", 0, backlog=512)
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def _role_splicerelay(backend_port: int) -> None:
+    """Accepts, dials the backend, hands both sockets to the kernel; never touches a byte."""
+    from fastpath.offload.ebpf import EbpfDriver
+
+    driver = EbpfDriver(pin_dir=None, max_flows=1024)
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(512)
+    print(lst.getsockname()[1], flush=True)
+    n = 0
+    while True:
+        c, _ = lst.accept()
+        b = socket.create_connection(("127.0.0.1", backend_port))
+        for s in (c, b):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        n += 1
+        r = driver.splice(f"bench-{n}", c, b)
+        if not r.offloaded:
+            print(f"splice refused: {r.reason}", file=sys.stderr, flush=True)
+
+
+# ---- measurement --------------------------------------------------------------------
+
+
+def _spawn(role: str, *args: str) -> tuple[subprocess.Popen, int]:
+    p = subprocess.Popen([sys.executable, "-m", "fastpath.bench.splice_bench", "--role", role, *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([p.stdout], [], [], 20)
+    line = p.stdout.readline().strip() if ready else ""
+    if not line.isdigit():
+        err = p.stderr.read(2000) if p.poll() is not None else ""
+        _stop(p)
+        raise RuntimeError(f"{role} did not start: {err.strip() or 'no port printed'}")
+    return p, int(line)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.kill()
+    p.wait(5)
+    for f in (p.stdout, p.stderr):
+        if f:
+            f.close()
+
+
+def proc_cpu_ns(pid: int) -> int:
+    """Run time of all threads of `pid` in ns (schedstat), or utime+stime ticks as a fallback."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return (int(rest[11]) + int(rest[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def system_busy_ns() -> int:
+    """Busy CPU time of the whole machine (all CPUs, everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(v) - v[3] - v[4]
+    return busy * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def ping_pong(port: int, conns: int, seconds: float, window: list[float] | None = None,
+              relay_pid: int | None = None) -> list[float]:
+    """Round trips (µs) of 64-byte messages on `conns` connections for `seconds`.
+
+    Connection set-up (and the splice) happen before the timed window; when
+    `window` is given it receives [wall s, relay CPU ns, system busy ns] of the
+    timed window only.
+    """
+    socks = []
+    for _ in range(conns):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        socks.append(s)
+    try:
+        msg = os.urandom(MSG)
+        ep = select.epoll()
+        state = {}
+        for s in socks:
+            ep.register(s.fileno(), select.EPOLLIN)
+            state[s.fileno()] = [s, 0, 0.0]
+        # warm up: one exchange per connection (the splice relay inserts on accept)
+        for s in socks:
+            s.setblocking(True)
+            s.sendall(msg)
+            got = 0
+            while got < MSG:
+                got += len(s.recv(MSG - got))
+            s.setblocking(False)
+        rtts: list[float] = []
+        perf = time.perf_counter
+        cpu0 = proc_cpu_ns(relay_pid) if relay_pid else 0
+        sys0 = system_busy_ns()
+        start = perf()
+        end = start + seconds
+        for st in state.values():
+            st[2] = perf()
+            st[0].send(msg)
+        while perf() < end:
+            for fd, _ in ep.poll(1.0):
+                st = state[fd]
+                data = st[0].recv(4096)
+                if not data:
+                    raise RuntimeError("connection closed during the benchmark")
+                st[1] += len(data)
+                while st[1] >= MSG:
+                    st[1] -= MSG
+                    now = perf()
+                    rtts.append((now - st[2]) * 1e6)
+                    st[2] = now
+                    st[0].send(msg)
+        if window is not None:
+            window[:] = [perf() - start, (proc_cpu_ns(relay_pid) - cpu0) if relay_pid else 0, system_busy_ns() - sys0]
+        ep.close()
+        return rtts
+    finally:
+        for s in socks:
+            s.close()
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def switching_latency(samples: int) -> dict[str, float]:
+    """Splice call duration, and time from the splice call until the kernel delivered the first byte."""
+    from fastpath.offload.ebpf import EbpfDriver
+
+    call, first = [], []
+    with EbpfDriver(pin_dir=None, max_flows=64) as driver:
+        for i in range(samples):
+            lst = socket.socket()
+            lst.bind(("127.0.0.1", 0))
+            lst.listen(4)
+            srv_l = socket.socket()
+            srv_l.bind(("127.0.0.1", 0))
+            srv_l.listen(4)
+            client = socket.create_connection(lst.getsockname())
+            rc, _ = lst.accept()
+            rb = socket.create_connection(srv_l.getsockname())
+            server, _ = srv_l.accept()
+            for s in (client, rc, rb, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # a message through Python first, as a pinned connection has
+            client.sendall(b"x" * MSG)
+            rb.sendall(rc.recv(MSG))
+            server.recv(MSG)
+            t0 = time.perf_counter()
+            r = driver.splice(f"switch-{i}", rc, rb)
+            t1 = time.perf_counter()
+            client.sendall(b"y" * MSG)
+            got = 0
+            while got < MSG:
+                got += len(server.recv(MSG))
+            t2 = time.perf_counter()
+            if r.offloaded:
+                call.append((t1 - t0) * 1e6)
+                first.append((t2 - t0) * 1e6)
+            for s in (client, server, lst, srv_l):
+                s.close()
+            r.wait(5)
+    return {"splice_call_p50_us": pct(call, 0.5), "splice_call_p99_us": pct(call, 0.99),
+            "first_kernel_byte_p50_us": pct(first, 0.5), "first_kernel_byte_p99_us": pct(first, 0.99), "samples": len(call)}
+
+
+def splice_unavailable() -> str:
+    """Why the kernel path cannot be measured here ('' when it can)."""
+    try:
+        from fastpath.offload.bpf_cli import REQUIRED, features
+
+        feats = features()
+        return "; ".join(f"{k}: {feats[k][1]}" for k in REQUIRED if not feats.get(k, (False, ""))[0])
+    except Exception as e:  # noqa: BLE001 - any failure means "not measurable"
+        return str(e)
+
+
+def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]:
+    """Rows: one per (path, concurrency) with medians over rounds, plus one switching-latency row."""
+    rounds, seconds = (2, 1.0) if quick else (4, 2.5)
+    why_not = splice_unavailable()
+    echo, echo_port = _spawn("echo")
+    relays: dict[str, tuple[subprocess.Popen | None, int]] = {"direct": (None, echo_port)}
+    notes: dict[str, str] = {}
+    try:
+        relays["python-relay"] = _spawn("pyrelay", str(echo_port))
+        if why_not:
+            notes["kernel-splice"] = f"unavailable: {why_not}"
+        else:
+            relays["kernel-splice"] = _spawn("splicerelay", str(echo_port))
+        raw: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for rnd in range(rounds):
+            for path in [p for p in PATHS if p in relays]:
+                for conns in CONCURRENCY:
+                    proc, port = relays[path]
+                    window: list[float] = []
+                    rtts = ping_pong(port, conns, seconds, window, proc.pid if proc else None)
+                    wall, cpu, busy = window
+                    n = max(1, len(rtts))
+                    raw.setdefault((path, conns), []).append({
+                        "p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "msgs_per_s": len(rtts) / wall,
+                        "relay_cpu_us_per_msg": cpu / 1000 / n, "system_cpu_us_per_msg": busy / 1000 / n,
+                    })
+                    if progress:
+                        r = raw[(path, conns)][-1]
+                        print(f"round {rnd + 1}/{rounds} {path:<14} c={conns:<3} p50 {r['p50']:7.1f} µs  "
+                              f"relay CPU {r['relay_cpu_us_per_msg']:5.2f} µs/msg", file=sys.stderr, flush=True)
+        rows: list[dict[str, Any]] = []
+        for (path, conns), rs in raw.items():
+            med = {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
+            rows.append({"kind": "round_trip", "path": path, "concurrency": conns, "message_bytes": MSG, "rounds": len(rs),
+                         "rtt_p50_us": med["p50"], "rtt_p99_us": med["p99"], "msgs_per_s": round(med["msgs_per_s"]),
+                         "relay_cpu_us_per_msg": med["relay_cpu_us_per_msg"],
+                         "system_cpu_us_per_msg": med["system_cpu_us_per_msg"]})
+        for path, note in notes.items():
+            rows.append({"kind": "round_trip", "path": path, "note": note})
+        if not why_not:
+            rows.append({"kind": "switching", "path": "kernel-splice", **switching_latency(30 if quick else 150)})
+        return rows
+    finally:
+        for proc, _ in relays.values():
+            if proc:
+                _stop(proc)
+        _stop(echo)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = [f"{'path':<14} {'conc':>4} {'p50 µs':>8} {'p99 µs':>8} {'msg/s':>8} {'relay CPU µs/msg':>17} {'system CPU µs/msg':>18}"]
+    for r in rows:
+        if r["kind"] == "round_trip" and "note" not in r:
+            out.append(f"{r['path']:<14} {r['concurrency']:>4} {r['rtt_p50_us']:>8.1f} {r['rtt_p99_us']:>8.1f} {r['msgs_per_s']:>8} "
+                       f"{r['relay_cpu_us_per_msg']:>17.2f} {r['system_cpu_us_per_msg']:>18.2f}")
+        elif "note" in r:
+            out.append(f"{r['path']:<14} {r['note']}")
+        elif r["kind"] == "switching":
+            out.append(f"switching: splice call p50 {r['splice_call_p50_us']:.1f} µs (p99 {r['splice_call_p99_us']:.1f}); "
+                       f"splice call -> first byte delivered by the kernel p50 {r['first_kernel_byte_p50_us']:.1f} µs "
+                       f"(p99 {r['first_kernel_byte_p99_us']:.1f}), {r['samples']} samples")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fastpath.bench.splice_bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 1 s instead of 4 of 2.5 s")
+    ap.add_argument("--json", type=Path, help="also write the rows to this file")
+    ap.add_argument("--role", help=argparse.SUPPRESS)
+    ap.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.role:
+        {"echo": lambda: _role_echo(), "pyrelay": lambda: _role_pyrelay(int(args.role_args[0])),
+         "splicerelay": lambda: _role_splicerelay(int(args.role_args[0]))}[args.role]()
+        return 0
+    rows = measure(args.quick, progress=True)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
