@@ -25,6 +25,7 @@ families alone; other lines are skipped unread (and so not validated).
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Collection, Iterator
@@ -220,10 +221,30 @@ def _parse_sample(text: str, lineno: int, line: str) -> Sample:
     return Sample(name, labels, value, ts)
 
 
+@functools.lru_cache(maxsize=32)
+def _family_filter(only: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The series names of the given families, and the line prefixes that may hold them."""
+    names = frozenset(n + s for n in only for s in ("", *FAMILY_SUFFIXES))
+    return names, tuple(sorted(names | {f"# {kw} {n}" for n in only for kw in ("HELP", "TYPE")}))
+
+
+def _wanted_lines(text: str, wanted: tuple[frozenset[str], tuple[str, ...]]) -> Iterator[tuple[int, str]]:
+    """(line number, line) of lines that may belong to the wanted families; str.startswith does the scan in C."""
+    names, prefixes = wanted
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.startswith(prefixes):
+            if not line or line[0] not in _BLANK or not line.lstrip(_BLANK).startswith(prefixes):
+                continue
+        body = line.lstrip(_BLANK)
+        if body[0] != "#" and _sample_name_prefix(body) not in names:
+            continue  # a longer name that merely starts like a wanted one
+        yield lineno, line
+
+
 def _sample_name_prefix(text: str) -> str:
-    """The metric name at the start of a sample line, cheaply (for `only=`)."""
+    """The metric name at the start of a sample line."""
     end = len(text)
-    for ch in "{ \t":
+    for ch in "{ \t\r":
         i = text.find(ch)
         if 0 <= i < end:
             end = i
@@ -249,19 +270,14 @@ def parse(text: str | bytes, *, strict: bool = True, only: Collection[str] | Non
                 raise err from None
             out.skipped.append((lineno, err.reason))
             text = bytes(text).decode("utf-8", errors="replace")
-    wanted: set[str] | None = None
-    if only is not None:
-        wanted = set(only)
-        wanted |= {n + s for n in only for s in FAMILY_SUFFIXES}
-    for lineno, line in enumerate(text.split("\n"), 1):
+    lines = enumerate(text.split("\n"), 1) if only is None else _wanted_lines(text, _family_filter(frozenset(only)))
+    for lineno, line in lines:
         stripped = line.strip(" \t\r")
         if not stripped:
             continue
         try:
             if stripped[0] == "#":
                 _parse_comment(stripped[1:], lineno, line, out)
-                continue
-            if wanted is not None and _sample_name_prefix(stripped) not in wanted:
                 continue
             out.samples.append(_parse_sample(stripped, lineno, line))
         except PromTextError as e:
