@@ -3,9 +3,9 @@
 A request holds a slot from prefill to its last token, as a sequence does in
 vLLM's continuous batching (`max_num_seqs` = slots).  The wait for a slot is
 real time, so TTFT grows with load the way it does in the field: barely at
-low load, then steeply as arrivals outpace the slots.  The batch also slows
-each step as it fills (`load_factor`), so prefill and decode both stretch
-near saturation.
+low load, then steeply as arrivals outpace the slots.  A fuller batch also
+makes each step slower (`load_factor` for prefill, `decode_factor` for
+tokens), so the wall near saturation is steeper than the slot count alone.
 """
 from __future__ import annotations
 
@@ -35,9 +35,17 @@ class BatchQueue:
         return self.running / self.slots
 
     def load_factor(self) -> float:
-        """How much slower a batch step is at the current fill: 1 + ρ² (×2 when full)."""
+        """How much longer a prefill takes at the current fill: 1 + ρ² (×2 when full)."""
         rho = self.utilisation
         return 1.0 + rho * rho
+
+    def decode_factor(self) -> float:
+        """How much slower each decode step is at the current fill: 1 + ρ²/2 (×1.5 when full).
+
+        Gentler than prefill: a fuller batch still makes more tokens per second in total.
+        """
+        rho = self.utilisation
+        return 1.0 + 0.5 * rho * rho
 
     async def acquire(self, model: str) -> None:
         """Waits (FIFO) for a free slot; on cancellation leaves the queue cleanly."""

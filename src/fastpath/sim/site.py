@@ -289,7 +289,7 @@ class Site:
             for i in range(llm.max_tokens):
                 if i > 0:
                     slow = self.fault.factor if self.fault.mode == "slow" else 1.0
-                    due += interval * self.queue.load_factor() * slow
+                    due += interval * self.queue.decode_factor() * slow
                     delay = due - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
