@@ -16,6 +16,7 @@ from the splice call until the kernel has delivered the first byte.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import select
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 MSG = 64
-PATHS = ("direct", "python-relay", "kernel-splice")
+PATHS = ("direct", "python-relay", "kernel-splice", "sk_msg-shortcut")
 CONCURRENCY = (1, 64)
 
 
@@ -57,11 +58,23 @@ def _role_echo() -> None:
     uvloop.run(main())
 
 
-def _role_pyrelay(backend_port: int) -> None:
-    """uvloop byte relay: what the fast path's pinned mode does in Python."""
+def _role_pyrelay(backend_port: int, shortcut_cgroup: str = "") -> None:
+    """uvloop byte relay: what the fast path's pinned mode does in Python.
+
+    With shortcut_cgroup, each flow also gets an sk_msg shortcut between its
+    end sockets, so the relay only sees what predates it (and FIN).
+    """
     import asyncio
 
     import uvloop
+
+    shortcuts = None
+    if shortcut_cgroup:
+        from fastpath.offload.skmsg import MsgShortcuts
+
+        shortcuts = MsgShortcuts(Path(shortcut_cgroup), max_flows=1024)
+        shortcuts.watch_port(backend_port)
+    flows = itertools.count(1)
 
     class Upstream(asyncio.Protocol):
         def __init__(self, down: asyncio.Transport) -> None:
@@ -90,6 +103,11 @@ def _role_pyrelay(backend_port: int) -> None:
             self.up = up
             for d in self.pending:
                 up.write(d)
+            if shortcuts is not None:
+                self.session = f"bench-{next(flows)}"
+                r = shortcuts.install(self.session, self.t.get_extra_info("socket"), up.get_extra_info("socket"))
+                if not r.offloaded:
+                    print(f"shortcut refused: {r.reason}", file=sys.stderr, flush=True)
 
         def data_received(self, data: bytes) -> None:
             if self.up is None:
@@ -100,9 +118,13 @@ def _role_pyrelay(backend_port: int) -> None:
         def connection_lost(self, exc: Exception | None) -> None:
             if self.up is not None:
                 self.up.close()
+            if shortcuts is not None and getattr(self, "session", None):
+                shortcuts.remove(self.session)
 
     async def main() -> None:
         srv = await asyncio.get_running_loop().create_server(Downstream, "127.0.0.1", 0, backlog=512)
+        if shortcuts is not None:
+            shortcuts.watch_port(srv.sockets[0].getsockname()[1])
         print(srv.sockets[0].getsockname()[1], flush=True)
         await asyncio.Event().wait()
 
@@ -133,9 +155,9 @@ def _role_splicerelay(backend_port: int) -> None:
 # ---- measurement --------------------------------------------------------------------
 
 
-def _spawn(role: str, *args: str) -> tuple[subprocess.Popen, int]:
+def _spawn(role: str, *args: str, preexec: Any = None) -> tuple[subprocess.Popen, int]:
     p = subprocess.Popen([sys.executable, "-m", "fastpath.bench.splice_bench", "--role", role, *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     ready, _, _ = select.select([p.stdout], [], [], 20)
     line = p.stdout.readline().strip() if ready else ""
     if not line.isdigit():
@@ -236,6 +258,29 @@ def ping_pong(port: int, conns: int, seconds: float, window: list[float] | None 
             s.close()
 
 
+def _role_client(port: int, conns: int, seconds: float, relay_pid: int) -> None:
+    """Runs ping_pong in its own process (inside the shortcut cgroup) and prints one JSON line."""
+    window: list[float] = []
+    rtts = ping_pong(port, conns, seconds, window, relay_pid or None)
+    print(json.dumps({"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "n": len(rtts), "wall": window[0],
+                      "cpu_ns": window[1], "busy_ns": window[2]}), flush=True)
+
+
+def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None) -> dict[str, float]:
+    p = subprocess.Popen([sys.executable, "-m", "fastpath.bench.splice_bench", "--role", "client",
+                          str(port), str(conns), str(seconds), str(relay_pid)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=cgroup.enter_in_child if cgroup else None)
+    try:
+        out, err = p.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        _stop(p)
+        raise RuntimeError("benchmark client did not finish")
+    if p.returncode != 0:
+        raise RuntimeError(f"benchmark client failed: {err.strip()[-400:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -293,35 +338,70 @@ def splice_unavailable() -> str:
         return str(e)
 
 
+def shortcut_unavailable() -> str:
+    """Why the sk_msg shortcut cannot be measured here ('' when it can)."""
+    from fastpath.offload.maps import bpf_dir
+    from fastpath.offload.skmsg import OBJECT_NAME, cgroup2_root
+
+    if not (bpf_dir() / "build" / OBJECT_NAME).exists():
+        return f"bpf/build/{OBJECT_NAME} not built: make bpf"
+    try:
+        cgroup2_root()
+    except OSError as e:
+        return str(e)
+    return ""
+
+
 def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]:
     """Rows: one per (path, concurrency) with medians over rounds, plus one switching-latency row."""
-    rounds, seconds = (2, 1.0) if quick else (4, 2.5)
+    rounds, seconds = (2, 1.0) if quick else (3, 2.0)
     why_not = splice_unavailable()
-    echo, echo_port = _spawn("echo")
-    relays: dict[str, tuple[subprocess.Popen | None, int]] = {"direct": (None, echo_port)}
+    why_not_msg = why_not or shortcut_unavailable()
+    cgroup = None
+    procs: list[subprocess.Popen] = []
+    relays: dict[str, tuple[int, int]] = {}  # path -> (port, relay pid or 0)
     notes: dict[str, str] = {}
+
+    def spawn(role: str, *args: str, in_cgroup: bool = False) -> tuple[subprocess.Popen, int]:
+        p, port = _spawn(role, *args, preexec=cgroup.enter_in_child if in_cgroup and cgroup else None)
+        procs.append(p)
+        return p, port
+
     try:
-        relays["python-relay"] = _spawn("pyrelay", str(echo_port))
+        if not why_not_msg:
+            from fastpath.offload.skmsg import Cgroup
+
+            cgroup = Cgroup(f"fastpath-bench-{os.getpid()}")
+        _, echo_port = spawn("echo", in_cgroup=True)
+        relays["direct"] = (echo_port, 0)
+        p, port = spawn("pyrelay", str(echo_port))
+        relays["python-relay"] = (port, p.pid)
         if why_not:
             notes["kernel-splice"] = f"unavailable: {why_not}"
         else:
-            relays["kernel-splice"] = _spawn("splicerelay", str(echo_port))
+            p, port = spawn("splicerelay", str(echo_port))
+            relays["kernel-splice"] = (port, p.pid)
+        if why_not_msg:
+            notes["sk_msg-shortcut"] = f"unavailable: {why_not_msg}"
+        else:
+            # its own echo server: watching a port puts every socket on it under the sk_msg program
+            _, echo2_port = spawn("echo", in_cgroup=True)
+            p, port = spawn("pyrelay", str(echo2_port), str(cgroup.path))
+            relays["sk_msg-shortcut"] = (port, p.pid)
         raw: dict[tuple[str, int], list[dict[str, float]]] = {}
         for rnd in range(rounds):
             for path in [p for p in PATHS if p in relays]:
                 for conns in CONCURRENCY:
-                    proc, port = relays[path]
-                    window: list[float] = []
-                    rtts = ping_pong(port, conns, seconds, window, proc.pid if proc else None)
-                    wall, cpu, busy = window
-                    n = max(1, len(rtts))
+                    port, pid = relays[path]
+                    w = run_client(port, conns, seconds, pid, cgroup)
+                    n = max(1, w["n"])
                     raw.setdefault((path, conns), []).append({
-                        "p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "msgs_per_s": len(rtts) / wall,
-                        "relay_cpu_us_per_msg": cpu / 1000 / n, "system_cpu_us_per_msg": busy / 1000 / n,
+                        "p50": w["p50"], "p99": w["p99"], "msgs_per_s": w["n"] / w["wall"],
+                        "relay_cpu_us_per_msg": w["cpu_ns"] / 1000 / n, "system_cpu_us_per_msg": w["busy_ns"] / 1000 / n,
                     })
                     if progress:
                         r = raw[(path, conns)][-1]
-                        print(f"round {rnd + 1}/{rounds} {path:<14} c={conns:<3} p50 {r['p50']:7.1f} µs  "
+                        print(f"round {rnd + 1}/{rounds} {path:<16} c={conns:<3} p50 {r['p50']:7.1f} µs  "
                               f"relay CPU {r['relay_cpu_us_per_msg']:5.2f} µs/msg", file=sys.stderr, flush=True)
         rows: list[dict[str, Any]] = []
         for (path, conns), rs in raw.items():
@@ -336,20 +416,20 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
             rows.append({"kind": "switching", "path": "kernel-splice", **switching_latency(30 if quick else 150)})
         return rows
     finally:
-        for proc, _ in relays.values():
-            if proc:
-                _stop(proc)
-        _stop(echo)
+        for p in procs:
+            _stop(p)
+        if cgroup is not None:
+            cgroup.close()
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = [f"{'path':<14} {'conc':>4} {'p50 µs':>8} {'p99 µs':>8} {'msg/s':>8} {'relay CPU µs/msg':>17} {'system CPU µs/msg':>18}"]
+    out = [f"{'path':<16} {'conc':>4} {'p50 µs':>8} {'p99 µs':>8} {'msg/s':>8} {'relay CPU µs/msg':>17} {'system CPU µs/msg':>18}"]
     for r in rows:
         if r["kind"] == "round_trip" and "note" not in r:
-            out.append(f"{r['path']:<14} {r['concurrency']:>4} {r['rtt_p50_us']:>8.1f} {r['rtt_p99_us']:>8.1f} {r['msgs_per_s']:>8} "
+            out.append(f"{r['path']:<16} {r['concurrency']:>4} {r['rtt_p50_us']:>8.1f} {r['rtt_p99_us']:>8.1f} {r['msgs_per_s']:>8} "
                        f"{r['relay_cpu_us_per_msg']:>17.2f} {r['system_cpu_us_per_msg']:>18.2f}")
         elif "note" in r:
-            out.append(f"{r['path']:<14} {r['note']}")
+            out.append(f"{r['path']:<16} {r['note']}")
         elif r["kind"] == "switching":
             out.append(f"switching: splice call p50 {r['splice_call_p50_us']:.1f} µs (p99 {r['splice_call_p99_us']:.1f}); "
                        f"splice call -> first byte delivered by the kernel p50 {r['first_kernel_byte_p50_us']:.1f} µs "
@@ -359,14 +439,17 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fastpath.bench.splice_bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 rounds of 1 s instead of 4 of 2.5 s")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 1 s instead of 3 of 2 s")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.role:
-        {"echo": lambda: _role_echo(), "pyrelay": lambda: _role_pyrelay(int(args.role_args[0])),
-         "splicerelay": lambda: _role_splicerelay(int(args.role_args[0]))}[args.role]()
+        a = args.role_args
+        {"echo": lambda: _role_echo(),
+         "pyrelay": lambda: _role_pyrelay(int(a[0]), a[1] if len(a) > 1 else ""),
+         "splicerelay": lambda: _role_splicerelay(int(a[0])),
+         "client": lambda: _role_client(int(a[0]), int(a[1]), float(a[2]), int(a[3]))}[args.role]()
         return 0
     rows = measure(args.quick, progress=True)
     print(table(rows))

@@ -47,4 +47,43 @@ struct fp_flow_stats {
 	__u64 packets[2];           /* socket buffers handed to the verdict */
 };
 
+/* ---- sk_msg shortcut between two end sockets of one host (sockmsg_redirect.bpf.c) ----
+ * A sock_ops program on a cgroup puts established TCP sockets touching a
+ * watched port into fp_ends; the sk_msg program then moves a sender's bytes
+ * straight into its shortcut peer's receive queue, skipping both TCP stacks
+ * and the proxy. Keys are connection tuples: bpf_get_socket_cookie is refused
+ * in sk_msg programs. */
+#define FP_MAP_ENDS fp_ends             /* SOCKHASH: struct fp_tuple -> end socket */
+#define FP_MAP_SHORTCUTS fp_shortcuts   /* HASH: struct fp_tuple (sender) -> struct fp_shortcut */
+#define FP_MAP_WATCH_PORTS fp_watch     /* HASH: __u32 port -> __u32 (1): track sockets on this port */
+#define FP_MAP_MSG_FLOWS fp_msg_flows   /* HASH: flow id -> struct fp_flow_stats */
+#define FP_MAP_MSG_ERRORS fp_msg_errors /* ARRAY: failure class -> count */
+#define FP_PROG_ENDS fp_ends_ops        /* sockops on the cgroup */
+#define FP_PROG_MSG fp_msg_redirect     /* sk_msg verdict on fp_ends */
+#define FP_MAX_ENDS 32768
+
+#define FP_MSG_ERR_REDIRECT 0           /* shortcut peer not in fp_ends (closed): sent the normal way */
+#define FP_MSG_ERR_NO_FLOW 1            /* redirected, but the flow has no counters entry */
+#define FP_MSG_ERR_COUNT 2
+
+/* A TCP connection as seen from one of its sockets (IPv4). Addresses in
+ * network byte order, ports in host byte order. */
+struct fp_tuple {
+	__u32 local_ip4;
+	__u32 remote_ip4;
+	__u32 local_port;
+	__u32 remote_port;
+};
+
+/* Value of fp_shortcuts: where a sender's bytes go instead of its TCP peer. */
+struct fp_shortcut {
+	__u32 local_ip4;                /* the destination end socket's fp_tuple */
+	__u32 remote_ip4;
+	__u32 local_port;
+	__u32 remote_port;
+	__u64 flow_id;
+	__u32 dir;
+	__u32 pad;
+};
+
 #endif
