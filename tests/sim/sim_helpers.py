@@ -13,7 +13,7 @@ from fastpath.config import Backend, SimSpec
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.sim.site import Site
 
-RTT = {"near": {"home": 2.0, "away": 150.0}, "far": {"home": 150.0, "away": 2.0}}
+RTT = {"near": {"home": 2.0, "away": 300.0}, "far": {"home": 300.0, "away": 2.0}}
 
 
 def backend(name: str = "t-site", *, models: tuple[str, ...] = ("m1", "m2"), region: str = "home",

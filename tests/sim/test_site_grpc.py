@@ -116,9 +116,9 @@ async def test_ttft_grows_when_more_requests_than_slots_arrive():
     async with running_site(backend(slots=2, tokens_per_s=50, prefill_ms=5)) as (_, stub):
         within = await asyncio.gather(*(_ttft(stub, f"p{i}", 6) for i in range(2)))
         burst = sorted(await asyncio.gather(*(_ttft(stub, f"q{i}", 6) for i in range(6))))
-        # Two waves queue behind the first: the last requests waited for two full decodes.
-        assert burst[-1] >= 2 * 0.1
-        assert burst[-1] > 2 * max(within)
+        # Three waves: the last two requests queued behind two full decodes each.
+        assert burst[-2] >= 2 * 0.1 and burst[2] >= 0.1
+        assert burst[-1] > max(within)
 
 
 async def test_far_region_pays_the_round_trip_near_region_does_not():
@@ -129,17 +129,20 @@ async def test_far_region_pays_the_round_trip_near_region_does_not():
         unary_t0 = time.perf_counter()
         await stub.ModelInfer(make_request("m1", "c", 1), metadata=[("x-fastpath-region", "far")])
         unary = time.perf_counter() - unary_t0
-        assert far >= 0.150 and unary >= 0.150
-        assert near < far - 0.1
+        assert far >= 0.300 and unary >= 0.300
+        assert near < far - 0.2
 
 
 async def test_warm_session_pays_a_fraction_of_the_prefill():
-    async with running_site(backend(prefill_ms=200)) as (_, stub):
+    async with running_site(backend(prefill_ms=400)) as (_, stub):
         md = [("x-fastpath-session", "sess-1")]
         cold = await _ttft(stub, "one prompt", 1, metadata=md)
-        warm = await _ttft(stub, "a different prompt", 1, metadata=md)
-        assert cold >= 0.2
-        assert warm < cold / 2
+        warm_t0 = time.perf_counter()
+        r = await stub.ModelInfer(make_request("m1", "a different prompt", 1), metadata=md)
+        warm = time.perf_counter() - warm_t0
+        assert response_parameter(r, "kv_cache_hit") is True
+        assert cold >= 0.4
+        assert warm < cold - 0.2  # 10% of the prefill instead of all of it
 
 
 async def test_metrics_reflect_running_and_waiting_under_load():
