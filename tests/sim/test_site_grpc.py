@@ -6,6 +6,8 @@ import grpc
 import pytest
 
 from fastpath.gen import grpc_service_pb2 as pb
+from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
+from fastpath.sim.site import Site
 from fastpath.sim.llm_request import make_request, response_parameter, text_output
 from fastpath.sim.metrics import parse_prometheus_text
 from fastpath.sim.tokens import completion, completion_tokens
@@ -212,3 +214,21 @@ async def test_a_client_that_gives_up_frees_its_slot_and_its_place_in_the_queue(
         assert (site.queue.running, site.queue.waiting) == (0, 0)
         assert site.context_tokens == 0
         assert text_output(await stub.ModelInfer(make_request("m1", "after", 2))) == completion("after", 2)
+
+
+async def test_a_stopped_site_restarts_on_the_same_ports():
+    site = Site(backend(), {})
+    await site.start()
+    port, mport = site.port, site.metrics_port
+    await site.stop(grace=None)
+    with pytest.raises(grpc.aio.AioRpcError):
+        async with grpc.aio.insecure_channel(site.address) as ch:
+            await pb_grpc.GRPCInferenceServiceStub(ch).ServerReady(pb.ServerReadyRequest(), timeout=0.5)
+    await site.start()
+    try:
+        assert (site.port, site.metrics_port) == (port, mport)
+        async with grpc.aio.insecure_channel(site.address) as ch:
+            assert (await pb_grpc.GRPCInferenceServiceStub(ch).ServerReady(pb.ServerReadyRequest(), timeout=5)).ready
+        assert (await http(mport, "GET", "/metrics"))[0] == 200
+    finally:
+        await site.stop(grace=None)

@@ -32,12 +32,12 @@ class HttpEndpoint:
 
     @property
     def port(self) -> int:
-        if self.server is None or not self.server.sockets:
-            return self.requested_port
-        return self.server.sockets[0].getsockname()[1]
+        """The bound port (kept after stop, so a restart binds the same one)."""
+        return self.requested_port
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, self.host, self.requested_port, limit=MAX_HEADER_BYTES)
+        self.requested_port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self.server is None:
