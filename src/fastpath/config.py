@@ -62,6 +62,7 @@ class ProxyConfig:
     metrics_listen: str = "127.0.0.1:9101"
     upstream_connections: int = 1
     connect_timeout_ms: float = 1000.0
+    pin_sessions: bool = True  # connections whose first call names a session are pinned (relayed verbatim)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,13 @@ def _str(table: dict[str, Any], key: str, where: str, default: str | None = None
     return value
 
 
+def _bool(table: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} = {value!r}: expected true or false")
+    return value
+
+
 def _backend(i: int, t: dict[str, Any]) -> Backend:
     where = f"backends[{i}]"
     if not isinstance(t, dict):
@@ -190,6 +198,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         metrics_listen=_str(px, "metrics_listen", "proxy", ProxyConfig.metrics_listen),
         upstream_connections=int(_num(px, "upstream_connections", "proxy", 1)),
         connect_timeout_ms=_num(px, "connect_timeout_ms", "proxy", 1000),
+        pin_sessions=_bool(px, "pin_sessions", "proxy", True),
     )
     split_hostport(proxy.listen, "proxy.listen")
     ct = data.get("control", {})

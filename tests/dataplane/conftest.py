@@ -132,9 +132,10 @@ class EchoBackend:
             yield self.name.encode() + b":" + msg
 
 
-def make_config(backends: list[dict]) -> Any:
+def make_config(backends: list[dict], offload: str = "none") -> Any:
     return parse_config({
         "proxy": {"listen": "127.0.0.1:0", "metrics_listen": ""},
+        "offload": {"driver": offload},
         "regions": {"rtt_ms": {"near": {"r1": 1.0, "r2": 80.0}, "far": {"r1": 80.0, "r2": 1.0}}},
         "backends": backends,
     })
@@ -156,8 +157,8 @@ class Harness:
         self.backends[name] = b
         return b
 
-    def start_proxy(self, specs: list[dict], limits: Limits | None = None) -> Proxy:
-        cfg = make_config(specs)
+    def start_proxy(self, specs: list[dict], limits: Limits | None = None, offload: str = "none") -> Proxy:
+        cfg = make_config(specs, offload)
 
         async def go() -> Proxy:
             proxy = Proxy(cfg, limits)
@@ -168,14 +169,15 @@ class Harness:
         self.proxy = self.loop.run(go())
         return self.proxy
 
-    def simple(self, *names: str, regions: tuple[str, ...] = ("r1", "r2"), limits: Limits | None = None) -> Proxy:
+    def simple(self, *names: str, regions: tuple[str, ...] = ("r1", "r2"), limits: Limits | None = None,
+               offload: str = "none") -> Proxy:
         """Backends `names` serving model m; the first is nearest to region "near"."""
         specs = []
         for k, name in enumerate(names):
             b = self.backends.get(name) or self.add_backend(name)
             specs.append({"name": name, "address": f"127.0.0.1:{b.port}", "region": regions[min(k, len(regions) - 1)],
                           "cost_per_1k_tokens": 1.0, "models": ["m"]})
-        return self.start_proxy(specs, limits)
+        return self.start_proxy(specs, limits, offload)
 
     def channel(self) -> grpc.Channel:
         ch = grpc.insecure_channel(self.address, options=[("grpc.enable_retries", 0)])
@@ -187,6 +189,8 @@ class Harness:
             ch.close()
         if self.proxy is not None:
             self.loop.run(self.proxy.drain(0.5))
+            if self.proxy.offload is not None:
+                self.proxy.offload.close()
         for b in self.backends.values():
             self.loop.run(b.stop())
 

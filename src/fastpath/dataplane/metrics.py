@@ -11,7 +11,7 @@ log = logging.getLogger("fastpath.dataplane")
 
 class ProxyMetrics:
     __slots__ = ("requests", "errors", "failovers", "cancelled", "resets", "limits_hit",
-                 "connections_total", "connections_open")
+                 "connections_total", "connections_open", "pinned_total", "offloaded_total", "offload_refused")
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()  # (backend, ok|error) -> calls
@@ -22,6 +22,9 @@ class ProxyMetrics:
         self.limits_hit: Counter[str] = Counter()
         self.connections_total = 0
         self.connections_open = 0
+        self.pinned_total = 0
+        self.offloaded_total = 0
+        self.offload_refused = 0
 
     def render(self, gauges: dict[str, float] | None = None) -> str:
         lines = [
@@ -35,6 +38,9 @@ class ProxyMetrics:
             *(f'fastpath_limit_hits_total{{limit="{k}"}} {n}' for k, n in sorted(self.limits_hit.items())),
             "# TYPE fastpath_connections_total counter", f"fastpath_connections_total {self.connections_total}",
             "# TYPE fastpath_connections_open gauge", f"fastpath_connections_open {self.connections_open}",
+            "# TYPE fastpath_pinned_total counter", f"fastpath_pinned_total {self.pinned_total}",
+            "# TYPE fastpath_offloaded_total counter", f"fastpath_offloaded_total {self.offloaded_total}",
+            "# TYPE fastpath_offload_refused_total counter", f"fastpath_offload_refused_total {self.offload_refused}",
         ]
         for name, value in (gauges or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]

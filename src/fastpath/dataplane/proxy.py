@@ -24,6 +24,7 @@ from .conn import flush_dirty
 from .downstream import DownstreamConnection
 from .limits import Limits
 from .metrics import MetricsServer, ProxyMetrics
+from .pinned import PinnedFlow
 from .upstream import UpstreamPool
 
 log = logging.getLogger("fastpath.dataplane")
@@ -50,6 +51,11 @@ class Proxy:
         self.servers: list[asyncio.base_events.Server] = []
         self._unreachable: dict[int, str] = {}
         self._last_log = 0.0
+        self.pin_sessions = config.proxy.pin_sessions
+        self.offload: Any = None  # the steering table (fastpath.offload), opened by start()
+        self.pinned: dict[str, PinnedFlow] = {}
+        self.sessions_seen: dict[str, None] = {}  # sessions pinned before (bounded, oldest dropped)
+        self._pin_seq = 0
 
     # -- routing inputs --------------------------------------------------------
     def features_for(self, headers: list) -> RequestFeatures:
@@ -131,9 +137,89 @@ class Proxy:
             "fastpath_snapshot_version": getattr(self.snapshot, "version", 0),
         })
 
+    # -- pinned mode -------------------------------------------------------------
+    def start_pinned(self, conn: DownstreamConnection, headers: list, model: str, raw: bytes) -> bool:
+        """Routes a connection once, at its first call, and relays it verbatim from then on.
+
+        False leaves the connection to routed mode (which then answers any
+        error, such as bad metadata or no backend, as a gRPC status).
+        """
+        try:
+            features = features_from_headers(headers)
+        except ValueError:
+            return False
+        if not features.model:
+            features.model = model or self.model_for_path(next((v for k, v in headers if k == b":path"), b""))
+        decision = self.router.route(features, self.snapshot, self.live)
+        if not decision.ranked or conn.transport is None:
+            return False
+        position = 0
+        x = decision.explain
+        # A session that comes back returns to its backend (its KV cache) unless the router
+        # found that backend over its bound (affinity 0) or filtered it out.
+        if x is not None and x.sticky >= 0 and x.sticky_affinity > 0 and x.sticky in decision.ranked:
+            position = decision.ranked.index(x.sticky)
+        backend = decision.ranked[position]
+        self._pin_seq += 1
+        key = f"{features.session}#{self._pin_seq}"
+        flow = PinnedFlow(self, key, features, backend, decision.header(position), conn.transport, raw)
+        conn.handed_off()
+        self.pinned[key] = flow
+        self.live.remember_session(features.session, backend)
+        self.metrics.pinned_total += 1
+        task = asyncio.get_running_loop().create_task(flow.connect())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    def should_offload(self, flow: PinnedFlow) -> bool:
+        """Repeat sessions go to the kernel right away; a first visit stays in Python (and is learned)."""
+        session = flow.features.session
+        seen = session in self.sessions_seen or session in getattr(self.snapshot, "session_backend", {})
+        self.sessions_seen[session] = None
+        if len(self.sessions_seen) > 100_000:
+            del self.sessions_seen[next(iter(self.sessions_seen))]
+        return seen and self.offload is not None and self.offload.name != "none"
+
+    def offloaded(self, flow: PinnedFlow) -> None:
+        self.metrics.offloaded_total += 1
+        log.info("session %s offloaded to %s (backend %s)", flow.features.session, flow.path, self.names[flow.backend])
+
+    def offload_refused(self, flow: PinnedFlow, reason: str) -> None:
+        self.metrics.offload_refused += 1
+        now = time.monotonic()
+        if now - self._last_log > 1.0:
+            self._last_log = now
+            log.warning("session %s stays on the Python relay: %s", flow.features.session, reason)
+
+    def pinned_closed(self, flow: PinnedFlow) -> None:
+        self.pinned.pop(flow.key, None)
+
+    def observe_pinned(self, flow: PinnedFlow, ok: bool, ttft_ms: float) -> None:
+        name = self.names[flow.backend]
+        self.metrics.requests[(name, "ok" if ok else "error")] += 1
+        f = flow.features
+        if self.watcher is not None:
+            self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model)
+
+    def flows(self) -> list[dict[str, Any]]:
+        """Pinned sessions of this proxy: where they go and which path moves their bytes."""
+        out = []
+        for flow in list(self.pinned.values()):
+            row = flow.stats()
+            t = flow.client.transport
+            peer = t.get_extra_info("peername") if t is not None else None
+            row["client"] = f"{peer[0]}:{peer[1]}" if peer else ""
+            out.append(row)
+        return out
+
     # -- lifecycle -------------------------------------------------------------
     async def start(self, listen: str | None = None, metrics_listen: str | None = None) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
+        if self.offload is None:
+            from fastpath.offload.drivers import open_driver
+
+            self.offload = open_driver(self.config)
         host, port = split_hostport(listen or self.config.proxy.listen, "proxy.listen")
         server = await loop.create_server(lambda: DownstreamConnection(self), host, port, backlog=1024,
                                           reuse_address=True)
@@ -168,4 +254,7 @@ class Proxy:
             if c.transport is not None:
                 c.transport.close()
         self.pool.close()
+        for flow in list(self.pinned.values()):
+            if flow.path == "python":
+                flow.side_lost(True, None)
         return left

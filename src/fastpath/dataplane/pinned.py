@@ -1,0 +1,267 @@
+"""Pinned mode: a session's connection is routed once and then relayed verbatim.
+
+The client's HTTP/2 connection (preface, SETTINGS, HPACK state and all) goes
+byte for byte to one backend, so at any moment the two sockets can be handed
+to an offload driver (kernel splice, DPU) and Python drops out of the path.
+While Python relays, it follows frame headers (never payloads) to time each
+stream's first response frame, for telemetry. Backpressure is per connection
+pair: a slow client pauses reading from its own backend only.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastpath.h2 import frames as fr
+
+from .frame_scanner import FrameScanner
+
+if TYPE_CHECKING:
+    from fastpath.router.features import RequestFeatures
+
+    from .proxy import Proxy
+
+log = logging.getLogger("fastpath.dataplane")
+_now = time.monotonic
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a pinned flow; everything it reads goes to the other side."""
+
+    def __init__(self, flow: "PinnedFlow", to_backend: bool) -> None:
+        self.flow = flow
+        self.to_backend = to_backend
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.flow.relay(data, self.to_backend)
+
+    def eof_received(self) -> bool:
+        self.flow.half_closed(self.to_backend)
+        return True  # keep our write side open until the peer closes too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.flow.side_lost(self.to_backend, exc)
+
+    def pause_writing(self) -> None:  # our socket is full: stop reading the other side
+        self.flow.backpressure(not self.to_backend, True)
+
+    def resume_writing(self) -> None:
+        self.flow.backpressure(not self.to_backend, False)
+
+
+class PinnedFlow:
+    """A client connection bound to one backend for its whole life."""
+
+    def __init__(self, proxy: "Proxy", key: str, features: "RequestFeatures", backend: int,
+                 decision_header: bytes, client_transport: asyncio.Transport, initial: bytes) -> None:
+        self.proxy = proxy
+        self.key = key
+        self.features = features
+        self.backend = backend
+        self.decision_header = decision_header
+        self.started = _now()
+        self.client = _Side(self, to_backend=True)
+        self.client.transport = client_transport
+        self.upstream = _Side(self, to_backend=False)
+        self.initial = initial
+        self.bytes_python = [0, 0]  # client->backend, backend->client
+        self.path = "python"
+        self.installed: Any = None  # offload handle once the flow left Python
+        self.closed = False
+        self.stream_start: dict[int, float] = {}
+        self.req_scan = FrameScanner(self._client_frame, preface=True)
+        self.resp_scan = FrameScanner(self._backend_frame)
+        self.streams_done = 0
+        self.eof = {True: False, False: False}  # EOF received from: client (True), backend (False)
+        client_transport.set_protocol(self.client)
+        client_transport.pause_reading()  # until the backend is connected
+
+    # -- start -----------------------------------------------------------------
+    async def connect(self) -> None:
+        proxy = self.proxy
+        host, port = proxy.backend_address(self.backend)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: self.upstream, host, port),
+                                   proxy.limits.upstream_connect_timeout_s)
+        except (OSError, asyncio.TimeoutError) as e:
+            why = "did not accept the connection in time" if isinstance(e, asyncio.TimeoutError) \
+                else f"refused the connection ({e.strerror or type(e).__name__})"
+            proxy.backend_unreachable(self.backend, why)
+            proxy.live.finished(self.backend, False)
+            self._fail_client(f"backend {proxy.names[self.backend]} {why}")
+            return
+        if self.closed:  # the client left while we connected
+            self.upstream.transport.close()  # type: ignore[union-attr]
+            return
+        data, self.initial = self.initial, b""
+        self.relay(data, True)
+        self.client.transport.resume_reading()  # type: ignore[union-attr]
+        if proxy.should_offload(self):
+            self.offload()
+
+    def _fail_client(self, message: str) -> None:
+        """No backend: answer GOAWAY so the client sees why, then close."""
+        t = self.client.transport
+        if t is not None and not t.is_closing():
+            t.write(fr.settings_frame({}) + fr.goaway_frame(0, fr.REFUSED_STREAM, message.encode()[:200]))
+            t.close()
+        self.closed = True
+        self.proxy.pinned_closed(self)
+
+    # -- relay -----------------------------------------------------------------
+    def relay(self, data: bytes, to_backend: bool) -> None:
+        if to_backend:
+            self.bytes_python[0] += len(data)
+            self.req_scan.feed(data)
+            t = self.upstream.transport
+        else:
+            self.bytes_python[1] += len(data)
+            self.resp_scan.feed(data)
+            t = self.client.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def _client_frame(self, ftype: int, flags: int, sid: int) -> None:
+        if ftype == fr.HEADERS and sid not in self.stream_start:
+            self.stream_start[sid] = [_now(), -1.0]  # [start, ttft ms once seen]
+            self.proxy.live.started(self.backend)
+        elif ftype == fr.RST_STREAM and sid in self.stream_start:
+            self._stream_end(sid, ok=True)  # the client cancelled
+
+    def _backend_frame(self, ftype: int, flags: int, sid: int) -> None:
+        entry = self.stream_start.get(sid)
+        if entry is None:
+            return
+        if ftype == fr.RST_STREAM:
+            self._stream_end(sid, ok=False)
+            return
+        if ftype != fr.DATA and ftype != fr.HEADERS:
+            return
+        if entry[1] < 0 and (ftype == fr.DATA or flags & fr.END_STREAM):
+            entry[1] = (_now() - entry[0]) * 1000.0
+            self.proxy.live.first_byte(self.backend, entry[1])
+        if flags & fr.END_STREAM:
+            self._stream_end(sid, ok=True)
+
+    def _stream_end(self, sid: int, ok: bool) -> None:
+        entry = self.stream_start.pop(sid)
+        self.streams_done += 1
+        self.proxy.live.finished(self.backend, ok)
+        self.proxy.observe_pinned(self, ok, max(entry[1], 0.0))
+
+    def _forget_streams(self) -> None:
+        """Streams Python can no longer follow (offloaded or closed) stop counting as in flight."""
+        for _ in range(len(self.stream_start)):
+            self.proxy.live.finished(self.backend, True)
+        self.stream_start.clear()
+
+    def backpressure(self, source_is_client: bool, pause: bool) -> None:
+        side = self.client if source_is_client else self.upstream
+        t = side.transport
+        if t is None or t.is_closing():
+            return
+        t.pause_reading() if pause else t.resume_reading()
+
+    # -- offload ---------------------------------------------------------------
+    def offload(self) -> bool:
+        """Hands both sockets to the offload driver; False (still on Python) if it would not take them."""
+        if self.path != "python" or self.closed:
+            return False
+        ct, bt = self.client.transport, self.upstream.transport
+        if ct is None or bt is None or ct.get_write_buffer_size() or bt.get_write_buffer_size():
+            return False  # bytes still queued in Python: try again later, order matters
+        ct.pause_reading()
+        bt.pause_reading()
+        csock = socket.socket(fileno=os.dup(ct.get_extra_info("socket").fileno()))
+        bsock = socket.socket(fileno=os.dup(bt.get_extra_info("socket").fileno()))
+        try:
+            installed = self.proxy.offload.install(self.key, csock, bsock)
+        except Exception as e:  # a driver failure must never take the connection down
+            log.warning("offload of session %s failed: %s; staying on the Python relay", self.features.session, e)
+            installed = None
+        if installed is None or not installed.offloaded:
+            csock.close()
+            bsock.close()
+            ct.resume_reading()
+            bt.resume_reading()
+            if installed is not None:
+                self.proxy.offload_refused(self, installed.reason)
+            return False
+        self.installed = installed
+        self.path = installed.path
+        # The driver owns dups of both sockets now; drop our descriptors quietly (no FIN, no RST).
+        self.client.flow = self.upstream.flow = _Detached  # type: ignore[assignment]
+        self._forget_streams()
+        ct.abort()
+        bt.abort()
+        loop = asyncio.get_running_loop()
+        installed.add_done_callback(lambda inst: loop.call_soon_threadsafe(self._offload_ended, inst))
+        self.proxy.offloaded(self)
+        return True
+
+    def _offload_ended(self, installed: Any) -> None:
+        self.closed = True
+        self.proxy.pinned_closed(self)
+
+    # -- end -------------------------------------------------------------------
+    def half_closed(self, to_backend: bool) -> None:
+        """FIN from one side: pass it on (write EOF) once what we hold for it is written."""
+        self.eof[to_backend] = True
+        if self.eof[True] and self.eof[False]:  # both sides are done sending: the flow is over
+            self.side_lost(to_backend, None)
+            return
+        t = self.upstream.transport if to_backend else self.client.transport
+        if t is not None and not t.is_closing() and t.can_write_eof():
+            t.write_eof()
+
+    def side_lost(self, to_backend: bool, exc: Exception | None) -> None:
+        for side in (self.client, self.upstream):
+            t = side.transport
+            if t is not None and not t.is_closing():
+                t.close()
+        if not self.closed:
+            self.closed = True
+            self._forget_streams()
+            self.proxy.pinned_closed(self)
+
+    def stats(self) -> dict[str, Any]:
+        offload_bytes = 0
+        if self.installed is not None:
+            for f in self.proxy.offload.list():
+                if f.session == self.key:
+                    offload_bytes = f.stats.offload_bytes
+                    break
+            else:
+                if self.installed.final is not None:
+                    offload_bytes = self.installed.final.offload_bytes
+        return {"session": self.features.session, "backend": self.proxy.names[self.backend], "path": self.path,
+                "bytes_python": sum(self.bytes_python), "bytes_offload": offload_bytes,
+                "age_s": _now() - self.started}
+
+
+class _DetachedFlow:
+    """Stands in for a flow whose sockets now belong to an offload driver."""
+
+    def relay(self, data: bytes, to_backend: bool) -> None:  # pragma: no cover - nothing should arrive
+        pass
+
+    def half_closed(self, to_backend: bool) -> None:
+        pass
+
+    def side_lost(self, to_backend: bool, exc: Exception | None) -> None:
+        pass
+
+    def backpressure(self, source_is_client: bool, pause: bool) -> None:
+        pass
+
+
+_Detached = _DetachedFlow()
