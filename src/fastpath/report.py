@@ -45,8 +45,8 @@ def stats(config: Config, results: list[Result]) -> dict:
                 cost += r.tokens * config.backend(r.backend).cost_per_1k_tokens / 1000
             except KeyError:
                 pass
-    ttft_stream = [r.ttft_ms for r in ok if r.spec.stream and r.tokens]
-    ttft_all = [r.ttft_ms for r in ok if r.tokens]
+    ttft = [r.ttft_ms for r in ok if r.spec.stream and r.tokens]
+    unary = [r.total_ms for r in ok if not r.spec.stream]
     near = [r for r in ok if r.backend in {b.name for b in config.backends}]
     near_hits = sum(config.backend(r.backend).region in near_regions(config, r.spec.region, r.spec.model) for r in near)
     return {
@@ -55,9 +55,10 @@ def stats(config: Config, results: list[Result]) -> dict:
         "errors": len(results) - len(ok),
         "sites": {s: round(n / len(ok), 3) for s, n in sites.most_common()} if ok else {},
         "near_share": round(near_hits / len(near), 3) if near else None,
-        "ttft_p50_ms": _r(percentile(ttft_stream or ttft_all, 50)),
-        "ttft_p99_ms": _r(percentile(ttft_stream or ttft_all, 99)),
-        "ttft_from": "first streamed token" if ttft_stream else "whole unary answer",
+        "streamed": len(ttft),
+        "ttft_p50_ms": _r(percentile(ttft, 50)),
+        "ttft_p99_ms": _r(percentile(ttft, 99)),
+        "unary_p50_ms": _r(percentile(unary, 50)),
         "tokens": tokens,
         "cost_usd": round(cost, 6),
         "cost_per_1k_tokens": round(cost / tokens * 1000, 4) if tokens else None,
@@ -119,7 +120,10 @@ def summarize(config: Config, plan: Plan, results: list[Result], *, duration_s: 
     for r in results:
         load = "burst" if r.spec.phase == "burst" else "low"
         groups[(r.spec.region, _policy_label(config, r), load)].append(r)
-    for (region, policy, load), rs in sorted(groups.items()):
+    policy_order = {p: i for i, p in enumerate([config.default_policy, *config.policies])}
+    region_order = {r: i for i, r in enumerate(config.rtt_ms)}
+    for (region, policy, load), rs in sorted(groups.items(), key=lambda kv: (
+            region_order.get(kv[0][0], 99), kv[0][0], kv[0][2] == "burst", policy_order.get(kv[0][1], 99))):
         rows.append({"region": region, "policy": policy, "load": load, **stats(config, rs)})
 
     policies = {}
@@ -198,9 +202,14 @@ def observations(config: Config, s: dict, results: list[Result]) -> list[str]:
             continue
         where = _share_text(st["sites"], config)
         near = st["near_share"]
+        elsewhere = sorted({r.spec.model for r in rs if region not in near_regions(config, region, r.spec.model)})
+        note = ""
+        if elsewhere and region in site_regions:
+            note = " " + "; ".join(f"{m} has no {region} site, its nearest is "
+                                   f"{'/'.join(sorted(near_regions(config, region, m)))}" for m in elsewhere) + "."
         if region in site_regions:
             lines.append(f"{region}: at low load {near:.0%} of its requests went to the nearest region serving "
-                         f"their model ({where}).")
+                         f"their model ({where}).{note}")
         else:
             rtt = config.rtt_ms[region]
             best = min(rtt, key=rtt.get)
@@ -244,8 +253,11 @@ def observations(config: Config, s: dict, results: list[Result]) -> list[str]:
         sticky = sum(len(set(v["backends"])) == 1 for v in sess.values())
         repeats = sum(v["requests"] - 1 for v in sess.values())
         hits = sum(v["kv_cache_hits"] for v in sess.values())
+        pinned = sum(1 for r in results if r.spec.session and r.backend_from == "response")
         lines.append(f"sessions: {sticky} of {len(sess)} stayed on one site for all their requests; "
-                     f"{hits} of {repeats} repeats found a warm KV cache.")
+                     f"{hits} of {repeats} repeats found a warm KV cache"
+                     + (f"; {pinned} session calls rode a pinned connection (relayed verbatim, so no trailer: "
+                        "the site named in the response is shown)." if pinned else "."))
     if s.get("wrong_model"):
         lines.append(f"WRONG: {len(s['wrong_model'])} requests were answered by a site that does not serve their model.")
     if s.get("errors"):
@@ -281,7 +293,7 @@ def render_table(s: dict) -> str:
     out += [line(row) for row in body[:-1]]
     out += [line("-" * w for w in widths), line(body[-1])]
     out.append("")
-    out.append("TTFT is measured at the client: time to the first streamed token (unary answers count whole). "
+    out.append("TTFT is measured at the client: time to the first token of streamed calls (- = none streamed). "
                "near = share answered in the closest region that serves the model. "
                "$/1k tok = config price × tokens received.")
     out.append("")

@@ -166,6 +166,20 @@ def server_live(address: str, timeout: float = 1.0) -> bool:
             return False
 
 
+def controller_unhealthy(address: str, names: set[str], timeout: float = 0.5) -> dict[str, str] | None:
+    """Backends among `names` the controller does not (yet) report healthy, with why; None if it does not answer."""
+    from fastpath.gen import control_pb2, control_pb2_grpc
+
+    with grpc.insecure_channel(address) as ch:
+        try:
+            fleet = control_pb2_grpc.ControlStub(ch).ListBackends(control_pb2.ListBackendsRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None
+    known = {b.name: b for b in fleet.backends}
+    return {n: (known[n].health_detail or "not healthy yet") if n in known else "unknown to the controller"
+            for n in names if n not in known or not known[n].healthy}
+
+
 def models_ready(address: str, models: tuple[str, ...], timeout: float = 1.0) -> dict[str, bool]:
     """Asks a site which of `models` it reports ready (ModelReady), so `up` shows the fleet as it is."""
     out: dict[str, bool] = {}
@@ -384,6 +398,7 @@ class Stack:
         controller_ok = not self.with_controller
         proxy_ok = False
         announced: set[str] = set()
+        last_unhealthy: dict[str, str] | None = None
         while True:
             if self.cancel.is_set():
                 raise StackError("interrupted while starting")
@@ -394,10 +409,17 @@ class Stack:
             if not pending_sites and "sites" not in announced:
                 announced.add("sites")
                 self.progress(f"fleet ready: {len(sim_sites)} sites ({time.monotonic() - t0:.1f} s)")
-            if not controller_ok and port_open(self.control_address):
-                controller_ok = True
-                self.progress(f"controller ready on {self.control_address} ({time.monotonic() - t0:.1f} s)")
-            if not proxy_ok and not pending_sites:
+            if not controller_ok and not pending_sites and port_open(self.control_address):
+                # The proxy routes on the controller's view: wait until it sees every site healthy.
+                unhealthy = controller_unhealthy(self.control_address, {b.name for b in sim_sites})
+                controller_ok = unhealthy == {}
+                last_unhealthy = unhealthy
+                if controller_ok:
+                    self.progress(f"controller on {self.control_address} sees every site healthy "
+                                  f"({time.monotonic() - t0:.1f} s)")
+                    # Let the new fleet snapshot reach the proxy's watch stream.
+                    time.sleep(max(0.2, 3 * self.config.control.scrape_interval_ms / 1000))
+            if not proxy_ok and not pending_sites and controller_ok:
                 printed = self._proxy_announced()
                 if printed:
                     self.proxy_address = printed
@@ -409,7 +431,11 @@ class Stack:
             if time.monotonic() > deadline:
                 waiting = [f"site {n}" for n in sorted(pending_sites)]
                 if not controller_ok:
-                    waiting.append(f"controller (port {self.control_address} closed)")
+                    if last_unhealthy:
+                        why = "; ".join(f"{n}: {d}" for n, d in sorted(last_unhealthy.items()))
+                        waiting.append(f"controller to see every site healthy ({why})")
+                    else:
+                        waiting.append(f"controller (no answer on {self.control_address})")
                 if not proxy_ok:
                     waiting.append(f"proxy (no ServerLive answer through {self.proxy_address})")
                 raise StackError(

@@ -177,9 +177,10 @@ def plan_workload(config: Config, requests: int = 120, seed: int = 7) -> Plan:
 
     # The same requests under each policy, so the policies can be compared like for like.
     pol_specs: list[RequestSpec] = []
-    base = [(rng.choice(regions), rng.choice(models), rng.random() < 0.5) for _ in range(per_policy)]
+    # Streamed, so TTFT compares like for like across policies.
+    base = [(rng.choice(regions), rng.choice(models)) for _ in range(per_policy)]
     for p in policies:
-        pol_specs += [spec("policy", r, m, policy=p, stream=s, max_tokens=12) for r, m, s in base]
+        pol_specs += [spec("policy", r, m, policy=p, stream=True, max_tokens=12) for r, m in base]
     phases.append(Phase("policy", pol_specs, concurrency=3))
 
     # Cost ceilings: the median price of the sites serving the model (at least one site fits).
