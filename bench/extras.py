@@ -17,16 +17,22 @@ from typing import Any
 
 from . import procs
 
+UNAVAILABLE_EXIT = 3
+
 _CHILD = r"""
 import importlib, json, sys
-mod = importlib.import_module(sys.argv[1])
-kwargs = json.loads(sys.argv[2])
 try:
-    rows = mod.measure(**kwargs)
-except TypeError as e:
-    if not kwargs or "argument" not in str(e):
-        raise
-    rows = mod.measure()
+    mod = importlib.import_module(sys.argv[1])
+    kwargs = json.loads(sys.argv[2])
+    try:
+        rows = mod.measure(**kwargs)
+    except TypeError as e:
+        if not kwargs or "argument" not in str(e):
+            raise
+        rows = mod.measure()
+except ModuleNotFoundError as e:
+    print(f"not available: {e}", file=sys.stderr)
+    sys.exit(3)
 with open(sys.argv[3], "w") as f:
     json.dump(list(rows), f, default=str)
 """
@@ -52,6 +58,9 @@ def run_measure(module: str, kwargs: dict[str, Any], timeout_s: float, workdir: 
         return {"available": True, "rows": [], "note": f"{module}.measure did not finish within {timeout_s:.0f} s",
                 "seconds": time.monotonic() - t0}
     seconds = time.monotonic() - t0
+    if code == UNAVAILABLE_EXIT:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        return {"available": False, "rows": [], "note": " ".join(tail)[-300:] or "not available", "seconds": seconds}
     if code != 0 or not out.exists():
         tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
         return {"available": True, "rows": [], "note": f"{module}.measure failed (exit {code}): {' | '.join(tail)[-400:]}",

@@ -1,9 +1,351 @@
-"""Fleet scenarios: routing policies compared on the simulated fleet (filled in below)."""
+"""Fleet scenarios: routing policies compared on the simulated GPU fleet.
+
+One seeded arrival trace (clients in several regions, a mix of models, a burst
+in the middle third that pushes the nearest sites toward saturation) is
+replayed against the simulated fleet once per policy:
+  round-robin       cycle over the sites that serve the model
+  least-loaded      fewest in-flight requests per batch slot
+  proximity-only    lowest RTT from the client's region
+  five-axis/<p>     fastpath.router.Router with policy p (the config's default, and cost-first),
+                    fed by this client's own observations (LiveStats), as the proxy runs
+                    without a controller; the request carries its TTFT SLO
+and per fleet layout: "distributed" (the config's regions) and "central"
+(every site moved into one region). Each request is a real ModelStreamInfer
+call to the chosen site, which adds the RTT from the client's region before
+its first token. Per policy: TTFT p50/p99 at the client, token-weighted cost
+per 1k tokens, requests shed (refused, failed or past the deadline), and the
+share of all requests whose first token came within the SLO.
+
+`measure(quick)` returns one row per (layout, policy); the harness runs it in
+a child process. `python -m fastpath.bench.fleet_scenarios [--quick]` prints them.
+"""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import argparse
+import asyncio
+import copy
+import json
+import random
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+REGION_MIX = {"us-east": 0.55, "eu-west": 0.2, "us-west": 0.15, "ap-south": 0.1}
+MODEL_MIX = {"llama-3-8b": 0.5, "mistral-7b": 0.3, "llama-3-70b": 0.2}
+BASELINES = ("round-robin", "least-loaded", "proximity-only")
+CENTRAL_REGION = "us-east"
 
 
-def run_safely(quick: bool, workdir: Path, budget_s: float) -> dict[str, Any]:
-    return {"available": False, "rows": [], "note": "not available yet"}
+@dataclass(frozen=True)
+class Arrival:
+    t: float          # seconds from the start of the replay
+    region: str       # client region
+    model: str
+    max_tokens: int
+    words: tuple[str, ...]
+
+
+def make_trace(models_served: set[str], seed: int, duration_s: float, base_rate: float, burst_rate: float,
+               max_tokens: int) -> list[Arrival]:
+    """Poisson arrivals at base_rate, at burst_rate in the middle third; seeded, so every policy sees the same."""
+    rng = random.Random(seed)
+    models = {m: w for m, w in MODEL_MIX.items() if m in models_served} or {sorted(models_served)[0]: 1.0}
+    out: list[Arrival] = []
+    t = 0.0
+    while True:
+        rate = burst_rate if duration_s / 3 <= t < 2 * duration_s / 3 else base_rate
+        t += rng.expovariate(rate)
+        if t >= duration_s:
+            return out
+        region = rng.choices(list(REGION_MIX), weights=list(REGION_MIX.values()))[0]
+        model = rng.choices(list(models), weights=list(models.values()))[0]
+        words = tuple(rng.choice(("route", "token", "cache", "power", "region", "batch", "prefill", "queue"))
+                      for _ in range(6))
+        out.append(Arrival(t, region, model, max_tokens, words))
+
+
+def central_layout(config):
+    """The same sites, all moved into one region (what a single central deployment looks like)."""
+    from fastpath.config import parse_config
+
+    data = copy.deepcopy(config.raw)
+    for b in data["backends"]:
+        b["region"] = CENTRAL_REGION
+    return parse_config(data, config.source + " (central)")
+
+
+def _free_base(count: int, attempts: int = 50) -> int:
+    """A base port with `count` consecutive free loopback ports after it."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20000, 40000)
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+# ---------------------------------------------------------------- choosers
+
+class Chooser:
+    """Picks a backend index per arrival and hears how each request went."""
+
+    def __init__(self, config):
+        self.config = config
+        self.n = len(config.backends)
+        self.inflight = [0] * self.n
+        self.serves = {m: [i for i, b in enumerate(config.backends) if m in b.models] for m in config.models}
+
+    def choose(self, a: Arrival) -> int | None:
+        raise NotImplementedError
+
+    def started(self, i: int) -> None:
+        self.inflight[i] += 1
+
+    def first_token(self, i: int, ttft_ms: float) -> None:
+        pass
+
+    def finished(self, i: int, ok: bool) -> None:
+        self.inflight[i] -= 1
+
+
+class RoundRobin(Chooser):
+    def __init__(self, config):
+        super().__init__(config)
+        self.next = {m: 0 for m in self.serves}
+
+    def choose(self, a: Arrival) -> int | None:
+        c = self.serves.get(a.model) or []
+        if not c:
+            return None
+        i = c[self.next[a.model] % len(c)]
+        self.next[a.model] += 1
+        return i
+
+
+class LeastLoaded(Chooser):
+    def choose(self, a: Arrival) -> int | None:
+        c = self.serves.get(a.model) or []
+        slots = [max(1, (b.sim.slots if b.sim else 1)) for b in self.config.backends]
+        return min(c, key=lambda i: (self.inflight[i] / slots[i], i)) if c else None
+
+
+class ProximityOnly(Chooser):
+    def choose(self, a: Arrival) -> int | None:
+        c = self.serves.get(a.model) or []
+        rtt = self.config.rtt_ms.get(a.region, {})
+        return min(c, key=lambda i: (rtt.get(self.config.backends[i].region, 1e9), i)) if c else None
+
+
+class FiveAxis(Chooser):
+    """fastpath's router, as the proxy runs it without a controller: LiveStats from its own calls."""
+
+    def __init__(self, config, policy: str, slo_ms: float):
+        super().__init__(config)
+        from fastpath.router.features import RequestFeatures
+        from fastpath.router.live import LiveStats
+        from fastpath.router.router import Router
+        from fastpath.router.snapshot import build_snapshot
+
+        self.features = RequestFeatures
+        self.router = Router(config)
+        self.snap = build_snapshot(config, None)
+        self.live = LiveStats(self.n)
+        self.policy = policy
+        self.slo_ms = slo_ms
+
+    def choose(self, a: Arrival) -> int | None:
+        d = self.router.route(self.features(model=a.model, region=a.region, policy=self.policy,
+                                            slo_ttft_ms=self.slo_ms), self.snap, self.live)
+        return d.ranked[0] if d.ranked else None
+
+    def started(self, i: int) -> None:
+        super().started(i)
+        self.live.started(i)
+
+    def first_token(self, i: int, ttft_ms: float) -> None:
+        self.live.first_byte(i, ttft_ms)
+
+    def finished(self, i: int, ok: bool) -> None:
+        super().finished(i, ok)
+        self.live.finished(i, ok)
+
+
+def make_chooser(name: str, config, slo_ms: float) -> Chooser:
+    if name == "round-robin":
+        return RoundRobin(config)
+    if name == "least-loaded":
+        return LeastLoaded(config)
+    if name == "proximity-only":
+        return ProximityOnly(config)
+    if name.startswith("five-axis/"):
+        return FiveAxis(config, name.split("/", 1)[1], slo_ms)
+    raise ValueError(f"unknown policy {name!r}; policies: {', '.join(BASELINES)}, five-axis/<policy>")
+
+
+# ---------------------------------------------------------------- replay
+
+def _pct(xs: list[float], q: float) -> float | None:
+    from .stats import percentile
+
+    v = percentile(sorted(xs), q)
+    return round(v, 1) if v is not None else None
+
+
+async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadline_s: float, tag: str) -> dict[str, Any]:
+    """Sends every arrival of the trace at its time to the site the policy picks; returns the policy's row."""
+    import grpc
+
+    from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
+    from fastpath.sim.llm_request import make_request, response_parameter, text_output
+
+    chooser = make_chooser(policy, config, slo_ms)
+    channels = [grpc.aio.insecure_channel(b.address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for b in config.backends]
+    await asyncio.gather(*(asyncio.wait_for(ch.channel_ready(), 10) for ch in channels))
+    stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
+    ttfts: list[float] = []
+    tokens_by_site = [0] * len(config.backends)
+    requests_by_site = [0] * len(config.backends)
+    shed = {"no_route": 0, "failed": 0}
+    first_errors: list[str] = []
+    within = 0
+
+    async def one(k: int, a: Arrival) -> None:
+        nonlocal within
+        i = chooser.choose(a)
+        if i is None:
+            shed["no_route"] += 1
+            return
+        requests_by_site[i] += 1
+        chooser.started(i)
+        t0 = time.monotonic()
+        ok = False
+        got = 0
+        try:
+            prompt = f"{tag}-{k} " + " ".join(a.words)  # unique per replay: no cache warmth carried across policies
+
+            async def reqs() -> AsyncIterator[Any]:
+                yield make_request(a.model, prompt, a.max_tokens, request_id=f"{tag}-{k}")
+
+            call = stubs[i].ModelStreamInfer(reqs(), metadata=(("x-fastpath-region", a.region),), timeout=deadline_s)
+            async for msg in call:
+                if msg.error_message:
+                    raise RuntimeError(msg.error_message)
+                r = msg.infer_response
+                if response_parameter(r, "triton_final_response"):
+                    continue
+                if text_output(r):
+                    if got == 0:
+                        ttft = (time.monotonic() - t0) * 1000
+                        ttfts.append(ttft)
+                        chooser.first_token(i, ttft)
+                        if ttft <= slo_ms:
+                            within += 1
+                    got += 1
+            ok = got > 0
+        except Exception as e:  # refused, reset, past the deadline: the request is shed
+            if len(first_errors) < 3:
+                first_errors.append(f"{config.backends[i].name}: {type(e).__name__}: {str(e)[:160]}")
+        finally:
+            chooser.finished(i, ok)
+        if ok:
+            tokens_by_site[i] += got
+        else:
+            shed["failed"] += 1
+
+    t_start = time.monotonic()
+    tasks = []
+    for k, a in enumerate(trace):
+        delay = t_start + a.t - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(k, a)))
+    await asyncio.gather(*tasks)
+    for ch in channels:
+        await ch.close()
+    total_tokens = sum(tokens_by_site)
+    cost = sum(t * b.cost_per_1k_tokens / 1000 for t, b in zip(tokens_by_site, config.backends))
+    n = len(trace)
+    n_shed = shed["no_route"] + shed["failed"]
+    return {
+        "type": "fleet", "policy": policy, "requests": n, "served": n - n_shed,
+        "shed": n_shed, "shed_share": round(n_shed / n, 4) if n else None,
+        "shed_no_route": shed["no_route"], "shed_failed": shed["failed"],
+        "ttft_p50_ms": _pct(ttfts, 50), "ttft_p99_ms": _pct(ttfts, 99),
+        "within_slo_share": round(within / n, 4) if n else None, "slo_ttft_ms": slo_ms,
+        "cost_per_1k_tokens": round(cost / total_tokens * 1000, 4) if total_tokens else None,
+        "tokens": total_tokens,
+        "requests_by_site": {b.name: c for b, c in zip(config.backends, requests_by_site) if c},
+        "first_errors": first_errors,
+    }
+
+
+def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0) -> list[dict[str, Any]]:
+    """One row per (layout, policy) over the same seeded trace."""
+    try:
+        from fastpath.config import load_config, with_ports
+        from fastpath.router.router import Router  # noqa: F401 - the five-axis rows need it
+        from fastpath.sim.fleet import FleetProcess
+    except ImportError as e:
+        raise ModuleNotFoundError(f"fleet scenarios need fastpath.sim and fastpath.router: {e}") from None
+
+    base = load_config()
+    duration = 1.2 if quick else 5.0
+    layouts = {"distributed": base, "central": central_layout(base)}
+    policies = list(BASELINES) + [f"five-axis/{base.default_policy}", "five-axis/cost-first"]
+    if "cost-first" not in base.policies:
+        policies.remove("five-axis/cost-first")
+    rows: list[dict[str, Any]] = []
+    for li, (layout, cfg) in enumerate(layouts.items()):
+        cfg = with_ports(cfg, _free_base(3 + 2 * len(cfg.backends)))
+        trace = make_trace(set(cfg.models), seed, duration, base_rate=40.0, burst_rate=140.0, max_tokens=8)
+        t0 = time.monotonic()
+        with FleetProcess(cfg):
+            if progress:
+                print(f"[{layout}] fleet up in {time.monotonic() - t0:.1f} s; {len(trace)} arrivals per policy",
+                      file=sys.stderr, flush=True)
+            order = policies[li % len(policies):] + policies[:li % len(policies)]
+            for pi, policy in enumerate(order):
+                row = asyncio.run(replay(cfg, trace, policy, slo_ms, deadline_s=5.0, tag=f"{layout}{pi}s{seed}"))
+                row.update(layout=layout, seed=seed, trace_duration_s=duration)
+                rows.append(row)
+                if progress:
+                    print(f"[{layout}] {policy:24s} ttft p50 {row['ttft_p50_ms']} p99 {row['ttft_p99_ms']} ms, "
+                          f"cost/1k {row['cost_per_1k_tokens']}, shed {row['shed']}, in SLO {row['within_slo_share']}",
+                          file=sys.stderr, flush=True)
+                time.sleep(0.2)  # let the sites' queues empty between policies
+    order_key = {p: i for i, p in enumerate(policies)}
+    rows.sort(key=lambda r: (list(layouts).index(r["layout"]), order_key[r["policy"]]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fastpath.bench.fleet_scenarios", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", action="store_true", help="print rows as JSON")
+    args = p.parse_args(argv)
+    rows = measure(quick=args.quick, seed=args.seed, progress=True)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            print(f"{r['layout']:11s} {r['policy']:24s} ttft p50 {r['ttft_p50_ms']:>7} p99 {r['ttft_p99_ms']:>7} ms  "
+                  f"cost/1k {r['cost_per_1k_tokens']}  shed {r['shed']}/{r['requests']}  in SLO {r['within_slo_share']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

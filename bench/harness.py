@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paths", help=f"comma list of paths (default: all: {', '.join(paths.REGISTRY)})")
     parser.add_argument("--rounds", type=int, help="rounds over all paths (default 3, quick 2)")
     parser.add_argument("--out", help=f"results folder (default {DEFAULT_OUT})")
-    parser.add_argument("--duration", type=float, help="seconds per measured window (default 1.2, quick 0.35)")
-    parser.add_argument("--warmup", type=float, help="seconds of warm-up before each window (default 0.3, quick 0.15)")
+    parser.add_argument("--duration", type=float, help="seconds per measured window (default 1.2, quick 0.25)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up before each window (default 0.3, quick 0.1)")
     parser.add_argument("--time-budget", type=float, help="stop starting rounds after this many seconds (default 540, quick 110)")
     parser.add_argument("--stream-messages", type=int, default=50, help="messages per streaming call (default 50)")
     parser.add_argument("--message-size", type=int, default=128, help="bytes per response message (default 128)")
@@ -94,8 +94,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     s = Settings(
         paths=path_names or list(paths.REGISTRY),
         rounds=args.rounds if getattr(args, "rounds", None) is not None else (2 if quick else 3),
-        duration_s=args.duration if getattr(args, "duration", None) is not None else (0.35 if quick else 1.2),
-        warmup_s=args.warmup if getattr(args, "warmup", None) is not None else (0.15 if quick else 0.3),
+        duration_s=args.duration if getattr(args, "duration", None) is not None else (0.25 if quick else 1.2),
+        warmup_s=args.warmup if getattr(args, "warmup", None) is not None else (0.1 if quick else 0.3),
         time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (110.0 if quick else 540.0),
         stream_messages=getattr(args, "stream_messages", 50),
         message_size=getattr(args, "message_size", 128),
@@ -310,7 +310,7 @@ class BenchRun:
         started = dt.datetime.now(dt.timezone.utc)
         machine = machine_info()
         sections = {k: k not in s.skip for k in ("router_cost", "splice", "fleet")}
-        reserve = {"router_cost": 8 if s.quick else 40, "splice": 15 if s.quick else 60, "fleet": 20 if s.quick else 90}
+        reserve = {"router_cost": 5 if s.quick else 40, "splice": 20 if s.quick else 60, "fleet": 25 if s.quick else 90}
         reserve_s = sum(v for k, v in reserve.items() if sections[k])
         per_measure = s.warmup_s + s.duration_s + 0.25
         est = len(s.paths) * len(SCENARIOS) * len(METADATA_MODES) * s.rounds
@@ -342,15 +342,7 @@ class BenchRun:
                             {"sizes": [8, 64, 512], "constraints": [0, 3, 6], "requests": 3000} if s.quick
                             else {"sizes": [8, 64, 512, 4096], "requests": 10000})
         splice = extra("splice", "fastpath.bench.splice_bench", {"quick": s.quick})
-        if sections["fleet"]:
-            progress.show("fleet scenarios ...")
-            from . import fleet_scenarios
-
-            fleet = fleet_scenarios.run_safely(quick=s.quick, workdir=self.work / "fleet",
-                                               budget_s=max(15.0, s.time_budget_s + 90 - self.elapsed()))
-            progress.step(f"fleet done ({fleet['note'] or str(len(fleet['rows'])) + ' rows'})")
-        else:
-            fleet = {"available": False, "rows": [], "note": "skipped (--skip)"}
+        fleet = extra("fleet", "fastpath.bench.fleet_scenarios", {"quick": s.quick})
         progress.close()
         machine["loadavg_end"] = list(os.getloadavg())
         versions = {p["name"]: p.get("version", "unavailable") for p in self.path_info}

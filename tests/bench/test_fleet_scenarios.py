@@ -1,0 +1,50 @@
+"""Fleet scenarios: the seeded trace and the baseline policies' choices."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastpath.bench import fleet_scenarios as fs
+from fastpath.config import load_config
+
+
+def test_trace_is_seeded_and_bursts_in_the_middle_third():
+    cfg = load_config()
+    a = fs.make_trace(set(cfg.models), 7, 9.0, base_rate=20, burst_rate=200, max_tokens=8)
+    b = fs.make_trace(set(cfg.models), 7, 9.0, base_rate=20, burst_rate=200, max_tokens=8)
+    assert a == b and a
+    assert fs.make_trace(set(cfg.models), 8, 9.0, 20, 200, 8) != a
+    thirds = [sum(1 for x in a if i * 3 <= x.t < (i + 1) * 3) for i in range(3)]
+    assert thirds[1] > 3 * max(thirds[0], thirds[2])
+    assert all(x.model in cfg.models and x.region in cfg.rtt_ms for x in a)
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 10**6))
+def test_baselines_only_pick_sites_that_serve_the_model(seed):
+    cfg = load_config()
+    trace = fs.make_trace(set(cfg.models), seed, 2.0, 20, 50, 4)
+    for name in fs.BASELINES:
+        ch = fs.make_chooser(name, cfg, 300)
+        for a in trace:
+            i = ch.choose(a)
+            assert i is not None and a.model in cfg.backends[i].models
+
+
+def test_proximity_picks_the_nearest_and_least_loaded_spreads():
+    cfg = load_config()
+    a = fs.Arrival(0.0, "eu-west", "mistral-7b", 8, ())
+    near = fs.make_chooser("proximity-only", cfg, 300).choose(a)
+    assert cfg.backends[near].region == "eu-west"
+    ll = fs.make_chooser("least-loaded", cfg, 300)
+    picks = []
+    for _ in range(6):
+        i = ll.choose(a)
+        ll.started(i)
+        picks.append(i)
+    assert len(set(picks)) > 1  # in-flight work moves the next request elsewhere
+
+
+def test_central_layout_moves_every_site_to_one_region():
+    cfg = fs.central_layout(load_config())
+    assert {b.region for b in cfg.backends} == {fs.CENTRAL_REGION}
