@@ -79,29 +79,35 @@ class MetricsServer:
         return f"http://127.0.0.1:{self.port}/metrics"
 
     async def start(self, port: int = 0) -> "MetricsServer":
+        self._stopped = asyncio.Event()
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", port or self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
+        """Stops listening and closes every connection, including ones accepted a moment ago."""
         if self._server is not None:
             self._server.close()
+            self._server = None
+            self._stopped.set()
+            await asyncio.sleep(0)  # let just-accepted connections reach _serve, which closes them
             for w in list(self._writers):
                 w.close()
-            await self._server.wait_closed()
-            self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
         try:
-            while True:
+            while self._server is not None:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if self._server is None:
+                    break
                 assert head.startswith(b"GET /metrics HTTP/1.1\r\n"), head
                 self.requests += 1
                 body = self.text.encode()
                 if self.mode == "hang":
-                    await asyncio.sleep(3600)
+                    await self._stopped.wait()
+                    break
                 elif self.mode == "500":
                     writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops")
                 elif self.mode == "chunked":

@@ -153,3 +153,36 @@ def test_one_hanging_backend_does_not_delay_the_others() -> None:
             await fast.stop()
 
     asyncio.run(main())
+
+
+def test_a_metrics_url_that_is_not_http_or_sends_too_much_is_an_error_not_a_crash() -> None:
+    from control_support import ReadyServer
+
+    from fastpath.control import http1client
+
+    async def main() -> None:
+        grpc_server = await ReadyServer().start()  # speaks HTTP/2 only
+        silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
+        big = await MetricsServer("x 1\n" * 100).start()
+        try:
+            client = Http1Client(f"http://{grpc_server.address}/metrics", timeout_s=1.0)
+            with pytest.raises(HttpError):
+                await client.get()
+            port = silent.sockets[0].getsockname()[1]
+            with pytest.raises(HttpError, match="no response within 200 ms"):
+                await Http1Client(f"http://127.0.0.1:{port}/metrics", timeout_s=0.2).get()
+            limit = http1client.MAX_BODY_BYTES
+            http1client.MAX_BODY_BYTES = 100
+            try:
+                for mode in ("ok", "chunked"):
+                    big.mode = mode
+                    with pytest.raises(HttpError, match="limit"):
+                        await Http1Client(big.url, timeout_s=1.0).get()
+            finally:
+                http1client.MAX_BODY_BYTES = limit
+        finally:
+            await grpc_server.stop()
+            silent.close()
+            await big.stop()
+
+    asyncio.run(main())

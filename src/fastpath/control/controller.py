@@ -124,7 +124,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                     f"the {request.path} path (set [offload] driver in the config once a driver is available)",
                 )
             try:
-                await asyncio.wait_for(offload.set_path(flow, request.path), 5.0)
+                async with asyncio.timeout(5.0):
+                    await offload.set_path(flow, request.path)
             except asyncio.TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"offload driver {offload.name} did not answer in 5 s")
             except (OSError, ValueError, RuntimeError) as e:

@@ -92,7 +92,8 @@ class FleetState:
             if remaining is not None and remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except asyncio.TimeoutError:
                 return self.version > version
         return True

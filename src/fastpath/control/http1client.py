@@ -56,7 +56,9 @@ class Http1Client:
     async def get(self) -> bytes:
         """The body of a 200 response; HttpError (connection closed afterwards) otherwise."""
         try:
-            return await asyncio.wait_for(self._get(), self.timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(self.timeout_s):
+                return await self._get()
         except asyncio.TimeoutError:
             self.close()
             raise HttpError(f"no response within {self.timeout_s * 1000:.0f} ms") from None

@@ -136,7 +136,8 @@ class FleetWatcher:
                 log.warning("controller at %s unreachable (%s); %s; retrying every <= %.1f s",
                             self.target, why, kept, self.backoff_max_s)
             try:
-                await asyncio.wait_for(self._closed.wait(), backoff * random.uniform(0.8, 1.2))
+                async with asyncio.timeout(backoff * random.uniform(0.8, 1.2)):
+                    await self._closed.wait()
             except asyncio.TimeoutError:
                 pass
             backoff = min(backoff * 2, self.backoff_max_s)
