@@ -147,6 +147,7 @@ class Site:
         if self.backend.metrics_url:
             u = urlsplit(self.backend.metrics_url)
             if not u.hostname or u.port is None:
+                await server.stop(None)
                 raise SiteError(f"site {self.name}: metrics_url {self.backend.metrics_url!r} needs a host and port, "
                                 "e.g. http://127.0.0.1:50071/metrics")
             mport = self._http.port if self._http is not None else u.port
@@ -154,6 +155,7 @@ class Site:
             try:
                 await http.start()
             except OSError as e:
+                await server.stop(None)  # release the gRPC port bound above
                 raise SiteError(f"site {self.name}: cannot serve metrics on {u.hostname}:{mport} ({e.strerror}); "
                                 "is the port in use?") from None
             self._http = http
