@@ -1,0 +1,35 @@
+"""`fastpath controller` as a process: starts, says where it listens, stops on SIGTERM, explains bad input."""
+from __future__ import annotations
+
+import signal
+import subprocess
+
+from control_support import PY, free_port, make_config, spawn_controller, stop_process
+
+
+def test_controller_process_prints_its_address_and_exits_cleanly_on_sigterm(tmp_path) -> None:
+    cfg = make_config([{"name": "a", "address": f"127.0.0.1:{free_port()}"}])
+    path = cfg.write(tmp_path / "c.toml")
+    proc = spawn_controller(path, tmp_path / "log")
+    try:
+        # A second controller on the same address is refused with a reason and what to do.
+        second = subprocess.run([PY, "-m", "fastpath.cli", "controller", "--config", str(path)],
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert f"cannot listen on {cfg.control.listen}" in second.stderr and "[control] listen" in second.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        stop_process(proc)
+    log = (tmp_path / "log").read_text()
+    assert "a is unhealthy: connection refused" in log  # each backend's state logged once
+    assert log.count("a is unhealthy") == 1
+
+
+def test_bad_config_and_listen_address_are_explained(tmp_path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[control]\nlisten = 'nowhere'\n")
+    r = subprocess.run([PY, "-m", "fastpath.cli", "controller", "--config", str(bad)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "control.listen" in r.stderr and "host:port" in r.stderr
+    r = subprocess.run([PY, "-m", "fastpath.cli", "controller", "--listen", "1.2.3"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--listen" in r.stderr
