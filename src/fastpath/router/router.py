@@ -266,7 +266,8 @@ class Router:
         if max_cost > 0.0:
             ref = max_cost
             cost_score = (
-                np.clip((ref - snap.cost) / (ref - snap.cost_min), 0.0, 1.0) if ref > snap.cost_min else np.ones(n)
+                np.clip((ref - np.minimum(snap.cost, ref)) / (ref - snap.cost_min), 0.0, 1.0)
+                if ref > snap.cost_min else np.ones(n)
             )
         else:
             cost_score = snap.cost_score

@@ -21,6 +21,12 @@ DEFAULT_SLOTS = 8.0  # batch slots assumed when neither telemetry nor config say
 DEFAULT_PREFILL_MS = 30.0  # prefill time assumed for a backend without a sim spec
 PROXIMITY_SCALE_MS = 50.0  # RTT at which the proximity score is 0.5
 NEUTRAL = 0.5  # score of an axis the router knows nothing about
+# Telemetry is clamped to these so that no figure, however wrong, can overflow a
+# score to inf or NaN (a scrape reading 1e308 requests waiting is a broken exporter).
+MAX_REQUESTS = 1e6
+MAX_MS = 1e7
+MAX_WATTS = 1e9
+MAX_COST = 1e12
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -89,8 +95,9 @@ def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None 
     regions = tuple(b.region for b in backends)
 
     cost = np.array([b.cost_per_1k_tokens for b in backends], dtype=np.float64)
-    cmin, cmax = float(cost.min()), float(cost.max())
-    cost_score = np.ones(n) if cmax <= cmin else (cmax - cost) / (cmax - cmin)
+    priced = np.minimum(cost, MAX_COST)  # scores stay finite even for an "inf" price in the config
+    cmin, cmax = float(priced.min()), float(priced.max())
+    cost_score = np.ones(n) if cmax <= cmin else (cmax - priced) / (cmax - cmin)
 
     masks: dict[str, np.ndarray] = {}
     for i, b in enumerate(backends):
@@ -139,11 +146,12 @@ def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None 
             i = index.get(name)
             if i is not None:
                 sessions[session] = i
-    slots = np.where(np.isfinite(slots) & (slots >= 1), slots, DEFAULT_SLOTS)
+    slots = np.where(np.isfinite(slots) & (slots >= 1), np.minimum(slots, MAX_REQUESTS), DEFAULT_SLOTS)
     kv = _clip01(kv)
     error = _clip01(error)
-    for a in (waiting, running, observed, draw, *by_region.values()):
-        np.nan_to_num(a, copy=False, nan=0.0, posinf=1e9)
+    for a, top in ((waiting, MAX_REQUESTS), (running, MAX_REQUESTS), (observed, MAX_MS), (prefill, MAX_MS),
+                   (draw, MAX_WATTS), (budget, MAX_WATTS), *((r, MAX_MS) for r in by_region.values())):
+        np.clip(np.nan_to_num(a, copy=False, nan=0.0, posinf=top), 0.0, top, out=a)
 
     rtt: dict[str, np.ndarray] = {}
     proximity: dict[str, np.ndarray] = {}
@@ -152,10 +160,11 @@ def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None 
             continue
         worst = max(row.values())  # a site region missing from the row: assume the worst known RTT
         r = np.array([row.get(region, worst) for region in regions], dtype=np.float64)
+        np.clip(np.nan_to_num(r, nan=MAX_MS, posinf=MAX_MS), 0.0, MAX_MS, out=r)
         rtt[client] = _ro(r)
         proximity[client] = _ro(PROXIMITY_SCALE_MS / (PROXIMITY_SCALE_MS + r))
 
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         power_headroom = np.where((budget > 0) & (draw > 0), 1.0 - draw / budget, 1.0)
     capacity_static = 0.25 * (1.0 - kv) + 0.25 * _clip01(power_headroom)
 
