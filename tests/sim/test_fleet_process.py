@@ -60,6 +60,7 @@ def test_fleet_process_runs_each_site_in_its_own_process_and_cleans_up():
     with FleetProcess(cfg) as fleet:
         pids = fleet.pids
         assert set(pids) == {b.name for b in cfg.backends}
+        assert fleet.live_config().backends == cfg.backends
         assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
         for b in cfg.backends:
             assert ready(b.address)

@@ -387,6 +387,21 @@ class FleetProcess:
     def metrics_urls(self) -> dict[str, str]:
         return {n: b.metrics_url for n, b in self.backends.items()}
 
+    def live_config(self) -> Config:
+        """The config with each running site's real ports (differs from `config` where it said :0)."""
+        import copy
+
+        from fastpath.config import parse_config
+
+        data = copy.deepcopy(self.config.raw)
+        for b in data.get("backends", []):
+            live = self.backends.get(b.get("name"))
+            if live is not None:
+                b["address"] = live.address
+                if live.metrics_url:
+                    b["metrics_url"] = live.metrics_url
+        return parse_config(data, self.config.source + " (live ports)")
+
     @property
     def config_path(self) -> Path | None:
         """The TOML file the children read (exists while the fleet runs)."""
