@@ -153,7 +153,7 @@ def measure_once(client: load.LoadClient, ep: paths.Endpoint, sc: Scenario, md: 
     """One window of one scenario through one path; returns the round record and raw latency samples."""
     w = load.Workload(target=ep.address, kind=sc.kind, concurrency=sc.concurrency, duration_s=s.duration_s,
                       warmup_s=s.warmup_s, n=s.stream_messages, size=s.message_size, unique_ids=(md == "unique"),
-                      client=s.client)
+                      client=s.client, extra_metadata=ep.metadata)
     roles = {"backend": backend_pid, "client": client.pid}
     if ep.pid is not None:
         roles["proxy"] = ep.pid
@@ -296,6 +296,13 @@ class BenchRun:
         return records, samples
 
     def stop_all(self) -> None:
+        for info in self.path_info:
+            ep = self.endpoints.get(info["name"])
+            if ep is not None and ep.check is not None:
+                try:
+                    info["after_run"] = ep.check()
+                except Exception as e:
+                    info["after_run"] = f"check failed: {e}"
         for ep in self.endpoints.values():
             try:
                 ep.stop()

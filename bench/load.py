@@ -42,6 +42,7 @@ class Workload:
     size: int = 128           # bytes per response message
     unique_ids: bool = False  # a unique x-request-id per call
     client: str = "h2"        # "h2" (lean HTTP/2 client, see h2_client) or "grpcio" (grpc.aio)
+    extra_metadata: tuple[tuple[str, str], ...] = ()  # sent on every call (e.g. a path's x-fastpath-session)
 
     def validate(self) -> None:
         if self.client not in CLIENTS:
@@ -57,17 +58,18 @@ class Workload:
 class _Metadata:
     """Headers per call: fixed, or fixed plus a unique request id of the same length."""
 
-    def __init__(self, unique: bool):
+    def __init__(self, unique: bool, extra: tuple[tuple[str, str], ...] = ()):
         self.unique = unique
         self.prefix = os.urandom(8).hex()
         self.count = 0
-        self.fixed = (("x-fastpath-model", "bench"), ("x-request-id", self.prefix + "0" * 16))
+        self.extra = tuple((str(k), str(v)) for k, v in extra)
+        self.fixed = (("x-fastpath-model", "bench"), *self.extra, ("x-request-id", self.prefix + "0" * 16))
 
     def next(self) -> tuple[tuple[str, str], ...]:
         if not self.unique:
             return self.fixed
         self.count += 1
-        return (("x-fastpath-model", "bench"), ("x-request-id", f"{self.prefix}{self.count:016x}"))
+        return (("x-fastpath-model", "bench"), *self.extra, ("x-request-id", f"{self.prefix}{self.count:016x}"))
 
 
 class _Caller:
@@ -128,7 +130,7 @@ async def _run_workload(w: Workload, wait_go: Callable[[], Any] | None) -> dict[
 
     body = encode_request(w.n if w.kind == "stream" else 1, w.size)
     expect = w.n if w.kind == "stream" else 1
-    md = _Metadata(w.unique_ids)
+    md = _Metadata(w.unique_ids, w.extra_metadata)
     caller: _Caller = _H2Caller() if w.client == "h2" else _GrpcioCaller()
     await caller.open(w)
     state: dict[str, Any] = {"calls": 0, "messages": 0, "errors": 0, "first_error": "", "lat": []}

@@ -11,6 +11,7 @@ DPU emulation) are added with `register(PathSpec(...))`.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class Endpoint:
     version: str
     stop: Callable[[], None] = field(repr=False, default=lambda: None)
     notes: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()  # sent on every call through this path
+    check: Callable[[], str] | None = field(repr=False, default=None)  # after the run: what the path really did
 
 
 @dataclass(frozen=True)
@@ -85,47 +88,93 @@ def _peer(name: str) -> Callable[[PathContext], Endpoint]:
 FASTPATH_READY = "fastpath proxy listening on"
 
 
-def fastpath_config(backend: str, workdir: Path) -> Path:
-    """A fastpath config whose one backend is the bench backend, written to workdir."""
+def fastpath_config(backend: str, workdir: Path, offload: str = "none") -> tuple[Path, str]:
+    """A fastpath config whose one backend is the bench backend, written to workdir; returns (file, metrics host:port)."""
     from fastpath.config import parse_config
 
+    metrics = f"127.0.0.1:{procs.free_port()}"
     data = {
-        "proxy": {"listen": f"127.0.0.1:{procs.free_port()}", "metrics_listen": f"127.0.0.1:{procs.free_port()}",
-                  "upstream_connections": 1},
+        "proxy": {"listen": f"127.0.0.1:{procs.free_port()}", "metrics_listen": metrics, "upstream_connections": 1},
         "control": {"listen": f"127.0.0.1:{procs.free_port()}"},
-        "offload": {"driver": "none"},
+        "offload": {"driver": offload},
         "backends": [{"name": "bench", "address": backend, "region": "local", "cost_per_1k_tokens": 0.0,
                       "models": ["bench", "fastpath.bench.v1.Bench"]}],
     }
-    return parse_config(data, "bench").write(workdir / "fastpath.toml")
+    return parse_config(data, "bench").write(workdir / "fastpath.toml"), metrics
 
 
-def _fastpath_routed(ctx: PathContext) -> Endpoint:
-    if importlib.util.find_spec("fastpath.dataplane.server") is None:
-        raise PathUnavailable("fastpath proxy not in this install yet (no module fastpath.dataplane.server)")
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    conf = fastpath_config(ctx.backend, ctx.workdir)
-    log = ctx.workdir / "fastpath-proxy.log"
-    argv = procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
-                                    "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1")
-    proc = procs.spawn(argv, log_path=log, stdout_pipe=True, cwd=ctx.workdir)
+def proxy_metric(metrics: str, name: str) -> float | None:
+    """One sample of the proxy's Prometheus text (summed over labels); None if absent or unreachable."""
+    import urllib.request
+
     try:
-        line = procs.read_line_until(proc, FASTPATH_READY, ctx.timeout_s)
-        address = line[len(FASTPATH_READY):].split()[0]
-        peers.wait_ready(address, proc, ctx.timeout_s, "fastpath proxy", log)
-    except Exception as e:
-        procs.stop(proc)
-        tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
-        if "not available in this install" in str(e) + tail or "invalid choice" in str(e) + tail:
-            raise PathUnavailable(f"fastpath proxy not available: {(str(e) + tail).strip()[-300:]}") from None
-        raise RuntimeError(f"fastpath proxy did not start: {e}\n{tail}") from None
-    from fastpath import __version__ as fp_version  # type: ignore[attr-defined]
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=2) as r:
+            text = r.read().decode(errors="replace")
+    except OSError:
+        return None
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and (len(line) == len(name) or line[len(name)] in " {"):
+            try:
+                total += float(line.rsplit(None, 1)[1])
+                seen = True
+            except (ValueError, IndexError):
+                pass
+    return total if seen else None
 
-    return Endpoint("fastpath", address, proc.pid, f"fastpath {fp_version} (routed, python {sys.version.split()[0]})",
-                    lambda: procs.stop(proc))
+
+def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
+    """fastpath proxy paths: routed (per-request routing), pinned (session relayed by Python), splice (kernel)."""
+
+    def start(ctx: PathContext) -> Endpoint:
+        if importlib.util.find_spec("fastpath.dataplane.server") is None:
+            raise PathUnavailable("fastpath proxy not in this install yet (no module fastpath.dataplane.server)")
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        conf, metrics = fastpath_config(ctx.backend, ctx.workdir, "ebpf" if mode == "splice" else "none")
+        log = ctx.workdir / "fastpath-proxy.log"
+        argv = procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
+                                        "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1")
+        proc = procs.spawn(argv, log_path=log, stdout_pipe=True, cwd=ctx.workdir)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if mode != "routed":
+            metadata = (("x-fastpath-session", f"bench-{mode}-{os.urandom(6).hex()}"),)
+        try:
+            line = procs.read_line_until(proc, FASTPATH_READY, ctx.timeout_s)
+            address = line[len(FASTPATH_READY):].split()[0]
+            peers.wait_ready(address, proc, ctx.timeout_s, "fastpath proxy", log, metadata)
+            if mode == "splice":
+                # the session was seen once: from now on its connections go to the kernel from the start
+                peers.check_grpc(address, metadata=metadata)
+                if not (proxy_metric(metrics, "fastpath_offloaded_total") or 0) > 0:
+                    tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+                    raise PathUnavailable(f"kernel splice did not engage (fastpath_offloaded_total = 0): {tail.strip()}")
+        except PathUnavailable:
+            procs.stop(proc)
+            raise
+        except Exception as e:
+            procs.stop(proc)
+            tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
+            if "not available in this install" in str(e) + tail or "invalid choice" in str(e) + tail:
+                raise PathUnavailable(f"fastpath proxy not available: {(str(e) + tail).strip()[-300:]}") from None
+            raise RuntimeError(f"fastpath proxy did not start: {e}\n{tail}") from None
+        from fastpath import __version__ as fp_version  # type: ignore[attr-defined]
+
+        def check() -> str:
+            names = ("fastpath_pinned_total", "fastpath_offloaded_total", "fastpath_offload_refused_total")
+            return ", ".join(f"{n.removeprefix('fastpath_')}={proxy_metric(metrics, n)}" for n in names)
+
+        return Endpoint(f"fastpath-{mode}" if mode != "routed" else "fastpath", address, proc.pid,
+                        f"fastpath {fp_version} ({mode}, python {sys.version.split()[0]})", lambda: procs.stop(proc),
+                        metadata=metadata, check=check)
+
+    return start
 
 
 register(PathSpec("direct", "client → backend, no proxy", _direct))
 for _name in peers.PEERS:
     register(PathSpec(_name, f"client → {_name} → backend", _peer(_name)))
-register(PathSpec("fastpath", "client → fastpath proxy (routed mode, no controller) → backend", _fastpath_routed))
+register(PathSpec("fastpath", "client → fastpath proxy (routed mode, no controller) → backend", _fastpath("routed")))
+register(PathSpec("fastpath-pinned", "client → fastpath pinned mode (session relayed verbatim by Python) → backend",
+                  _fastpath("pinned")))
+register(PathSpec("fastpath-splice", "client → fastpath pinned mode, repeat session spliced in the kernel (eBPF sockmap) → backend",
+                  _fastpath("splice")))

@@ -212,22 +212,24 @@ def envoy_config(listen_port: int, backend: str, admin_port: int) -> str:
 
 # ---------------------------------------------------------------- start / ready
 
-def check_grpc(address: str, timeout_s: float = 2.0) -> None:
+def check_grpc(address: str, timeout_s: float = 2.0, metadata: tuple[tuple[str, str], ...] = ()) -> None:
     """One real unary and one streaming call through `address`; raises if either fails or is wrong."""
     import grpc
 
     from .backend import STREAM, UNARY, encode_request
 
-    with grpc.insecure_channel(address) as ch:
-        body = ch.unary_unary(UNARY)(encode_request(1, 16), timeout=timeout_s, metadata=(("x-fastpath-model", "bench"),))
+    md = (("x-fastpath-model", "bench"), *metadata)
+    with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        body = ch.unary_unary(UNARY)(encode_request(1, 16), timeout=timeout_s, metadata=md)
         if body != b"x" * 16:
             raise RuntimeError(f"unary call through {address} returned {len(body)} bytes, expected 16")
-        msgs = list(ch.unary_stream(STREAM)(encode_request(3, 8), timeout=timeout_s, metadata=(("x-fastpath-model", "bench"),)))
+        msgs = list(ch.unary_stream(STREAM)(encode_request(3, 8), timeout=timeout_s, metadata=md))
         if msgs != [b"x" * 8] * 3:
             raise RuntimeError(f"streaming call through {address} returned {len(msgs)} messages, expected 3")
 
 
-def wait_ready(address: str, proc: subprocess.Popen, timeout_s: float, what: str, log: Path | None) -> None:
+def wait_ready(address: str, proc: subprocess.Popen, timeout_s: float, what: str, log: Path | None,
+               metadata: tuple[tuple[str, str], ...] = ()) -> None:
     """Waits until a real gRPC call passes through `address`; on failure says why with the log's tail."""
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout_s
@@ -238,7 +240,7 @@ def wait_ready(address: str, proc: subprocess.Popen, timeout_s: float, what: str
             if proc.poll() is not None:
                 raise RuntimeError(f"exited with code {proc.returncode}")
             try:
-                check_grpc(address, timeout_s=min(2.0, max(0.2, deadline - time.monotonic())))
+                check_grpc(address, timeout_s=min(2.0, max(0.2, deadline - time.monotonic())), metadata=metadata)
                 return
             except Exception as e:  # not ready yet
                 last = e
