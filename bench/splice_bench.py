@@ -1,9 +1,12 @@
 """Kernel splice vs Python relay vs direct: round trip per message and the relay's CPU per message.
 
-Each path carries 64-byte ping-pong messages from this process's client to a
+Each path carries 64-byte ping-pong messages from a client process to a
 uvloop echo server process; the relay (when there is one) is its own process,
 so its CPU is read from /proc: the scheduler's run time of all its threads,
-per message. Paths and concurrencies are measured interleaved in rounds, and
+per message. Paths: direct; python-relay (uvloop byte relay); kernel-splice
+(SOCKHASH + stream verdict between the relay's two sockets); sk_msg-shortcut
+(the uvloop relay plus an sk_msg shortcut between the client's and the echo
+server's own sockets, which run in a cgroup of their own). Paths and concurrencies are measured interleaved in rounds, and
 figures are medians over rounds. The splice's copying runs in kernel workers
 and softirq, which no process is charged for, so the machine-wide busy CPU per
 message is reported too (it includes the client and the echo server, and

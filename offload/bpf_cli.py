@@ -85,6 +85,10 @@ def pinned(pin_dir: Path) -> list[dict[str, Any]]:
                 row["type"] = MAP_TYPES.get(info.type, str(info.type))
                 row["max_entries"] = info.max_entries
                 row["entries"] = len(libbpf.Map(fd, name, ctypes.c_uint8 * info.key_size, ctypes.c_uint8 * info.value_size, owns_fd=False).keys())
+                if name == layout.str("FP_MAP_ERRORS"):
+                    errors = libbpf.Map(fd, name, ctypes.c_uint32, ctypes.c_uint64, owns_fd=False)
+                    classes = {v: k.removeprefix("FP_ERR_").lower() for k, v in layout.prefixed("FP_ERR_").items() if k != "FP_ERR_COUNT"}
+                    row["counts"] = {n: int(errors.lookup(ctypes.c_uint32(i)).value) for i, n in sorted(classes.items())}
             else:
                 row["type"] = PROG_TYPES.get(info.type, str(info.type))
             rows.append(row)
@@ -120,6 +124,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"pinned in {pin_dir}:" if objs else f"nothing pinned in {pin_dir} (`fastpath bpf load` pins the splice)")
     for o in objs:
         extra = f"  entries {o['entries']}/{o['max_entries']}" if o["kind"] == "map" else ""
+        if "counts" in o:
+            extra += "  " + " ".join(f"{k}={v}" for k, v in o["counts"].items())
         print(f"  {o['kind']:<4} {o['name']:<10} id {o['id']:<6} {o['type']:<9}{extra}")
     if pin_error:
         print(f"error reading pins: {pin_error}", file=sys.stderr)

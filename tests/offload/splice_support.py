@@ -17,8 +17,14 @@ PEER = str(Path(__file__).with_name("peer_proc.py"))
 class Proc:
     """A peer_proc.py process, stopped by PID."""
 
-    def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen([sys.executable, PEER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, *args: str, preexec=None) -> None:
+        self.p = subprocess.Popen([sys.executable, PEER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  preexec_fn=preexec)
+
+    @classmethod
+    def in_cgroup(cls, cgroup, *args: str) -> "Proc":
+        """Started inside `cgroup` (a fastpath.offload.skmsg.Cgroup), so its sockets can be shortcut."""
+        return cls(*args, preexec=cgroup.enter_in_child)
 
     def line(self, timeout: float = 10) -> str:
         ready, _, _ = select.select([self.p.stdout], [], [], timeout)
@@ -35,7 +41,8 @@ class Proc:
             os.kill(self.p.pid, signal.SIGKILL)
         self.p.wait(5)
         for f in (self.p.stdin, self.p.stdout):
-            f.close()
+            if not f.closed:
+                f.close()
 
 
 def start_server() -> tuple[Proc, int]:

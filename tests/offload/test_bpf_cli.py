@@ -41,6 +41,7 @@ def test_load_status_unload(bpf_ready):
         assert set(pinned) == NAMES
         assert pinned["fp_flows"]["max_entries"] == 64 and pinned["fp_socks"]["max_entries"] == 128
         assert pinned["fp_socks"]["entries"] == 0 and pinned["fp_splice"]["type"] == "sk_skb"
+        assert pinned["fp_errors"]["counts"] == {"no_peer": 0, "redirect": 0, "no_flow": 0}
         prog_id = pinned["fp_splice"]["id"]
         map_ids = {o["id"] for o in pinned.values() if o["kind"] == "map"}
         assert prog_id in bpftool_ids("prog") and map_ids <= bpftool_ids("map")
@@ -80,3 +81,47 @@ def test_driver_uses_the_pinned_maps(bpf_ready):
 def test_bpf_without_action_prints_usage():
     r = fastpath("bpf")
     assert r.returncode == 2 and "status" in r.stderr
+
+
+CHILD = """
+import socket, sys
+from pathlib import Path
+from fastpath.offload.ebpf import EbpfDriver
+d = EbpfDriver(pin_dir=Path(sys.argv[1]))
+def pair():
+    l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen()
+    c = socket.create_connection(l.getsockname()); s, _ = l.accept(); return c, s
+keep = [pair(), pair()]
+r = d.splice("doomed", keep[0][1], keep[1][0])
+print(r.path, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_entries_of_a_killed_proxy_are_collected(bpf_ready):
+    """A proxy killed mid-flow leaves counters behind in the shared maps; the next driver removes them."""
+    from fastpath.offload.ebpf import EbpfDriver
+
+    pin_dir = Path(f"/sys/fs/bpf/fastpath-test-{uuid.uuid4().hex[:8]}")
+    assert fastpath("bpf", "load", "--pin-dir", str(pin_dir)).returncode == 0
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(pin_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "kernel"
+        status = json.loads(fastpath("bpf", "status", "--json", "--pin-dir", str(pin_dir)).stdout)
+        counts = {o["name"]: o.get("entries") for o in status["pinned"]}
+        assert (counts["fp_socks"], counts["fp_peers"], counts["fp_flows"]) == (2, 2, 1)
+        child.kill()
+        child.wait(5)
+        status = json.loads(fastpath("bpf", "status", "--json", "--pin-dir", str(pin_dir)).stdout)
+        counts = {o["name"]: o.get("entries") for o in status["pinned"]}
+        # the kernel dropped the closed sockets; peers and counters are left over
+        assert (counts["fp_socks"], counts["fp_peers"], counts["fp_flows"]) == (0, 2, 1)
+        with EbpfDriver(pin_dir=pin_dir) as driver:  # opening collects what the dead process left
+            assert (len(driver.maps.socks.keys()), len(driver.maps.peers.keys()), len(driver.maps.flows.keys())) == (0, 0, 0)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+        for f in (child.stdin, child.stdout):
+            f.close()
+        assert fastpath("bpf", "unload", "--pin-dir", str(pin_dir)).returncode == 0

@@ -112,9 +112,11 @@ def btf_structs(obj: str) -> dict[str, tuple[int, dict[str, int]]]:
 def test_python_layout_is_what_clang_compiled(bpf_ready):
     if shutil.which("bpftool") is None:
         pytest.fail("bpftool missing: apt-get install bpftool")
-    btf = btf_structs(str(REPO / "bpf/build/sockmap_splice.bpf.o"))
+    btf: dict[str, tuple[int, dict[str, int]]] = {}
+    for obj in ("sockmap_splice.bpf.o", "sockmsg_redirect.bpf.o"):
+        btf.update(btf_structs(str(REPO / "bpf/build" / obj)))
     layout = load_layout()
-    assert {"fp_peer", "fp_flow_stats"} <= set(layout.structs)
+    assert {"fp_peer", "fp_flow_stats", "fp_tuple", "fp_shortcut"} <= set(layout.structs)
     for name, cls in layout.structs.items():
         size, members = btf[name]
         assert ctypes.sizeof(cls) == size, name
