@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from fastpath.h2 import frames as fr
 from fastpath.h2.hpack_codec import HpackDecoder, HpackEncoder
 
-from .limits import Limits
+from .limits import Limits, TokenBucket
 
 if TYPE_CHECKING:
     from .stream import ProxyStream
@@ -160,6 +160,7 @@ class H2Connection(asyncio.Protocol):
         self.goaway_sent = False
         self.peer_goaway: int | None = None  # last stream id the peer said it will process
         self.peer: str = "?"
+        self.control_bucket = TokenBucket(limits.control_frames_per_s, limits.control_burst)
 
     # -- output --------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -167,6 +168,13 @@ class H2Connection(asyncio.Protocol):
         if not self.queued:
             self.queued = True
             _dirty.append(self)
+
+    def send_control(self, frame: bytes) -> None:
+        """Queues an ACK; a peer that makes us ACK but never reads what we send is cut off."""
+        t = self.transport
+        if t is not None and t.get_write_buffer_size() > self.limits.max_unsent_control_bytes:
+            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "peer does not read our frames (PING/SETTINGS ACKs piling up)")
+        self.send(frame)
 
     def send_headers(self, sid: int, headers: list, end_stream: bool) -> None:
         block = self.encoder.encode(headers)
@@ -214,10 +222,16 @@ class H2Connection(asyncio.Protocol):
     # -- frames --------------------------------------------------------------
     def on_frame(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
         if ftype == fr.DATA:
+            if not payload and not flags & fr.END_STREAM and not self.control_bucket.take():
+                raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "flood of empty DATA frames")
             self.on_data_frame(flags, sid, payload)
-        elif ftype == fr.HEADERS:
+            return
+        if ftype == fr.HEADERS:
             self.on_headers(flags, sid, payload)
-        elif ftype == fr.WINDOW_UPDATE:
+            return
+        if ftype != fr.WINDOW_UPDATE and not self.control_bucket.take():
+            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, f"control frame flood (frame type {ftype})")
+        if ftype == fr.WINDOW_UPDATE:
             inc = fr.parse_window_update(payload, sid)
             if sid == 0:
                 self.send_window += inc
@@ -234,12 +248,12 @@ class H2Connection(asyncio.Protocol):
                     raise fr.H2Error(fr.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
                 return
             self.apply_settings(fr.parse_settings(payload))
-            self.send(fr.settings_frame(ack=True))
+            self.send_control(fr.settings_frame(ack=True))
         elif ftype == fr.PING:
             if len(payload) != 8 or sid != 0:
                 raise fr.H2Error(fr.FRAME_SIZE_ERROR if len(payload) != 8 else fr.PROTOCOL_ERROR, "malformed PING")
             if not flags & fr.ACK:
-                self.send(fr.ping_frame(payload, ack=True))
+                self.send_control(fr.ping_frame(payload, ack=True))
         elif ftype == fr.RST_STREAM:
             if sid == 0:
                 raise fr.H2Error(fr.PROTOCOL_ERROR, "RST_STREAM on stream 0")
@@ -292,6 +306,7 @@ class H2Connection(asyncio.Protocol):
         """Ends the connection with GOAWAY(code) after a protocol violation by the peer."""
         if self.closed:
             return
+        self.note_error(code, message)
         log.warning("closing connection with %s: %s (%s)", self.peer, message, fr.ERROR_NAMES.get(code, code))
         self.send(fr.goaway_frame(self.last_peer_stream(), code, message.encode()[:200]))
         self.goaway_sent = True
@@ -300,6 +315,9 @@ class H2Connection(asyncio.Protocol):
             self.transport.close()
 
     # -- hooks for the two sides --------------------------------------------
+    def note_error(self, code: int, message: str) -> None:
+        pass
+
     def last_peer_stream(self) -> int:
         return 0
 

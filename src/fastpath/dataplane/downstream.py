@@ -1,13 +1,16 @@
 """The client side: we are the HTTP/2 server for each client connection."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from fastpath.h2 import frames as fr
 from fastpath.h2.hpack_codec import HpackDecoder
 
 from .conn import H2Connection, flush_dirty
+from .limits import TokenBucket
 from .stream import _MODEL_IN_BODY, ProxyStream
 
 if TYPE_CHECKING:
@@ -24,10 +27,20 @@ class DownstreamConnection(H2Connection):
         self.preface_ok = False
         self.last_stream = 0
         self.sniff: Sniffer | None = None
+        self.reset_bucket = TokenBucket(proxy.limits.resets_per_s, proxy.limits.reset_burst)
+        self.opened = time.monotonic()
+        self.last_active = self.opened
+        self.requests = 0
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.proxy.connection_opened(self)
+        if not self.proxy.connection_opened(self):
+            self.closed = True
+            transport.close()
+            return
+        lim = self.limits
+        self.timer = asyncio.get_running_loop().call_later(min(lim.header_timeout_s, lim.idle_timeout_s / 2), self._tick)
         if self.proxy.pin_sessions and not self.proxy.draining:
             self.sniff = Sniffer(self)  # routed or pinned is decided at the first HEADERS
         else:
@@ -85,7 +98,42 @@ class DownstreamConnection(H2Connection):
     def last_peer_stream(self) -> int:
         return self.last_stream
 
+    def _tick(self) -> None:
+        """Slowloris and idle checks: a cheap timer per connection, every few seconds."""
+        if self.closed:
+            return
+        lim = self.limits
+        now = time.monotonic()
+        if not self.requests and now - self.opened > lim.header_timeout_s:
+            self._timed_out("header_timeout", f"no complete request within {lim.header_timeout_s:g} s")
+            return
+        pending = self.reader.pending_since()
+        if pending and now - pending > lim.header_timeout_s:
+            self._timed_out("header_timeout", f"header block not completed within {lim.header_timeout_s:g} s")
+            return
+        if not self.streams and now - self.last_active > lim.idle_timeout_s:
+            self._timed_out("idle_timeout", f"idle for {lim.idle_timeout_s:g} s")
+            return
+        self.timer = asyncio.get_running_loop().call_later(min(lim.header_timeout_s, lim.idle_timeout_s / 2), self._tick)
+
+    def _timed_out(self, limit: str, message: str) -> None:
+        self.proxy.note_limit(self, limit)
+        log.info("closing connection with %s: %s", self.peer, message)
+        if not self.goaway_sent:
+            self.send(fr.goaway_frame(self.last_stream, fr.NO_ERROR, message.encode()))
+            self.goaway_sent = True
+        flush_dirty()
+        if self.transport is not None:
+            self.transport.close()
+
+    def note_error(self, code: int, message: str) -> None:
+        if code == fr.ENHANCE_YOUR_CALM:
+            self.proxy.note_limit(self, message.split(" (")[0])
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.sniff is not None:
             self.sniff.cancel()
             self.sniff = None
@@ -109,6 +157,7 @@ class DownstreamConnection(H2Connection):
         if sid <= self.last_stream:
             raise fr.H2Error(fr.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         self.last_stream = sid
+        self.requests += 1
         if self.goaway_sent:
             self.send(fr.rst_stream_frame(sid, fr.REFUSED_STREAM))
             return
@@ -140,6 +189,8 @@ class DownstreamConnection(H2Connection):
                 stream.resp.window += delta
 
     def on_rst(self, sid: int, code: int) -> None:
+        if not self.reset_bucket.take():
+            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
         stream = self.streams.get(sid)
         if stream is not None:
             stream.on_client_reset(code)
@@ -151,6 +202,8 @@ class DownstreamConnection(H2Connection):
 
     def stream_closed(self, sid: int) -> None:
         self.streams.pop(sid, None)
+        if not self.streams:
+            self.last_active = time.monotonic()
         if self.goaway_sent and not self.streams and self.transport is not None:
             flush_dirty()
             self.transport.close()

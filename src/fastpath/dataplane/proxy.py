@@ -51,6 +51,7 @@ class Proxy:
         self.servers: list[asyncio.base_events.Server] = []
         self._unreachable: dict[int, str] = {}
         self._last_log = 0.0
+        self._last_limit_log = 0.0
         self.pin_sessions = config.proxy.pin_sessions
         self.offload: Any = None  # the steering table (fastpath.offload), opened by start()
         self.pinned: dict[str, PinnedFlow] = {}
@@ -119,12 +120,20 @@ class Proxy:
 
     def note_limit(self, conn: Any, limit: str) -> None:
         self.metrics.limits_hit[limit] += 1
-        log.warning("client %s hit limit %s", conn.peer, limit)
+        now = time.monotonic()
+        if now - self._last_limit_log > 1.0:  # one line a second at most, whatever the flood
+            self._last_limit_log = now
+            log.warning("client %s hit limit %s (%d times so far)", conn.peer, limit, self.metrics.limits_hit[limit])
 
-    def connection_opened(self, conn: DownstreamConnection) -> None:
+    def connection_opened(self, conn: DownstreamConnection) -> bool:
+        """Admits a client connection; False (close it) past max_connections."""
+        if len(self.connections) >= self.limits.max_connections:
+            self.note_limit(conn, "max_connections")
+            return False
         self.connections.add(conn)
         self.metrics.connections_total += 1
         self.metrics.connections_open = len(self.connections)
+        return True
 
     def connection_closed(self, conn: DownstreamConnection) -> None:
         self.connections.discard(conn)

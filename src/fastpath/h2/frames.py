@@ -6,6 +6,7 @@ bytes; this module is the only place that knows the wire layout.
 from __future__ import annotations
 
 import struct
+import time
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -198,14 +199,19 @@ class FrameReader:
     us buffer without bound (CONTINUATION floods included).
     """
 
-    __slots__ = ("buf", "max_frame_size", "max_header_block", "_cont", "frames_seen")
+    __slots__ = ("buf", "max_frame_size", "max_header_block", "_cont", "frames_seen", "_cont_since")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME, max_header_block: int = 65536) -> None:
         self.buf = bytearray()
         self.max_frame_size = max_frame_size
         self.max_header_block = max_header_block
         self._cont: list | None = None  # [stream_id, flags, [fragments], size] while CONTINUATION pending
+        self._cont_since = 0.0
         self.frames_seen = 0
+
+    def pending_since(self) -> float:
+        """When the header block still waiting for CONTINUATION started (0.0 = none pending)."""
+        return self._cont_since if self._cont is not None else 0.0
 
     def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
         buf = self.buf
@@ -241,6 +247,7 @@ class FrameReader:
                     if len(frag) > self.max_header_block:
                         raise H2Error(ENHANCE_YOUR_CALM, f"header block over {self.max_header_block} bytes", 0)
                     self._cont = [sid, flags, [frag], len(frag)]
+                    self._cont_since = time.monotonic()
                     continue
                 out.append((HEADERS, flags, sid, frag))
             elif ftype == CONTINUATION:
