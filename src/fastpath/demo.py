@@ -15,7 +15,7 @@ import time
 
 from fastpath.config import ConfigError
 from fastpath.report import render_table, summarize
-from fastpath.up import Stack, StackError, config_from_args
+from fastpath.up import Stack, StackError, add_fault_argument, config_from_args, parse_faults
 from fastpath.workload import plan_workload, run_workload
 
 
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds the workload may take before later phases are skipped (default 40)")
     parser.add_argument("--no-controller", action="store_true", help="run the proxy on its static config alone")
     parser.add_argument("--logs", action="store_true", help="echo the children's output to stderr")
+    add_fault_argument(parser)
 
 
 def controller_view(address: str, timeout_s: float = 2.0) -> dict:
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         plan = plan_workload(config, args.requests, args.seed)
+        parse_faults(config, args.fault)
     except (ConfigError, ValueError) as e:
         _say(str(e))
         return 2
@@ -84,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         _say(f"starting {len(config.backends)} simulated sites, "
              f"{'the controller, ' if not args.no_controller else ''}the proxy ...")
-        with Stack(config, controller=not args.no_controller, progress=_say, echo=echo,
+        if args.fault:
+            _say(f"injecting faults: {', '.join(args.fault)}")
+        with Stack(config, controller=not args.no_controller, progress=_say, echo=echo, faults=args.fault,
                    log_level="WARNING" if not args.logs else args.log_level) as stack:
             _say(f"sending {plan.total} requests to {stack.proxy_address} (seed {plan.seed})")
             t0 = time.monotonic()

@@ -25,6 +25,10 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[k]
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
 def _r(x: float | None, nd: int = 1) -> float | None:
     return None if x is None else round(x, nd)
 
@@ -159,7 +163,7 @@ def summarize(config: Config, plan: Plan, results: list[Result], *, duration_s: 
     examples = {}
     for r in results:
         if not r.ok:
-            examples.setdefault(r.error.split(":", 1)[0], r.error[:200])
+            examples.setdefault(r.error.split(":", 1)[0], _clip(r.error, 320))
     unknown_backend = sum(1 for r in results if r.ok and not r.backend)
     summary = {
         "config": config.source,
@@ -216,8 +220,12 @@ def observations(config: Config, s: dict, results: list[Result]) -> list[str]:
             lines.append(f"{region} has no site of its own: {near:.0%} went to the nearest region serving their "
                          f"model ({best} is {rtt[best]:.0f} ms away; {where}).")
     b = s.get("burst")
-    if b:
-        if b["spilled"]:
+    if b and b["ok"]:
+        if b["spilled"] and not b["stayed"]:
+            spill = ", ".join(f"{n} to {site} ({config.backend(site).region})" for site, n in b["spilled"].items())
+            lines.append(f"burst: none of the {b['ok']} answered {b['region']} {b['model']} requests went to the "
+                         f"nearest site {b['site']} ({b['site_region']}): {spill}.")
+        elif b["spilled"]:
             spill = ", ".join(f"{n} to {site} ({config.backend(site).region})" for site, n in b["spilled"].items())
             util = f" ({b['in_flight_at_first_spill'] / b['slots']:.0%} of its {b['slots']} slots)" if b["slots"] else ""
             ttft = ""
@@ -241,7 +249,7 @@ def observations(config: Config, s: dict, results: list[Result]) -> list[str]:
         if parts:
             lines.append("same requests under each policy: " + "; ".join(parts) + ".")
     bud = s.get("budget") or {}
-    if bud.get("requests"):
+    if bud.get("ok"):
         if bud["over_ceiling"]:
             lines.append(f"max-cost: {len(bud['over_ceiling'])} of {bud['ok']} answered requests went to a site "
                          f"priced above their x-fastpath-max-cost.")
@@ -249,7 +257,7 @@ def observations(config: Config, s: dict, results: list[Result]) -> list[str]:
             lines.append(f"max-cost: all {bud['ok']} answered requests with x-fastpath-max-cost went to sites within "
                          f"their ceiling ({_share_text(bud.get('sites') or {}, config)}).")
     sess = s.get("sessions") or {}
-    if sess:
+    if sess and any(r.ok for r in results if r.spec.session):
         sticky = sum(len(set(v["backends"])) == 1 for v in sess.values())
         repeats = sum(v["requests"] - 1 for v in sess.values())
         hits = sum(v["kv_cache_hits"] for v in sess.values())

@@ -193,6 +193,23 @@ def models_ready(address: str, models: tuple[str, ...], timeout: float = 1.0) ->
     return out
 
 
+UNREACHABLE_FAULTS = ("refuse", "hang")  # sites that cannot answer ServerReady, so are not waited for
+
+
+def parse_faults(config: Config, specs: list[str]) -> dict[str, str]:
+    """Site -> fault mode for `--fault SITE=MODE` specs; ValueError names the bad one and what is accepted."""
+    from fastpath.sim.faults import parse_site_fault
+
+    names = [b.name for b in config.backends if b.sim is not None]
+    out: dict[str, str] = {}
+    for spec in specs:
+        site, fault = parse_site_fault(spec)
+        if site not in names:
+            raise ValueError(f"--fault {spec!r}: no simulated site {site!r}; sites are {names}")
+        out[site] = fault.mode
+    return out
+
+
 def listen_addresses(config: Config) -> dict[str, str]:
     """Every address the stack will listen on, by what listens there."""
     out = {"proxy": config.proxy.listen, "proxy metrics": config.proxy.metrics_listen,
@@ -246,8 +263,12 @@ class Stack:
         echo: Callable[[str], None] | None = None,
         progress: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        faults: tuple[str, ...] | list[str] = (),
     ) -> None:
+        """`faults`: `SITE=MODE[&k=v]` specs handed to `fastpath sim --fault` (ValueError if malformed)."""
         self.config = config
+        self.faults = list(faults)
+        self.fault_modes = parse_faults(config, self.faults)
         self.with_controller = controller
         self.ready_timeout_s = ready_timeout_s
         self.grace_s = grace_s
@@ -292,7 +313,7 @@ class Stack:
         self._tmpdir = tempfile.mkdtemp(prefix="fastpath-up-")
         self.config_path = self.config.write(Path(self._tmpdir) / "config.toml")
         cfg = ["--config", str(self.config_path)]
-        self._spawn("sim", ["sim", *cfg])
+        self._spawn("sim", ["sim", *cfg, *(a for f in self.faults for a in ("--fault", f))])
         if self.with_controller:
             self._spawn("controller", ["controller", *cfg])
         self._spawn("proxy", ["proxy", *cfg] + ([] if self.with_controller else ["--no-controller"]))
@@ -393,8 +414,11 @@ class Stack:
 
     def _wait_ready(self, t0: float) -> None:
         deadline = t0 + self.ready_timeout_s
-        sim_sites = [b for b in self.config.backends if b.sim is not None]
+        down = {n for n, mode in self.fault_modes.items() if mode in UNREACHABLE_FAULTS}
+        sim_sites = [b for b in self.config.backends if b.sim is not None and b.name not in down]
         pending_sites = {b.name for b in sim_sites}
+        # Sites faulted to refuse or hang cannot answer ServerReady; their port open is all there is to see.
+        pending_ports = {b.name: b.address for b in self.config.backends if b.name in down}
         controller_ok = not self.with_controller
         proxy_ok = False
         announced: set[str] = set()
@@ -406,9 +430,17 @@ class Stack:
             for b in sim_sites:
                 if b.name in pending_sites and server_ready(b.address, timeout=0.3):
                     pending_sites.discard(b.name)
+            for name, address in list(pending_ports.items()):
+                if port_open(address):
+                    del pending_ports[name]
+            if pending_ports:
+                pending_sites |= set(pending_ports)
+            else:
+                pending_sites -= down
             if not pending_sites and "sites" not in announced:
                 announced.add("sites")
-                self.progress(f"fleet ready: {len(sim_sites)} sites ({time.monotonic() - t0:.1f} s)")
+                faulted = f", {len(down)} faulted to refuse or hang" if down else ""
+                self.progress(f"fleet ready: {len(sim_sites)} sites{faulted} ({time.monotonic() - t0:.1f} s)")
             if not controller_ok and not pending_sites and port_open(self.control_address):
                 # The proxy routes on the controller's view: wait until it sees every site healthy.
                 unhealthy = controller_unhealthy(self.control_address, {b.name for b in sim_sites})
@@ -423,7 +455,9 @@ class Stack:
                 printed = self._proxy_announced()
                 if printed:
                     self.proxy_address = printed
-                if server_live(self.proxy_address, timeout=0.5):
+                # With every site faulted nothing can answer through the proxy: its listening is all there is.
+                if (server_live(self.proxy_address, timeout=0.5) if sim_sites
+                        else printed is not None and port_open(self.proxy_address)):
                     proxy_ok = True
                     self.progress(f"proxy ready on {self.proxy_address} ({time.monotonic() - t0:.1f} s)")
             if not pending_sites and controller_ok and proxy_ok:
@@ -459,6 +493,10 @@ class Stack:
     def _discover_models(self) -> None:
         served: dict[str, list[str]] = {m: [] for m in self.config.models}
         for b in self.config.backends:
+            mode = self.fault_modes.get(b.name)
+            if mode in UNREACHABLE_FAULTS:
+                self.sites_down[b.name] = f"fault injected: {mode}"
+                continue
             ready = models_ready(b.address, b.models)
             if not any(ready.values()):
                 self.sites_down[b.name] = "no model ready (site not answering ModelReady)"
@@ -475,7 +513,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="move every listening port to N, N+1, ... (run beside another fastpath)")
     parser.add_argument("--no-controller", action="store_true", help="run the proxy on its static config alone")
     parser.add_argument("--logs", action="store_true", help="echo the children's output, prefixed by their name")
+    add_fault_argument(parser)
     parser.add_argument("--ready-timeout", type=float, default=60.0, metavar="S", help="seconds to wait for readiness (60)")
+
+
+def add_fault_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fault", action="append", default=[], metavar="SITE=MODE",
+                        help="inject a fault into a simulated site from the start (repeatable): refuse, hang, "
+                             "slow&factor=3, reset&after_tokens=2, die_mid_stream&after_tokens=3")
 
 
 def describe(stack: Stack) -> str:
@@ -529,8 +574,12 @@ def run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     say = lambda msg: print(f"fastpath up: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.logs else None
-    stack = Stack(config, controller=not args.no_controller, ready_timeout_s=args.ready_timeout,
-                  log_level=args.log_level, echo=echo, progress=say, cancel=stop)
+    try:
+        stack = Stack(config, controller=not args.no_controller, ready_timeout_s=args.ready_timeout,
+                      log_level=args.log_level, echo=echo, progress=say, cancel=stop, faults=args.fault)
+    except ValueError as e:
+        say(str(e))
+        return 2
     code = 0
     try:
         say(f"starting the fleet, {'controller and ' if not args.no_controller else ''}proxy ...")

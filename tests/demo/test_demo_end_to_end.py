@@ -116,3 +116,24 @@ def test_up_prints_addresses_serves_and_stops_cleanly_on_sigint(config, tmp_path
     left = [p for p, st in seen.items() if alive(p, st)]
     assert not left, f"fastpath up left processes running: {left}"
     assert not children_of(os.getpid())
+
+
+def test_demo_exits_non_zero_and_says_why_when_most_requests_fail(config, tmp_path):
+    path = config.write(tmp_path / "fastpath.toml")
+    faults = [a for b in config.backends for a in ("--fault", f"{b.name}=refuse")]
+    proc = subprocess.run([*CLI, "demo", "--config", str(path), "--requests", "20", *faults],
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "most requests failed (20 of 20)" in proc.stderr
+    assert "UNAVAILABLE" in proc.stderr and "refuses requests" in proc.stderr
+    reap_zombies()
+
+
+def test_bad_arguments_say_what_to_do(config, tmp_path):
+    path = config.write(tmp_path / "fastpath.toml")
+    bad = subprocess.run([*CLI, "demo", "--config", str(path), "--fault", "nosuch=refuse"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "no simulated site 'nosuch'" in bad.stderr and "use1-a100" in bad.stderr
+    bad = subprocess.run([*CLI, "demo", "--config", str(tmp_path / "missing.toml")],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "cannot read config" in bad.stderr
