@@ -15,7 +15,7 @@ from fastpath.up import Stack, StackError, children_of
 from .conftest import alive, reap_zombies, start_time
 
 
-def test_stack_serves_through_the_proxy_and_leaves_no_process_behind(config):
+def test_stack_serves_names_a_dead_child_and_leaves_no_process_behind(config):
     with Stack(config, ready_timeout_s=60) as stack:
         assert set(stack.pids) == {"sim", "controller", "proxy"}
         sites = [b for b in config.backends if b.sim]
@@ -30,22 +30,21 @@ def test_stack_serves_through_the_proxy_and_leaves_no_process_behind(config):
             resp, call = stub.ModelInfer.with_call(req, metadata=[("x-fastpath-region", "eu-west")], timeout=10)
             backend = dict(call.trailing_metadata())["x-fastpath-backend"]
             assert "mistral-7b" in config.backend(backend).models
-    time.sleep(0.2)
-    reap_zombies()
-    left = [p for p, st in tracked.items() if alive(p, st)]
-    assert not left, f"processes left running after the stack stopped: {left}"
-    assert not children_of(os.getpid()), "orphans of the stack were re-parented to the test"
-
-
-def test_a_dying_child_is_named_with_its_last_output(config):
-    with Stack(config, controller=False, ready_timeout_s=60) as stack:
+        stack.check()  # all alive: no error
+        # A child that dies is named, with how it died.
         os.kill(stack.pids["proxy"], signal.SIGKILL)
         deadline = time.monotonic() + 10
         while not stack.dead() and time.monotonic() < deadline:
             time.sleep(0.05)
         with pytest.raises(StackError, match=r"proxy \(pid \d+\) was killed by SIGKILL"):
             stack.check()
+        # A fleet supervisor killed outright must not leave its sites running once the stack stops.
+        os.kill(stack.pids["sim"], signal.SIGKILL)
+    time.sleep(0.2)
     reap_zombies()
+    left = [p for p, st in tracked.items() if alive(p, st)]
+    assert not left, f"processes left running after the stack stopped: {left}"
+    assert not children_of(os.getpid()), "orphans of the stack were re-parented to the test"
 
 
 def test_busy_ports_are_refused_with_what_to_do(config):
