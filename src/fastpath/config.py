@@ -63,6 +63,8 @@ class ProxyConfig:
     upstream_connections: int = 1
     connect_timeout_ms: float = 1000.0
     pin_sessions: bool = True  # connections whose first call names a session are pinned (relayed verbatim)
+    tls_cert: str = ""  # PEM certificate chain: terminate TLS (ALPN h2) on the listener
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,11 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         upstream_connections=int(_num(px, "upstream_connections", "proxy", 1)),
         connect_timeout_ms=_num(px, "connect_timeout_ms", "proxy", 1000),
         pin_sessions=_bool(px, "pin_sessions", "proxy", True),
+        tls_cert=_str(px, "tls_cert", "proxy", ""),
+        tls_key=_str(px, "tls_key", "proxy", ""),
     )
+    if bool(proxy.tls_cert) != bool(proxy.tls_key):
+        raise ConfigError("proxy.tls_cert and proxy.tls_key go together: set both (PEM files) or neither")
     split_hostport(proxy.listen, "proxy.listen")
     ct = data.get("control", {})
     control = ControlConfig(

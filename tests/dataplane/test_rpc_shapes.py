@@ -94,3 +94,35 @@ def test_unknown_model_is_unavailable_with_reason(harness):
         unary(harness.channel())(b"x", metadata=(("x-fastpath-model", "gpt-17"),), timeout=5)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "gpt-17" in e.value.details()
+
+
+def test_tls_listener_with_alpn_h2(harness, tmp_path):
+    import subprocess
+
+    from fastpath.config import parse_config
+    from fastpath.dataplane.proxy import Proxy
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=fastpath.test",
+                    "-addext", "subjectAltName=DNS:fastpath.test", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    b = harness.add_backend("a")
+    cfg = parse_config({"proxy": {"listen": "127.0.0.1:0", "metrics_listen": "", "tls_cert": str(cert), "tls_key": str(key)},
+                        "backends": [{"name": "a", "address": f"127.0.0.1:{b.port}", "region": "r1",
+                                      "cost_per_1k_tokens": 1.0, "models": ["m"]}]})
+
+    async def go():
+        proxy = Proxy(cfg)
+        return proxy, await proxy.start()
+
+    proxy, (host, port) = harness.loop.run(go())
+    try:
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"{host}:{port}", creds, options=[("grpc.ssl_target_name_override", "fastpath.test")]) as ch:
+            resp, call = unary(ch).with_call(b"secret", timeout=5)
+            assert resp == b"a:secret"
+            assert dict(call.trailing_metadata())["x-fastpath-backend"] == "a"
+            # A session over TLS is pinned but never spliced: the socket carries ciphertext.
+            assert unary(ch)(b"s", metadata=(("x-fastpath-session", "tls-1"),), timeout=5) == b"a:s"
+    finally:
+        harness.loop.run(proxy.drain(0.5))

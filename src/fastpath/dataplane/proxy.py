@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from fastpath.config import Config, split_hostport
+from fastpath.config import Config, ConfigError, split_hostport
 from fastpath.router.features import (RequestFeatures, features_from_headers, model_from_infer_request,
                                       model_from_path)
 from fastpath.router.live import LiveStats
@@ -188,7 +188,9 @@ class Proxy:
         self.sessions_seen[session] = None
         if len(self.sessions_seen) > 100_000:
             del self.sessions_seen[next(iter(self.sessions_seen))]
-        return seen and self.offload is not None and self.offload.name != "none"
+        # TLS-terminated connections carry ciphertext on the socket: no splice without kTLS.
+        return (seen and self.offload is not None and self.offload.name != "none"
+                and not self.config.proxy.tls_cert)
 
     def offloaded(self, flow: PinnedFlow) -> None:
         self.metrics.offloaded_total += 1
@@ -230,8 +232,9 @@ class Proxy:
 
             self.offload = open_driver(self.config)
         host, port = split_hostport(listen or self.config.proxy.listen, "proxy.listen")
+        ssl_ctx = self.tls_context()
         server = await loop.create_server(lambda: DownstreamConnection(self), host, port, backlog=1024,
-                                          reuse_address=True)
+                                          reuse_address=True, ssl=ssl_ctx)
         self.servers.append(server)
         bound = server.sockets[0].getsockname()[:2]
         mlisten = self.config.proxy.metrics_listen if metrics_listen is None else metrics_listen
@@ -243,6 +246,22 @@ class Proxy:
             except OSError as e:
                 log.warning("metrics endpoint %s not started: %s", mlisten, e.strerror)
         return bound[0], bound[1]
+
+    def tls_context(self) -> Any:
+        """TLS for the listener (ALPN h2 only) when the config names a certificate, else None."""
+        px = self.config.proxy
+        if not px.tls_cert:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(px.tls_cert, px.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"proxy.tls_cert/tls_key: cannot load {px.tls_cert} / {px.tls_key}: {e}") from None
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
 
     async def drain(self, timeout: float | None = None) -> int:
         """Graceful stop: GOAWAY to every client, finish what is in flight, then close.
