@@ -121,3 +121,33 @@ def test_a_failing_update_handler_does_not_end_the_subscription() -> None:
         await ready.stop()
 
     asyncio.run(main())
+
+
+def test_watcher_notices_a_hung_controller_and_follows_it_again_when_it_resumes(tmp_path) -> None:
+    """A stopped process still completes TCP handshakes: only the missing heartbeat gives it away."""
+
+    async def main() -> None:
+        ready = await ReadyServer().start()
+        cfg = make_config([{"name": "a", "address": ready.address}])
+        path = cfg.write(tmp_path / "config.toml")
+        proc = await asyncio.to_thread(spawn_controller, path, tmp_path / "controller.log")
+        w = FleetWatcher(cfg.control.listen, "p", lambda s: None, stale_after_s=1.5)
+        task = asyncio.create_task(w.run())
+        try:
+            await eventually(lambda: w.connected, what="connected")
+            await asyncio.sleep(2.0)
+            assert w.connected and w.attempts == 1  # a quiet fleet is not a hung controller: heartbeats
+            os.kill(proc.pid, signal.SIGSTOP)
+            await eventually(lambda: not w.connected, what="hung controller noticed")
+            kept = w.latest
+            os.kill(proc.pid, signal.SIGCONT)
+            await eventually(lambda: w.connected, what="following again")
+            assert w.latest is kept or w.latest.version >= kept.version
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+            await w.close()
+            await asyncio.wait_for(task, 10)
+            await asyncio.to_thread(stop_process, proc)
+            await ready.stop()
+
+    asyncio.run(main())

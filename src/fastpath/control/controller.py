@@ -36,6 +36,7 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 4_000),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
     ("grpc.so_reuseport", 0),
 ]
 MAX_CONCURRENT_RPCS = 1024
@@ -71,9 +72,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
             while True:
                 snap = state.snapshot()
                 yield snap
-                # At most one snapshot per scrape interval, and only when something changed.
+                # At most one snapshot per scrape interval, and only when something changed;
+                # with no change, the same snapshot again after heartbeat_s, so a watcher can
+                # tell a quiet fleet from a hung controller.
                 await asyncio.sleep(self.ctl.min_update_interval_s)
-                await state.wait_newer(snap.version)
+                await state.wait_newer(snap.version, self.ctl.heartbeat_s)
                 if self.ctl.stopping:
                     return
         finally:
@@ -146,6 +149,7 @@ class Controller:
         offload: FlowOffload | None = None,
         session_capacity: int = 4096,
         flow_capacity: int = 10000,
+        heartbeat_s: float = 1.0,
     ) -> None:
         self.config = config
         self.listen = listen or config.control.listen
@@ -166,6 +170,7 @@ class Controller:
         )
         self.policies = PolicyStore(config)
         self.watchers = 0
+        self.heartbeat_s = heartbeat_s
         self.stopping = False
         self.address = ""
         self._server: grpc.aio.Server | None = None

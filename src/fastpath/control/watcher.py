@@ -21,12 +21,14 @@ from fastpath.gen import control_pb2, control_pb2_grpc
 
 log = logging.getLogger("fastpath.control.watcher")
 
+
+
 CHANNEL_OPTIONS = [
     # Find a controller that came back within the backoff cap, not minutes later.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    # Notice a controller that vanished without closing the connection.
+    # Notice a peer that vanished without closing the connection.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -49,6 +51,7 @@ class FleetWatcher:
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
         report_timeout_s: float = 1.0,
+        stale_after_s: float = 5.0,
     ) -> None:
         self.target = target
         self.proxy_id = proxy_id
@@ -58,6 +61,10 @@ class FleetWatcher:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.report_timeout_s = report_timeout_s
+        # The controller re-sends its snapshot every second when nothing changes; silence this
+        # long means it hangs (a stopped process still completes TCP handshakes), so reconnect.
+        self.stale_after_s = stale_after_s
+        self._handler_failing = False
         self.latest: control_pb2.FleetTelemetry | None = None
         self.connected = False
         self.updates = 0
@@ -105,7 +112,16 @@ class FleetWatcher:
             call = stub.WatchFleet(control_pb2.WatchFleetRequest(proxy_id=self.proxy_id))
             self._call = call
             try:
-                async for snap in call:
+                while True:
+                    try:
+                        async with asyncio.timeout(self.stale_after_s):
+                            snap = await call.read()
+                    except TimeoutError:
+                        call.cancel()
+                        why = f"no snapshot for {self.stale_after_s:g} s: the controller hangs"
+                        break
+                    if snap is grpc.aio.EOF:
+                        break
                     if not self.connected:
                         self.connected = True
                         if self._down_logged:
@@ -113,12 +129,18 @@ class FleetWatcher:
                         self._down_logged = False
                         log.info("following controller at %s (fleet version %d)", self.target, snap.version)
                     backoff = self.backoff_initial_s
+                    if self.latest is not None and snap.version == self.latest.version:
+                        continue  # a heartbeat: nothing changed
                     self.latest = snap
                     self.updates += 1
                     try:
                         self.on_update(snap)
                     except Exception:  # the proxy's callback must not end the subscription
-                        log.exception("fleet update handler failed on version %d", snap.version)
+                        if not self._handler_failing:  # logged once until it works again
+                            log.exception("fleet update handler failed on version %d", snap.version)
+                        self._handler_failing = True
+                    else:
+                        self._handler_failing = False
             except grpc.aio.AioRpcError as e:
                 why = f"{e.code().name}: {(e.details() or '')[:120]}"
             except asyncio.CancelledError:
