@@ -92,7 +92,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     except ValueError as e:
         raise UsageError(f"--paths: {e}") from None
     s = Settings(
-        paths=path_names or list(paths.REGISTRY),
+        paths=path_names or [p.name for p in paths.resolve(None, quick)],
         rounds=args.rounds if getattr(args, "rounds", None) is not None else (2 if quick else 3),
         duration_s=args.duration if getattr(args, "duration", None) is not None else (0.25 if quick else 1.2),
         warmup_s=args.warmup if getattr(args, "warmup", None) is not None else (0.1 if quick else 0.3),
@@ -220,6 +220,7 @@ class BenchRun:
         self.path_info: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.t0 = time.monotonic()
+        self._extras_count = 0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -257,14 +258,15 @@ class BenchRun:
             return rounds
         return self.s.rounds
 
-    def run_paths(self, progress: Progress, rounds: int) -> tuple[list[dict[str, Any]], dict]:
+    def run_paths(self, progress: Progress, rounds: int, end_by: float) -> tuple[list[dict[str, Any]], dict]:
+        """Rounds over every path; a round is started only if the last one's duration still fits before end_by."""
         assert self.client is not None and self.backend_proc is not None
         records: list[dict[str, Any]] = []
         samples: dict[tuple[str, str, str], list[float]] = {}
         names = list(self.endpoints)
         dead: set[str] = set()
-        per_measure = self.s.warmup_s + self.s.duration_s + 0.25
         for r in range(rounds):
+            round_t0 = self.elapsed()
             order = names[r % len(names):] + names[:r % len(names)] if names else []
             for name in order:
                 ep = self.endpoints[name]
@@ -290,8 +292,11 @@ class BenchRun:
                         records.append(rec)
                         samples.setdefault((name, sc.name, md), []).extend(lat)
                         progress.step(what)
-            if r + 1 < rounds and self.elapsed() + per_measure * len(names) * len(SCENARIOS) * 2 > self.s.time_budget_s:
-                self.notes.append(f"stopped after round {r + 1} of {rounds}: time budget of {self.s.time_budget_s:.0f} s")
+            took = self.elapsed() - round_t0
+            if r + 1 < rounds and self.elapsed() + took > end_by:
+                self.notes.append(f"stopped after round {r + 1} of {rounds} (a round took {took:.0f} s; "
+                                  f"time budget {self.s.time_budget_s:.0f} s)")
+                progress.set_total(progress.done + self._extras_count)
                 break
         return records, samples
 
@@ -330,18 +335,23 @@ class BenchRun:
             self.client = load.LoadClient(log_path=self.work / "load-client.log")
             self.start_paths(backend, progress)
             rounds = self.plan_rounds(per_measure, reserve_s)
-            progress.set_total(len(self.endpoints) * len(SCENARIOS) * len(METADATA_MODES) * rounds + sum(sections.values()))
-            records, samples = self.run_paths(progress, rounds)
+            self._extras_count = sum(sections.values())
+            progress.set_total(len(self.endpoints) * len(SCENARIOS) * len(METADATA_MODES) * rounds + self._extras_count)
+            records, samples = self.run_paths(progress, rounds, end_by=s.time_budget_s - reserve_s)
         finally:
             self.stop_all()
         rows = aggregate(records, samples)
 
+        order = ["router_cost", "splice", "fleet"]
+
         def extra(name: str, module: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             if not sections[name]:
                 return {"available": False, "rows": [], "note": "skipped (--skip)"}
-            left = max(10.0, s.time_budget_s + 60 - self.elapsed())
+            later = sum(reserve[k] for k in order[order.index(name) + 1:] if sections[k])
+            # what is left of the budget after the later sections' shares, but never below this section's own share
+            timeout = max(reserve[name] * 1.5, min(reserve[name] * 3, s.time_budget_s + 10 - self.elapsed() - later))
             progress.show(f"{name} ...")
-            res = extras.run_measure(module, kwargs, min(left, 3 * reserve[name] + 30), self.work / name)
+            res = extras.run_measure(module, kwargs, timeout, self.work / name)
             progress.step(f"{name} done ({res['note'] or str(len(res['rows'])) + ' rows'})")
             return res
 

@@ -48,6 +48,7 @@ class PathSpec:
     name: str
     description: str
     start: Callable[[PathContext], Endpoint]
+    in_quick: bool = True  # part of `--quick` runs when no --paths are given
 
 
 REGISTRY: dict[str, PathSpec] = {}
@@ -58,10 +59,11 @@ def register(spec: PathSpec) -> None:
     REGISTRY[spec.name] = spec
 
 
-def resolve(names: list[str] | None) -> list[PathSpec]:
-    """The specs for `names` (all registered when None), or a clear error naming the unknown ones."""
+def resolve(names: list[str] | None, quick: bool = False) -> list[PathSpec]:
+    """The specs for `names` (all registered when None; those marked in_quick for quick runs),
+    or a clear error naming the unknown ones."""
     if not names:
-        return list(REGISTRY.values())
+        return [p for p in REGISTRY.values() if p.in_quick or not quick]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown path(s) {unknown}; known paths: {', '.join(REGISTRY)}")
@@ -123,6 +125,18 @@ def proxy_metric(metrics: str, name: str) -> float | None:
     return total if seen else None
 
 
+def _commit() -> str:
+    """', commit abc1234' of the source tree the proxy runs from, when it is a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return f", commit {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
     """fastpath proxy paths: routed (per-request routing), pinned (session relayed by Python), splice (kernel)."""
 
@@ -164,7 +178,7 @@ def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
             return ", ".join(f"{n.removeprefix('fastpath_')}={proxy_metric(metrics, n)}" for n in names)
 
         return Endpoint(f"fastpath-{mode}" if mode != "routed" else "fastpath", address, proc.pid,
-                        f"fastpath {fp_version} ({mode}, python {sys.version.split()[0]})", lambda: procs.stop(proc),
+                        f"{fp_version} ({mode}{_commit()}, python {sys.version.split()[0]})", lambda: procs.stop(proc),
                         metadata=metadata, check=check)
 
     return start
@@ -175,6 +189,6 @@ for _name in peers.PEERS:
     register(PathSpec(_name, f"client → {_name} → backend", _peer(_name)))
 register(PathSpec("fastpath", "client → fastpath proxy (routed mode, no controller) → backend", _fastpath("routed")))
 register(PathSpec("fastpath-pinned", "client → fastpath pinned mode (session relayed verbatim by Python) → backend",
-                  _fastpath("pinned")))
+                  _fastpath("pinned"), in_quick=False))
 register(PathSpec("fastpath-splice", "client → fastpath pinned mode, repeat session spliced in the kernel (eBPF sockmap) → backend",
-                  _fastpath("splice")))
+                  _fastpath("splice"), in_quick=False))

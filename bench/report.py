@@ -69,7 +69,7 @@ def summary_text(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Latency: unary = whole call, stream = time to first message (µs, medians over rounds).")
     lines.append("CPU = proxy utime+stime per message; xN = ratio to nginx in this run.")
-    hdr = f"{'scenario':11s} {'metadata':8s} {'path':9s} {'p50':>7s} {'p99':>7s} {'added':>7s} {'÷nginx':>7s} {'cpu/msg':>8s} {'÷nginx':>7s} {'msgs/s':>8s}"
+    hdr = f"{'scenario':11s} {'metadata':8s} {'path':15s} {'p50':>7s} {'p99':>7s} {'added':>7s} {'÷nginx':>7s} {'cpu/msg':>8s} {'÷nginx':>7s} {'msgs/s':>8s}"
     lines.append(hdr)
     lines.append("-" * len(hdr))
     rows = _index(result.get("rows", []))
@@ -82,18 +82,72 @@ def summary_text(result: dict[str, Any]) -> str:
         r = rows.get((s["path"], s["scenario"], s["metadata"]), {})
         err = f"  ({s['errors']} errors)" if s.get("errors") else ""
         lines.append(
-            f"{s['scenario']:11s} {s['metadata']:8s} {s['path']:9s} {_f(r.get('p50_us')):>7s} {_f(r.get('p99_us')):>7s} "
+            f"{s['scenario']:11s} {s['metadata']:8s} {s['path']:15s} {_f(r.get('p50_us')):>7s} {_f(r.get('p99_us')):>7s} "
             f"{_f(s['added_p50_us'], '{:+.0f}'):>7s} {_f(s['added_p50_vs_nginx'], 'x{:.2f}'):>7s} "
             f"{_f(s['proxy_cpu_us_per_msg'], '{:.1f}'):>8s} {_f(s['cpu_per_msg_vs_nginx'], 'x{:.2f}'):>7s} "
             f"{_f(s['msgs_per_s']):>8s}{err}")
-    for name in ("router_cost", "splice", "fleet"):
-        sec = result.get(name) or {}
-        if sec.get("rows"):
-            lines.append(f"\n{name}: {len(sec['rows'])} rows in results.json")
-            for row in sec["rows"][:12]:
-                lines.append("  " + ", ".join(f"{k}={v}" for k, v in row.items() if not isinstance(v, (list, dict)))[:200])
-        else:
-            lines.append(f"\n{name}: {sec.get('note') or 'not available'}")
+    lines += _extras_text(result)
     for n in result.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)
+
+
+def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> list[str]:
+    """Rows as a fixed-width table; cols = (key, heading, format)."""
+    def cell(v: Any, fmt: str) -> str:
+        if v is None:
+            return "-"
+        return fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    texts = [[cell(r.get(k), fmt) for k, _, fmt in cols] for r in rows]
+    widths = [max([len(h)] + [len(t[i]) for t in texts]) for i, (_, h, _) in enumerate(cols)]
+    numeric = [all(isinstance(r.get(k), (int, float)) or r.get(k) is None for r in rows) for k, _, _ in cols]
+
+    def line(cells: list[str]) -> str:
+        return "  " + " ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+    return [line([h for _, h, _ in cols])] + [line(t) for t in texts]
+
+
+def _extras_text(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    rc = result.get("router_cost") or {}
+    lines.append("")
+    if rc.get("rows"):
+        lines.append("router decision cost (route(), µs):")
+        lines += _table(rc["rows"], [("backends", "backends", "{}"), ("constraints", "constraints", "{}"),
+                                     ("p50_us", "p50", "{:.1f}"), ("p99_us", "p99", "{:.1f}"),
+                                     ("routed_fraction", "routed", "{:.2f}")])
+    else:
+        lines.append(f"router cost: {rc.get('note') or 'not available'}")
+    sp = result.get("splice") or {}
+    lines.append("")
+    if sp.get("rows"):
+        rt = [r for r in sp["rows"] if r.get("kind") == "round_trip"]
+        sw = [r for r in sp["rows"] if r.get("kind") == "switching"]
+        other = [r for r in sp["rows"] if r.get("kind") not in ("round_trip", "switching")]
+        if rt:
+            lines.append("splice bench (64 B round trips, µs; relay CPU per message):")
+            lines += _table(rt, [("path", "path", "{}"), ("concurrency", "conc", "{}"), ("rtt_p50_us", "p50", "{:.1f}"),
+                                 ("rtt_p99_us", "p99", "{:.1f}"), ("msgs_per_s", "msgs/s", "{:.0f}"),
+                                 ("relay_cpu_us_per_msg", "relay cpu", "{:.2f}")])
+        for r in sw:
+            lines.append(f"  switching: splice call p50 {_f(r.get('splice_call_p50_us'), '{:.0f}')} µs, first byte moved by "
+                         f"the kernel p50 {_f(r.get('first_kernel_byte_p50_us'), '{:.0f}')} µs "
+                         f"(p99 {_f(r.get('first_kernel_byte_p99_us'), '{:.0f}')})")
+        for r in other[:10]:
+            lines.append("  " + ", ".join(f"{k}={v}" for k, v in r.items() if not isinstance(v, (list, dict)))[:200])
+    else:
+        lines.append(f"splice: {sp.get('note') or 'not available'}")
+    fl = result.get("fleet") or {}
+    lines.append("")
+    if fl.get("rows"):
+        slo = fl["rows"][0].get("slo_ttft_ms")
+        lines.append(f"fleet scenarios (same seeded trace per policy; TTFT at the client, ms; SLO {slo} ms):")
+        lines += _table(fl["rows"], [("layout", "layout", "{}"), ("policy", "policy", "{}"),
+                                     ("ttft_p50_ms", "ttft p50", "{:.0f}"), ("ttft_p99_ms", "ttft p99", "{:.0f}"),
+                                     ("cost_per_1k_tokens", "cost/1k", "{:.3f}"), ("shed", "shed", "{}"),
+                                     ("within_slo_share", "in SLO", "{:.2f}"), ("requests", "requests", "{}")])
+    else:
+        lines.append(f"fleet scenarios: {fl.get('note') or 'not available'}")
+    return lines
