@@ -98,6 +98,7 @@ class EbpfDriver(SteeringTable):
         self._lock = threading.RLock()
         self._flows: dict[str, _Flow] = {}
         self._by_fd: dict[int, tuple[_Flow, _Side]] = {}
+        self._pending: set[str] = set()  # sessions being spliced right now
         self._seq = itertools.count(1)
         self._ep = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -123,8 +124,16 @@ class EbpfDriver(SteeringTable):
         with self._lock:
             if self._closing:
                 raise RuntimeError("driver is closed")
-            if session in self._flows:
+            if session in self._flows or session in self._pending:
                 raise ValueError(f"session {session!r} is already spliced; remove() it first")
+            self._pending.add(session)
+        try:
+            return self._splice(session, client_sock, backend_sock)
+        finally:
+            with self._lock:
+                self._pending.discard(session)
+
+    def _splice(self, session: str, client_sock: socket.socket, backend_sock: socket.socket) -> Installed:
         flow_id = (os.getpid() << 32) | next(self._seq)
         client, backend = (
             _Side(client_sock, client_sock.fileno(), tcp_sockets.cookie(client_sock)),
@@ -169,14 +178,21 @@ class EbpfDriver(SteeringTable):
             # Bytes the client sent in the last microseconds were passed to its
             # own queue (no peer yet): read them before the socket leaves the map.
             m.peers.delete(k(client.cookie))
-            self._forward_pending(flow)
-            m.socks.delete(k(client.cookie))
+            try:
+                self._forward_pending(flow)
+            finally:
+                m.socks.delete(k(client.cookie))
             self._forward_pending(flow)
             self._forget(flow)
             return self._refused(flow, "backend socket", e)
         # 4. Bytes that landed between step 2 and insertion: reading kicks the
         #    kernel to redirect them in order; anything handed back is forwarded.
-        self._forward_pending(flow)
+        try:
+            self._forward_pending(flow)
+        except (OSError, TimeoutError) as e:  # a peer already gone: the flow ends here
+            with self._lock:
+                self._end(flow, f"handoff failed: {e}", abort=True)
+            return flow.installed
         with self._lock:
             self._flows[session] = flow
             for side in (client, backend):

@@ -196,6 +196,20 @@ def test_killed_client_process_ends_its_flow_only(driver, servers):
     _assert_clean(driver, fds_before)
 
 
+def test_a_session_is_spliced_once(driver, servers):
+    _, port = servers()
+    client, installed, _ = spliced_flow(driver, port, "s-once")
+    second, rc, rb = relay_connect(port)
+    try:
+        with pytest.raises(ValueError, match="already spliced"):
+            driver.splice("s-once", rc, rb)
+        assert map_entries(driver) == {"socks": 2, "peers": 2, "flows": 1}
+    finally:
+        for s in (second, rc, rb, client):
+            s.close()
+    assert installed.wait(10)
+
+
 def test_remove_ends_the_flow(driver, servers):
     _, port = servers()
     fds_before = open_fds()
