@@ -197,3 +197,24 @@ def test_flows_cli_prints_a_table_json_and_a_hint_when_no_controller() -> None:
         assert f"no controller at {dead}: start it with `fastpath up` or `fastpath controller`" in gone.stderr
 
     asyncio.run(main())
+
+
+def test_observations_of_a_backend_nobody_calls_any_more_are_forgotten() -> None:
+    """A backend once slow gets no traffic; it must not keep its bad average forever."""
+
+    async def main() -> None:
+        cfg = make_config([{"name": "a", "address": "127.0.0.1:1"}, {"name": "b", "address": "127.0.0.1:2"}])
+        async with Controller(cfg) as ctl, grpc.aio.insecure_channel(ctl.address) as ch:
+            ctl.state.observation_ttl_s = 0.5
+            stub = control_pb2_grpc.ControlStub(ch)
+            await report(stub, [obs("a", 900.0, ok=False), obs("a", 900.0)])
+            a = (await stub.ListBackends(pb.ListBackendsRequest())).backends[0]
+            assert a.ttft_ms_observed == 900.0 and a.error_rate > 0.5
+            for _ in range(12):  # b keeps being called: its averages stay
+                await report(stub, [obs("b", 40.0)])
+                await asyncio.sleep(0.2)
+            a, b = (await stub.ListBackends(pb.ListBackendsRequest())).backends
+            assert (a.ttft_ms_observed, a.error_rate, dict(a.ttft_ms_by_region)) == (0.0, 0.0, {})
+            assert b.ttft_ms_observed == 40.0
+
+    asyncio.run(main())

@@ -203,6 +203,7 @@ class Controller:
         self._tasks = [
             asyncio.create_task(self.scraper.run(), name="scraper"),
             asyncio.create_task(self.health.run(), name="health"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
         # The first snapshot a proxy gets should hold real verdicts, not "not probed yet":
         # serve once every backend was probed and scraped once (bounded by their deadlines).
@@ -214,6 +215,15 @@ class Controller:
         self._server = server
         self.address = f"{host}:{port}"
         return self.address
+
+    async def _housekeeping(self) -> None:
+        """Ages out stale observations and idle flows, once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            for name in self.state.expire_observations():
+                log.info("%s: no calls observed for %.0f s; its observed TTFT and error rate are reset",
+                         name, self.state.observation_ttl_s)
+            self.state.flows.expire()
 
     def _first_round_done(self) -> bool:
         probed = all(h.probed for h in self.health.state.values())

@@ -34,6 +34,7 @@ class Observed:
     error_rate: float = 0.0
     ttft_ms_by_region: dict[str, float] = field(default_factory=dict)
     calls: int = 0
+    last_seen: float = 0.0  # time.monotonic() of the latest observation
 
 
 def ewma(old: float, sample: float, alpha: float, first: bool) -> float:
@@ -53,6 +54,7 @@ class FleetState:
         ttft_alpha: float = 0.2,
         error_alpha: float = 0.1,
         heartbeat_s: float = 1.0,
+        observation_ttl_s: float = 30.0,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -63,6 +65,7 @@ class FleetState:
         self.flows = FlowTable(flow_capacity)
         self.ttft_alpha, self.error_alpha = ttft_alpha, error_alpha
         self.heartbeat_s = heartbeat_s
+        self.observation_ttl_s = observation_ttl_s
         # Starts at the wall clock in microseconds, so versions keep growing across controller restarts.
         self.version = int(time.time() * 1_000_000)
         self.rejected_observations = 0
@@ -108,6 +111,7 @@ class FleetState:
             return False
         first = seen.calls == 0
         seen.calls += 1
+        seen.last_seen = time.monotonic()
         seen.error_rate = ewma(seen.error_rate, 0.0 if obs.ok else 1.0, self.error_alpha, first)
         if obs.ok and ttft > 0:
             seen.ttft_ms = ewma(seen.ttft_ms, ttft, self.ttft_alpha, seen.ttft_ms == 0.0)
@@ -130,6 +134,22 @@ class FleetState:
                 del self.sessions[session]
             self.flows.touch(session, obs.region[:MAX_REGION_CHARS], obs.backend, proxy_id[:MAX_SESSION_CHARS])
         return True
+
+    def expire_observations(self, now: float | None = None) -> list[str]:
+        """Forgets what proxies saw of backends nobody has called for observation_ttl_s.
+
+        Without this a backend that was slow or failing once, and so gets no
+        traffic, would keep its bad averages forever and never be tried again;
+        forgotten, it is scored from its metrics until proxies observe it anew.
+        """
+        now = time.monotonic() if now is None else now
+        expired = [name for name, o in self.observed.items()
+                   if o.calls and now - o.last_seen > self.observation_ttl_s]
+        for name in expired:
+            self.observed[name] = Observed()
+        if expired:
+            self.bump()
+        return expired
 
     # -- snapshot --------------------------------------------------------
     def backend_telemetry(self, name: str) -> control_pb2.BackendTelemetry:
