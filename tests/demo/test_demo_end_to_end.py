@@ -29,7 +29,7 @@ def _watch_descendants(proc: subprocess.Popen, seen: dict[int, int | None]) -> N
 
 def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_load(config, tmp_path):
     path = config.write(tmp_path / "fastpath.toml")
-    proc = subprocess.Popen([*CLI, "demo", "--config", str(path), "--json", "--requests", "60", "--seed", "11"],
+    proc = subprocess.Popen([*CLI, "demo", "--config", str(path), "--json", "--requests", "100", "--seed", "11"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: dict[int, int | None] = {}
     deadline = time.monotonic() + 90
@@ -43,8 +43,8 @@ def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_
     s = json.loads(out)
 
     # Every request answered, through the proxy (the trailer names the backend).
-    assert s["totals"]["requests"] == s["planned"] == 60
-    assert s["totals"]["ok"] == 60, s["error_examples"]
+    assert s["totals"]["requests"] == s["planned"] == 100
+    assert s["totals"]["ok"] == 100, s["error_examples"]
     results = s["results"]
     # Routed calls carry the x-fastpath-backend trailer; a session's pinned connection is relayed
     # verbatim, so there the site is named by the response itself.
