@@ -5,8 +5,16 @@ import pytest
 
 from fastpath.config import AXES
 from fastpath.router import LiveStats, RequestFeatures, Router, build_snapshot
+from fastpath.router import router as router_module
 
 from .fleets import fleet, site, telemetry
+
+
+@pytest.fixture(autouse=True, params=["python", "numpy"])
+def scoring_path(request, monkeypatch):
+    """Every decision is checked on both scoring paths: small fleets in Python, large in numpy."""
+    monkeypatch.setattr(router_module, "SCALAR_MAX", 10**6 if request.param == "python" else 0)
+    return request.param
 
 
 class Clock:

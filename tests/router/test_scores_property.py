@@ -151,3 +151,22 @@ def test_row_by_row_updates_equal_a_full_recompute(data):
         for k, v in incremental.items():
             np.testing.assert_allclose(v, getattr(state, k), rtol=1e-12, atol=1e-12, err_msg=k)
             assert np.isfinite(v).all(), k
+        for k in ("a", "c", "capacity", "health"):
+            assert getattr(state, k + "_l") == getattr(state, k).tolist(), k  # the small-fleet mirrors
+
+
+@given(st.data())
+@settings(max_examples=150, deadline=None)
+def test_small_fleet_python_path_and_numpy_path_decide_alike(data):
+    config = data.draw(fleets())
+    snap = build_snapshot(config, data.draw(telemetries(config)))
+    live = LiveStats(snap.n, fail_threshold=2, clock=lambda: 0.0)
+    python_path = Router(config, scalar_max=10**6)
+    numpy_path = Router(config, scalar_max=0)
+    for _ in range(3):
+        live_ops(data.draw, live, snap.n)
+        f = data.draw(features)
+        a, b = python_path.route(f, snap, live), numpy_path.route(f, snap, live)
+        assert (a.ranked, a.policy, a.reason, a.slo_met) == (b.ranked, b.policy, b.reason, b.slo_met)
+        for pos in range(len(a.ranked)):
+            assert a.header(pos) == b.header(pos)

@@ -84,6 +84,11 @@ class LoadState:
         self.capacity = snap.capacity_static + SLOT_SHARE * (1.0 - self.rho_c)
         self.health = (1.0 - snap.error_rate) * (1.0 - live.error_ewma)
         self.util = np.maximum(self.rho_c, snap.kv_usage)
+        # Python mirrors for the router's small-fleet path (scalar reads from lists are cheap).
+        self.a_l = self.a.tolist()
+        self.c_l = self.c.tolist()
+        self.capacity_l = self.capacity.tolist()
+        self.health_l = self.health.tolist()
         self.position = live.changes_end
 
     def update_row(self, i: int) -> None:
@@ -102,13 +107,15 @@ class LoadState:
             c = a * model + (1.0 - a) * obs
         else:
             a, c = 1.0, model
+        capacity = self._cap_static_l[i] + SLOT_SHARE * (1.0 - rho_c)
+        health = self._ok_l[i] * (1.0 - float(live.error_ewma[i]))
+        kv = self._kv_l[i]
         self.rho[i] = rho
         self.rho_c[i] = rho_c
-        self.a[i] = a
-        self.c[i] = c
-        self.capacity[i] = self._cap_static_l[i] + SLOT_SHARE * (1.0 - rho_c)
-        self.health[i] = self._ok_l[i] * (1.0 - float(live.error_ewma[i]))
-        kv = self._kv_l[i]
+        self.a[i] = self.a_l[i] = a
+        self.c[i] = self.c_l[i] = c
+        self.capacity[i] = self.capacity_l[i] = capacity
+        self.health[i] = self.health_l[i] = health
         self.util[i] = rho_c if rho_c > kv else kv
 
     def refresh(self) -> None:

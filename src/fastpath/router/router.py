@@ -60,6 +60,9 @@ TIE_EPS = 1e-9  # per config position: exact ties go to the earlier backend
 SLO_MISS = 1e6  # offset that ranks SLO misses after every SLO hit
 MAX_ENTRIES = 4096  # cached request shapes per snapshot before the cache is cleared
 PARTITION_MIN = 256  # fleets at least this large use argpartition for the top candidates
+# Up to this many candidates a plain Python loop beats numpy's per-call overhead
+# (measured with bench/router_cost.py; see Router.scalar_max).
+SCALAR_MAX = 12
 
 
 @dataclass(slots=True)
@@ -79,6 +82,12 @@ class _Entry:
     rtt: np.ndarray | None  # None: unknown client region
     warm: float  # affinity of a backend that serves the model
     reason: str = ""
+    # The same per candidate, as Python lists, for the small-fleet path.
+    cand: list[int] = field(default_factory=list)
+    bad_c: list[float] = field(default_factory=list)
+    bad_session_c: list[float] = field(default_factory=list)
+    rtt_c: list[float] = field(default_factory=list)
+    w_proximity_c: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -87,9 +96,9 @@ class _Explain:
 
     entry: _Entry
     scale_ms: float
-    pred: np.ndarray
-    capacity: np.ndarray
-    health: np.ndarray
+    pred: np.ndarray | dict[int, float]  # by backend index
+    capacity: np.ndarray | dict[int, float]
+    health: np.ndarray | dict[int, float]
     sticky: int  # session's backend, -1 = none
     sticky_affinity: float
 
@@ -143,9 +152,12 @@ class Decision:
 class Router:
     """Ranks backends for requests; one per proxy process (it caches per snapshot)."""
 
-    def __init__(self, config: Config, *, max_ranked: int = MAX_RANKED) -> None:
+    def __init__(self, config: Config, *, max_ranked: int = MAX_RANKED, scalar_max: int | None = None) -> None:
+        """max_ranked: candidates kept for failover; scalar_max: request shapes with at most
+        this many candidates are scored in plain Python, larger ones with numpy (same results)."""
         self.config = config
         self.max_ranked = max_ranked
+        self.scalar_max = SCALAR_MAX if scalar_max is None else scalar_max
         self.affinity_max_utilisation = config.affinity_max_utilisation
         self.set_policies(config.policies, config.default_policy)
         self._state: LoadState | None = None
@@ -183,6 +195,16 @@ class Router:
             return Decision([], policy, e.reason or self._why_none(f, policy, snap, live))
 
         scale = f.slo_ttft_ms if f.slo_ttft_ms > 0.0 else TTFT_SCALE_MS
+        sticky = -1
+        if f.session:
+            j = live.sessions.get(f.session)
+            if j is None:
+                j = snap.session_backend.get(f.session)
+            if j is not None and 0 <= j < snap.n and e.valid_l[j]:
+                sticky = j
+        if e.n_valid <= self.scalar_max:
+            return self._route_scalar(f, e, state, live, snap, policy, scale, sticky)
+
         w_ttft, _, w_aff, w_cap, _ = e.weights
         if e.rtt is not None:
             pred = state.a * e.rtt
@@ -191,15 +213,7 @@ class Router:
             pred = state.c.copy()
         capacity = state.capacity.copy()
         health = state.health.copy()
-
-        sticky = -1
         sticky_affinity = 0.0
-        if f.session:
-            j = live.sessions.get(f.session)
-            if j is None:
-                j = snap.session_backend.get(f.session)
-            if j is not None and 0 <= j < snap.n and e.valid_l[j]:
-                sticky = j
         ttft_w = scale + pred
         np.divide(w_ttft * scale, ttft_w, out=ttft_w)  # weighted TTFT score
         if sticky < 0:
@@ -221,29 +235,71 @@ class Router:
                 if n_valid == 0:
                     return Decision([], policy, self._why_none(f, policy, snap, live))
 
+        explain = _Explain(e, scale, pred, capacity, health, sticky, sticky_affinity)
         if f.slo_ttft_ms > 0.0:
             miss = pred > f.slo_ttft_ms
             if miss.any():
                 # Misses rank after every hit, best-predicted first; excluded stay at +inf.
                 bad = np.maximum(np.where(miss, SLO_MISS + pred, bad), bad)
-                ranked = self._top(bad, n_valid)
-                slo_met = int(np.count_nonzero(bad[ranked] < SLO_MISS))
-            else:
-                ranked = self._top(bad, n_valid)
-                slo_met = len(ranked)
-        else:
-            ranked = self._top(bad, n_valid)
-            slo_met = -1
-        return Decision(ranked, policy, "", slo_met,
-                        _Explain(e, scale, pred, capacity, health, sticky, sticky_affinity))
+                top = self._top(bad, n_valid)
+                return Decision(top.tolist(), policy, "", int((bad[top] < SLO_MISS).sum()), explain)
+            ranked = self._top(bad, n_valid).tolist()
+            return Decision(ranked, policy, "", len(ranked), explain)
+        return Decision(self._top(bad, n_valid).tolist(), policy, "", -1, explain)
 
-    def _top(self, bad: np.ndarray, n_valid: int) -> list[int]:
+    def _route_scalar(self, f: RequestFeatures, e: _Entry, state: LoadState, live: LiveStats,
+                      snap: FleetSnapshot, policy: str, scale: float, sticky: int) -> Decision:
+        """route() for few candidates: the same arithmetic, in the same order, per candidate."""
+        w_ttft, _, w_aff, w_cap, _ = e.weights
+        w_scale = w_ttft * scale
+        a, c, capacity, health = state.a_l, state.c_l, state.capacity_l, state.health_l
+        cooling = live.cooling() if live.n_cooling else None
+        slo = f.slo_ttft_ms
+        sticky_affinity = 0.0
+        if sticky >= 0:
+            statics = e.bad_session_c
+            if state.util[sticky] <= self.affinity_max_utilisation:
+                sticky_affinity = 1.0
+            sticky_adjust = w_aff * (sticky_affinity - 0.5 * e.warm)
+        else:
+            statics = e.bad_c
+            sticky_adjust = 0.0
+        preds: dict[int, float] = {}
+        caps: dict[int, float] = {}
+        oks: dict[int, float] = {}
+        items: list[tuple[float, int]] = []
+        for i, b, r, wp in zip(e.cand, statics, e.rtt_c, e.w_proximity_c):
+            if cooling is not None and cooling[i]:
+                continue
+            p = a[i] * r + c[i]
+            b = b - w_scale / (scale + p)
+            if i == sticky:
+                b -= sticky_adjust
+            cp = capacity[i]
+            hl = health[i]
+            b -= w_cap * cp
+            b -= wp * hl
+            if slo > 0.0 and p > slo:
+                b = max(SLO_MISS + p, b)
+            preds[i] = p
+            caps[i] = cp
+            oks[i] = hl
+            items.append((b, i))
+        if not items:
+            return Decision([], policy, self._why_none(f, policy, snap, live))
+        items.sort()
+        top = items[: self.max_ranked]
+        slo_met = -1 if slo <= 0.0 else sum(1 for b, _ in top if b < SLO_MISS)
+        return Decision([i for _, i in top], policy, "", slo_met,
+                        _Explain(e, scale, preds, caps, oks, sticky, sticky_affinity))
+
+    def _top(self, bad: np.ndarray, n_valid: int) -> np.ndarray:
         """Indices of the k lowest `bad` values (k = min(n_valid, max_ranked)), in order."""
         k = n_valid if n_valid < self.max_ranked else self.max_ranked
         if len(bad) >= PARTITION_MIN and k < len(bad):
             part = bad.argpartition(k - 1)[:k]
-            return part[bad[part].argsort()].tolist()
-        return bad.argsort()[:k].tolist()  # the method: np.argsort() adds a dispatch layer
+            return part[bad[part].argsort()]
+        return bad.argsort()[:k]  # the method: np.argsort() adds a dispatch layer
 
     # -- per request shape (cached) ------------------------------------------------------
 
@@ -281,6 +337,7 @@ class Router:
         tie = np.arange(n, dtype=np.float64) * TIE_EPS
         bad = np.where(valid, tie - static, np.inf)
         bad_session = np.where(valid, bad + w_aff * 0.5 * warm, np.inf)
+        cand = np.flatnonzero(valid)
         e = _Entry(
             policy=policy,
             weights=weights,
@@ -294,6 +351,11 @@ class Router:
             w_proximity=w_prox * proximity,
             rtt=rtt,
             warm=warm,
+            cand=cand.tolist(),
+            bad_c=bad[cand].tolist(),
+            bad_session_c=bad_session[cand].tolist(),
+            rtt_c=(rtt[cand] if rtt is not None else np.zeros(len(cand))).tolist(),
+            w_proximity_c=(w_prox * proximity)[cand].tolist(),
         )
         self._entries[key] = e
         return e
