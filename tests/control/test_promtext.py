@@ -25,7 +25,7 @@ opt_blanks = st.text(alphabet=" \t", max_size=3)
 
 @st.composite
 def samples(draw) -> Sample:
-    labels = draw(st.dictionaries(label_names, label_values, max_size=4))
+    labels = draw(st.dictionaries(label_names, label_values, max_size=3))
     return Sample(draw(metric_names), tuple(labels.items()), draw(values), draw(timestamps))
 
 
@@ -35,7 +35,7 @@ def same(a: Sample, b: Sample) -> bool:
 
 
 @relaxed
-@given(st.lists(samples(), max_size=20))
+@given(st.lists(samples(), max_size=8))
 def test_formatted_samples_parse_back_exactly(ss: list[Sample]) -> None:
     text = "\n".join(promtext.format_sample(s) for s in ss) + "\n"
     out = parse(text)
@@ -107,7 +107,7 @@ def _comment_lines(text: str) -> set[int]:
 
 
 @relaxed
-@given(st.lists(samples(), min_size=1, max_size=10), st.data())
+@given(st.lists(samples(), min_size=1, max_size=5), st.data())
 def test_a_bad_line_is_named_by_number_and_skipped_alone_when_lenient(ss, data) -> None:
     lines = [promtext.format_sample(s) for s in ss]
     at = data.draw(st.integers(0, len(lines)))
