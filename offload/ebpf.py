@@ -37,6 +37,8 @@ log = logging.getLogger("fastpath.offload.ebpf")
 
 TO_BACKEND, TO_CLIENT = 0, 1
 DRAIN_STALL_S = 5.0  # give up on a FIN drain that made no progress for this long
+MAX_BACKLOG = 64 << 20  # bytes the kernel may hold for a peer that does not read
+BACKLOG_CHECK_S = 0.1  # how often the backlog of every flow is checked
 EV_WATCH = select.EPOLLRDHUP
 
 
@@ -62,6 +64,7 @@ class _Flow:
     backend_addr: tuple[str, int]
     written0: list[int]  # bytes_written of the target socket of each direction at handoff
     python: list[int] = field(default_factory=lambda: [0, 0])
+    written_seen: list[int] = field(default_factory=lambda: [0, 0])  # last bytes_written - written0 read, per direction
     draining: dict[int, tuple[int, float]] = field(default_factory=dict)  # dir -> (last progress, deadline)
     ended: bool = False
 
@@ -78,12 +81,18 @@ class EbpfDriver(SteeringTable):
     pin_dir: use the maps `fastpath bpf load` pinned there when present;
     otherwise (or with pin_dir=None) load a private copy for this process,
     sized for `max_flows` flows (default FP_MAX_FLOWS).
+
+    max_backlog bounds kernel memory: the splice has no backpressure (a
+    redirected buffer waits in the peer's queue however slow the peer reads,
+    and the sender's window stays open), so a flow holding more than this
+    many bytes for a peer that does not read is aborted.
     """
 
     name = "ebpf"
     path = "kernel"
 
-    def __init__(self, pin_dir: Path | str | None = "default", max_flows: int | None = None) -> None:
+    def __init__(self, pin_dir: Path | str | None = "default", max_flows: int | None = None,
+                 max_backlog: int = MAX_BACKLOG) -> None:
         if pin_dir == "default":
             pin_dir = loader.default_pin_dir()
         if pin_dir is not None and loader.is_pinned(Path(pin_dir)):
@@ -104,6 +113,8 @@ class EbpfDriver(SteeringTable):
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._ep.register(self._wake_r, select.EPOLLIN)
         self._closing = False
+        self.max_backlog = max_backlog
+        self._next_backlog_check = 0.0
         self._thread = threading.Thread(target=self._watch, name="fastpath-splice-watch", daemon=True)
         self._thread.start()
 
@@ -295,7 +306,7 @@ class EbpfDriver(SteeringTable):
                     return
                 busy = any(f.draining for f in self._flows.values())
             try:
-                events = self._ep.poll(0.002 if busy else 1.0)
+                events = self._ep.poll(0.002 if busy else BACKLOG_CHECK_S)
             except OSError:
                 return
             with self._lock:
@@ -321,6 +332,15 @@ class EbpfDriver(SteeringTable):
                     except Exception as e:
                         log.exception("splice drain: session %s", flow.session)
                         self._end(flow, f"drain error: {e}", abort=True)
+                now = time.monotonic()
+                if now >= self._next_backlog_check:
+                    self._next_backlog_check = now + BACKLOG_CHECK_S
+                    for flow in list(self._flows.values()):
+                        try:
+                            self._check_backlog(flow)
+                        except Exception as e:
+                            log.exception("splice backlog check: session %s", flow.session)
+                            self._end(flow, f"backlog check error: {e}", abort=True)
 
     def _on_event(self, flow: _Flow, side: _Side, ev: int) -> None:
         if flow.ended:
@@ -373,6 +393,26 @@ class EbpfDriver(SteeringTable):
                 self._end(flow, f"peer stopped taking bytes ({flow.python[d] + kernel[d] - sent} unsent)", abort=True)
                 return
         self._maybe_done(flow)
+
+    def _check_backlog(self, flow: _Flow) -> None:
+        """Aborts a flow whose peer lets more than max_backlog bytes pile up in the kernel."""
+        if flow.ended:
+            return
+        stats = self._stats(flow)
+        kernel = (stats.bytes_to_backend, stats.bytes_to_client)
+        for d in (TO_BACKEND, TO_CLIENT):
+            bound = flow.python[d] + kernel[d] - flow.written_seen[d]
+            if bound <= self.max_backlog:
+                continue  # cannot exceed the limit: no socket call needed
+            flow.written_seen[d] = tcp_sockets.bytes_written(flow.target(d).sock) - flow.written0[d]
+            backlog = flow.python[d] + kernel[d] - flow.written_seen[d]
+            if backlog > self.max_backlog:
+                who = "backend" if d == TO_BACKEND else "client"
+                reason = (f"the {who} is not reading: {backlog} bytes waited in the kernel for it (limit {self.max_backlog}); "
+                          "flow aborted to bound kernel memory")
+                log.warning("session %s: %s", flow.session, reason)
+                self._end(flow, reason, abort=True)
+                return
 
     def _maybe_done(self, flow: _Flow) -> None:
         if not flow.ended and flow.client.eof and flow.backend.eof and not flow.draining:

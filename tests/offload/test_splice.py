@@ -301,3 +301,40 @@ def test_splice_refuses_what_is_not_a_connected_tcp_socket(driver):
     finally:
         udp.close()
         unconnected.close()
+
+
+def test_a_peer_that_does_not_read_cannot_pile_up_kernel_memory(bpf_ready):
+    """The splice has no backpressure; the driver aborts a flow whose peer stopped reading."""
+    from fastpath.offload.ebpf import EbpfDriver
+
+    def pair():
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        c = socket.create_connection(lst.getsockname())
+        s, _ = lst.accept()
+        lst.close()
+        return c, s
+
+    with EbpfDriver(pin_dir=None, max_backlog=8 * MB) as driver:
+        client, rc = pair()
+        rb, server = pair()  # `server` never reads
+        installed = driver.splice("s-flood", rc, rb)
+        assert installed.path == "kernel"
+        client.setblocking(False)
+        chunk = bytes(64 * 1024)
+        deadline = time.monotonic() + 15
+        pushed = 0
+        while not installed.done and time.monotonic() < deadline:
+            try:
+                pushed += client.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                break
+        assert installed.wait(5), f"flow not aborted after {pushed} bytes pushed at a peer that does not read"
+        assert "backend is not reading" in installed.end_reason
+        assert pushed > 8 * MB
+        assert map_entries(driver) == {"socks": 0, "peers": 0, "flows": 0}
+        client.close()
+        server.close()
