@@ -29,8 +29,10 @@ def _watch_descendants(proc: subprocess.Popen, seen: dict[int, int | None]) -> N
 
 def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_load(config, tmp_path):
     path = config.write(tmp_path / "fastpath.toml")
+    # Output to files: a pipe nobody reads while the demo runs would fill up and stall it.
+    out_f, err_f = open(tmp_path / "out.json", "w+"), open(tmp_path / "err.txt", "w+")
     proc = subprocess.Popen([*CLI, "demo", "--config", str(path), "--json", "--requests", "100", "--seed", "11"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=out_f, stderr=err_f, text=True)
     seen: dict[int, int | None] = {}
     deadline = time.monotonic() + 90
     while proc.poll() is None and time.monotonic() < deadline:
@@ -38,7 +40,10 @@ def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_
         time.sleep(0.2)
     if proc.poll() is None:
         proc.kill()
-    out, err = proc.communicate()
+    proc.wait()
+    out, err = (tmp_path / "out.json").read_text(), (tmp_path / "err.txt").read_text()
+    out_f.close()
+    err_f.close()
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{err[-3000:]}"
     s = json.loads(out)
 
