@@ -29,7 +29,8 @@ from fastpath.gen import control_pb2, control_pb2_grpc
 
 log = logging.getLogger("fastpath.control.controller")
 
-# Both ends of a WatchFleet stream find out about a dead peer from keepalive pings.
+# The controller finds vanished watchers with keepalive pings; watchers find a hung
+# controller by its missing heartbeat (see WatchFleet), and may ping every 10 s.
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
