@@ -115,6 +115,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
         "bpf_map_delete_elem": (ci, [ci, vp]),
         "bpf_map_get_next_key": (ci, [ci, vp, vp]),
+        "bpf_map_lookup_batch": (ci, [ci, vp, vp, vp, vp, ctypes.POINTER(cu32), vp]),
         "bpf_obj_pin": (ci, [ci, cp]),
         "bpf_obj_get": (ci, [cp]),
         "bpf_obj_get_info_by_fd": (ci, [ci, vp, ctypes.POINTER(cu32)]),
@@ -264,6 +265,45 @@ class Map:
             prev, nxt = nxt, self.key_type()
             if len(out) > 10_000_000:
                 raise BpfError(f"iteration of map {self.name}", errno.ELOOP)
+
+    def lookup_batches(self, chunk: int = 4096) -> Iterator[tuple[ctypes.Array, ctypes.Array, int]]:
+        """(keys, values, count) chunks of the whole map, a few syscalls in all (BPF_MAP_LOOKUP_BATCH).
+
+        Raises BpfError with EOPNOTSUPP where the kernel has no batch operations for this map type.
+        """
+        keys = (self.key_type * chunk)()
+        values = (self.value_type * chunk)()
+        token_in, token_out = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        first = True
+        while True:
+            count = ctypes.c_uint32(chunk)
+            rc = lib().bpf_map_lookup_batch(self.fd, None if first else ctypes.byref(token_in), ctypes.byref(token_out),
+                                            keys, values, ctypes.byref(count), None)
+            err = -rc if rc < 0 else 0
+            if err and err != errno.ENOENT:
+                if err == 524:  # the kernel's ENOTSUPP
+                    err = errno.EOPNOTSUPP
+                raise BpfError(f"batch lookup in map {self.name}", err)
+            if count.value:
+                yield keys, values, count.value
+            if err == errno.ENOENT:
+                return
+            token_in.value = token_out.value
+            first = False
+
+    def lookup_all(self) -> dict:
+        """Every key and value: batched where the kernel can, one lookup per key otherwise."""
+        out: dict = {}
+        try:
+            for keys, values, n in self.lookup_batches():
+                for i in range(n):
+                    k, v = keys[i], values[i]  # simple ctypes come back as Python ints
+                    out[k if isinstance(k, int) else bytes(k)] = self.value_type.from_buffer_copy(v) if isinstance(v, ctypes.Structure) else v
+        except BpfError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            return dict(self.items())
+        return out
 
     def items(self) -> list[tuple]:
         out = []
