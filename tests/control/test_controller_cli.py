@@ -26,10 +26,15 @@ def test_controller_process_prints_its_address_and_exits_cleanly_on_sigterm(tmp_
     assert log.count("a is unhealthy") == 1
 
 
-def test_bad_config_and_listen_address_are_explained(tmp_path) -> None:
+def test_bad_config_and_listen_address_are_explained(tmp_path, capsys) -> None:
+    from fastpath.cli import main
+
     bad = tmp_path / "bad.toml"
     bad.write_text("[control]\nlisten = 'nowhere'\n")
-    r = subprocess.run([PY, "-m", "fastpath.cli", "controller", "--config", str(bad)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "control.listen" in r.stderr and "host:port" in r.stderr
-    r = subprocess.run([PY, "-m", "fastpath.cli", "controller", "--listen", "1.2.3"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "--listen" in r.stderr
+    assert main(["controller", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "control.listen" in err and "host:port" in err
+    assert main(["controller", "--listen", "1.2.3"]) == 2
+    assert "--listen" in capsys.readouterr().err
+    assert main(["controller", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
