@@ -84,7 +84,7 @@ def test_a_repeated_header_keeps_the_last_value():
 
 @given(model=VISIBLE, region=TOKEN, session=VISIBLE, policy=TOKEN, slo=NUMBER, cost=NUMBER,
        allow=st.lists(TOKEN, min_size=1, max_size=32))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_valid_values_round_trip(model, region, session, policy, slo, cost, allow):
     headers = [
         (b"x-fastpath-model", model.encode()),
@@ -109,7 +109,7 @@ HEADER_NAMES = st.sampled_from([
 
 
 @given(st.lists(st.tuples(HEADER_NAMES, st.binary(max_size=300)), max_size=12))
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @example([(b"x-fastpath-max-cost", b"1_000")])
 @example([(b"x-fastpath-slo-ttft-ms", b" 12 ")])
 def test_arbitrary_values_either_parse_or_raise_metadata_error(headers):

@@ -62,14 +62,14 @@ def test_wrong_wire_type_for_model_name_is_malformed():
 
 
 @given(REQUESTS)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_round_trip_against_protobuf(msg):
     data = frame(msg.SerializeToString())
     assert model_from_infer_request(data) == (msg.model_name or None)
 
 
 @given(REQUESTS, st.data())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_truncated_requests_give_the_model_or_none_never_a_wrong_name(msg, data):
     whole = frame(msg.SerializeToString())
     cut = data.draw(st.integers(0, len(whole)))
@@ -89,7 +89,7 @@ def test_concatenated_messages_follow_protobuf_merge(a, b):
 
 
 @given(st.binary(max_size=600))
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 def test_arbitrary_bytes_never_raise(data):
     got = model_from_infer_request(data)
     assert got is None or (isinstance(got, str) and got)
@@ -108,7 +108,7 @@ def test_mutated_real_requests_never_raise_and_agree_with_protobuf_when_it_parse
     base = [frame(request(f"model-{i}" * (i % 5), id="abc", inputs=[("x", "FP32", [1, i])], raw=[bytes(i * 50)],
                           params={"p": "v"}).SerializeToString()) for i in range(20)]
     checked = 0
-    for _ in range(20000):
+    for _ in range(8000):
         data = bytearray(rnd.choice(base))
         for _ in range(rnd.randint(1, 4)):
             op = rnd.random()
@@ -130,7 +130,7 @@ def test_mutated_real_requests_never_raise_and_agree_with_protobuf_when_it_parse
             continue
         assert parsed.model_name == got
         checked += 1
-    assert checked > 1000  # the comparison really ran
+    assert checked > 400  # the comparison really ran
 
 
 @pytest.mark.parametrize("path, service", [

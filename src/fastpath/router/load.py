@@ -34,16 +34,13 @@ def queue_factor(rho: np.ndarray) -> np.ndarray:
     return 1.0 / np.maximum(1.0 - rho, 1.0 - RHO_KNEE) + KNEE_SLOPE * np.maximum(rho - RHO_KNEE, 0.0)
 
 
-def queue_factor_scalar(rho: float) -> float:
-    return 1.0 / max(1.0 - rho, 1.0 - RHO_KNEE) + KNEE_SLOPE * max(rho - RHO_KNEE, 0.0)
-
-
 class LoadState:
     """Load-dependent arrays for one (snapshot, LiveStats) pair.
 
-    Attributes (numpy, length N): rho (utilisation, may exceed 1), rho_c (capped
-    at 1), c and a (TTFT prediction pred = c + a * rtt), capacity (score in [0,1]),
-    health (score in [0,1]), util (max of slot and KV utilisation, for affinity).
+    Attributes (numpy, length N): c and a (TTFT prediction pred = c + a * rtt),
+    capacity (score in [0,1]), health (score in [0,1]), util (max of slot and KV
+    utilisation, capped at 1, for affinity); a_l, c_l, capacity_l, health_l are
+    the same as Python lists.
     """
 
     def __init__(self, snap: FleetSnapshot, live: LiveStats) -> None:
@@ -75,15 +72,14 @@ class LoadState:
         snap, live = self.snap, self.live
         load = np.maximum(live.inflight, self.load_offset + live.inflight)
         rho = load * self.inv_slots
-        self.rho = rho
-        self.rho_c = np.minimum(rho, 1.0)
+        rho_c = np.minimum(rho, 1.0)
         model = snap.prefill_ms * queue_factor(rho)
         obs = np.where(live.ttft_ewma_ms > 0.0, live.ttft_ewma_ms, snap.ttft_observed_ms)
         self.a = np.where(obs > 0.0, 1.0 - OBSERVED_WEIGHT, 1.0)
         self.c = self.a * model + (1.0 - self.a) * obs
-        self.capacity = snap.capacity_static + SLOT_SHARE * (1.0 - self.rho_c)
+        self.capacity = snap.capacity_static + SLOT_SHARE * (1.0 - rho_c)
         self.health = (1.0 - snap.error_rate) * (1.0 - live.error_ewma)
-        self.util = np.maximum(self.rho_c, snap.kv_usage)
+        self.util = np.maximum(rho_c, snap.kv_usage)
         # Python mirrors for the router's small-fleet path (scalar reads from lists are cheap).
         self.a_l = self.a.tolist()
         self.c_l = self.c.tolist()
@@ -95,10 +91,16 @@ class LoadState:
         """Backend i only, with the same formulas as recompute() in scalar form."""
         live = self.live
         inflight = float(live.inflight[i])
-        load = max(inflight, self._offset_l[i] + inflight)
+        load = self._offset_l[i] + inflight
+        if load < inflight:
+            load = inflight
         rho = load * self._inv_slots_l[i]
         rho_c = rho if rho < 1.0 else 1.0
-        model = self._prefill_l[i] * queue_factor_scalar(rho)
+        room = 1.0 - rho
+        model = self._prefill_l[i] * (
+            1.0 / (room if room > 1.0 - RHO_KNEE else 1.0 - RHO_KNEE)
+            + KNEE_SLOPE * (rho - RHO_KNEE if rho > RHO_KNEE else 0.0)
+        )
         obs = float(live.ttft_ewma_ms[i])
         if not obs > 0.0:
             obs = self._obs_l[i]
@@ -110,8 +112,6 @@ class LoadState:
         capacity = self._cap_static_l[i] + SLOT_SHARE * (1.0 - rho_c)
         health = self._ok_l[i] * (1.0 - float(live.error_ewma[i]))
         kv = self._kv_l[i]
-        self.rho[i] = rho
-        self.rho_c[i] = rho_c
         self.a[i] = self.a_l[i] = a
         self.c[i] = self.c_l[i] = c
         self.capacity[i] = self.capacity_l[i] = capacity

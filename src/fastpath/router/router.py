@@ -62,7 +62,7 @@ MAX_ENTRIES = 4096  # cached request shapes per snapshot before the cache is cle
 PARTITION_MIN = 256  # fleets at least this large use argpartition for the top candidates
 # Up to this many candidates a plain Python loop beats numpy's per-call overhead
 # (measured with bench/router_cost.py; see Router.scalar_max).
-SCALAR_MAX = 12
+SCALAR_MAX = 16
 
 
 @dataclass(slots=True)
