@@ -9,6 +9,7 @@ underneath.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -119,7 +120,10 @@ class Installed:
             self._done.set()
             callbacks, self._callbacks = self._callbacks, []
         for fn in callbacks:
-            fn(self)
+            try:
+                fn(self)
+            except Exception:  # one caller's callback must not break the driver's thread
+                logging.getLogger("fastpath.offload").exception("done callback of session %s failed", self.session)
 
 
 class SteeringTable(ABC):

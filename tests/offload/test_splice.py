@@ -338,3 +338,30 @@ def test_a_peer_that_does_not_read_cannot_pile_up_kernel_memory(bpf_ready):
         assert map_entries(driver) == {"socks": 0, "peers": 0, "flows": 0}
         client.close()
         server.close()
+
+
+def test_ipv6_flows_splice_too(driver):
+    def pair():
+        lst = socket.socket(socket.AF_INET6)
+        lst.bind(("::1", 0))
+        lst.listen()
+        c = socket.create_connection(lst.getsockname()[:2])
+        s, _ = lst.accept()
+        lst.close()
+        return c, s
+
+    client, rc = pair()
+    rb, server = pair()
+    installed = driver.splice("s-v6", rc, rb)
+    assert installed.path == "kernel"
+    payload = bytes(range(256)) * 4096
+    client.sendall(payload)
+    got = bytearray()
+    server.settimeout(10)
+    while len(got) < len(payload):
+        got += server.recv(MB)
+    assert bytes(got) == payload and driver.counters()["s-v6"].bytes_to_backend == len(payload)
+    assert driver.list()[0].client[0] == "::1"
+    client.close()
+    server.close()
+    assert installed.wait(10) and installed.end_reason == "closed"
