@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 
+import grpc
+
 from control_support import MetricsServer, ReadyServer, eventually, make_config, spawn_controller, stop_process
 
 from fastpath.control.watcher import FleetWatcher
@@ -149,5 +151,32 @@ def test_watcher_notices_a_hung_controller_and_follows_it_again_when_it_resumes(
             await asyncio.wait_for(task, 10)
             await asyncio.to_thread(stop_process, proc)
             await ready.stop()
+
+    asyncio.run(main())
+
+
+def test_policies_set_on_the_controller_reach_the_watcher() -> None:
+    async def main() -> None:
+        from fastpath.control.controller import Controller
+        from fastpath.gen import control_pb2_grpc
+
+        cfg = make_config([{"name": "a", "address": "127.0.0.1:1"}])
+        seen: list[pb.PolicyList] = []
+        async with Controller(cfg) as ctl:
+            w = FleetWatcher(ctl.address, "p", lambda s: None, on_policies=seen.append, policy_interval_s=0.05)
+            task = asyncio.create_task(w.run())
+            try:
+                await eventually(lambda: seen, what="the config's policies")
+                assert [p.name for p in seen[0].policies] == ["balanced"]
+                async with grpc.aio.insecure_channel(ctl.address) as ch:
+                    await control_pb2_grpc.ControlStub(ch).SetPolicy(pb.Policy(name="green", capacity=2, proximity=2))
+                await eventually(lambda: len(seen) == 2, what="the new policy")
+                green = next(p for p in seen[1].policies if p.name == "green")
+                assert (green.capacity, green.proximity, green.ttft) == (0.5, 0.5, 0.0)
+                await asyncio.sleep(0.3)
+                assert len(seen) == 2  # unchanged policies are not handed over again
+            finally:
+                await w.close()
+                await asyncio.wait_for(task, 5)
 
     asyncio.run(main())

@@ -5,7 +5,9 @@ WatchFleet stream open and hands each snapshot to `on_update`; when the
 controller is down or restarts it retries forever with capped backoff and
 the proxy keeps routing on the last snapshot. `observe()` is called on the
 request path, so it only appends a tuple to a bounded deque (the oldest is
-dropped when full); a background task sends batches every ~100 ms.
+dropped when full); a background task sends batches every ~100 ms. With
+`on_policies`, policies changed on the controller (SetPolicy) are polled and
+handed over too, since the fleet snapshot does not carry them.
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ class FleetWatcher:
         backoff_max_s: float = 2.0,
         report_timeout_s: float = 1.0,
         stale_after_s: float = 5.0,
+        on_policies: Callable[[control_pb2.PolicyList], None] | None = None,
+        policy_interval_s: float = 2.0,
     ) -> None:
         self.target = target
         self.proxy_id = proxy_id
@@ -65,6 +69,10 @@ class FleetWatcher:
         # long means it hangs (a stopped process still completes TCP handshakes), so reconnect.
         self.stale_after_s = stale_after_s
         self._handler_failing = False
+        # Policies changed with SetPolicy are not part of the fleet snapshot: poll them.
+        self.on_policies = on_policies
+        self.policy_interval_s = policy_interval_s
+        self.policies_seen: control_pb2.PolicyList | None = None
         self.latest: control_pb2.FleetTelemetry | None = None
         self.connected = False
         self.updates = 0
@@ -95,12 +103,15 @@ class FleetWatcher:
         """Follows the controller until close(); never raises for a missing controller."""
         self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         stub = control_pb2_grpc.ControlStub(self._channel)
-        flusher = asyncio.create_task(self._flush_loop(stub), name="fleetwatcher-flush")
+        helpers = [asyncio.create_task(self._flush_loop(stub), name="fleetwatcher-flush")]
+        if self.on_policies is not None:
+            helpers.append(asyncio.create_task(self._policy_loop(stub), name="fleetwatcher-policies"))
         try:
             await self._watch_loop(stub)
         finally:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            for t in helpers:
+                t.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._flush_once(stub, timeout_s=0.2)  # best effort: what is still pending
             await self._channel.close()
 
@@ -163,6 +174,22 @@ class FleetWatcher:
             except asyncio.TimeoutError:
                 pass
             backoff = min(backoff * 2, self.backoff_max_s)
+
+    async def _policy_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
+        """Calls on_policies with the controller's policies at start and whenever they change."""
+        assert self.on_policies is not None
+        while True:
+            try:
+                got = await stub.ListPolicies(control_pb2.ListPoliciesRequest(), timeout=self.report_timeout_s)
+            except grpc.aio.AioRpcError:
+                got = None  # unreachable: the watch loop logs that; keep the policies we have
+            if got is not None and got != self.policies_seen:
+                self.policies_seen = got
+                try:
+                    self.on_policies(got)
+                except Exception:
+                    log.exception("policy update handler failed")
+            await asyncio.sleep(self.policy_interval_s)
 
     async def _flush_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
         while True:
