@@ -1,0 +1,155 @@
+"""The seed corpus: inputs for each fuzz target built from real traffic, written in each target's layout.
+
+`python -m tests.fuzz.seeds` (re)writes tests/fuzz/corpus/<target>/. Sources:
+a stock grpcio client and server recorded on the wire (traffic_capture),
+header blocks from the reference `hpack` encoder (Huffman on and off, table
+sizes that force eviction), real ModelInferRequests, and the Prometheus
+pages the simulated sites and the proxy really serve.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import hpack
+
+from fastpath.control import promtext
+from fastpath.dataplane.metrics import ProxyMetrics
+from fastpath.h2 import frames as fr
+from fastpath.router import features as ft
+from fastpath.sim import metrics as sim_metrics
+
+from . import target_features, target_model_name
+from .fuzz_input import chunk
+from .traffic_capture import METADATA, Capture, capture, infer_request
+
+CORPUS = Path(__file__).with_name("corpus")
+
+
+def _frames_seeds(cap: Capture) -> list[bytes]:
+    out = []
+    for stream in (cap.client_frames(), cap.server_to_client):
+        out += [b"\x00" + stream, b"\x05" + bytes((10, 60, 61, 130, 250)) + stream,
+                b"\x1f" + bytes(range(0, 256, 17)) + stream, b"\x20" + stream]
+    flood = fr.frame_header(10, fr.HEADERS, 0, 1) + b"\x00" * 10
+    flood += b"".join(fr.frame_header(30, fr.CONTINUATION, 0, 1) + b"\x00" * 30 for _ in range(5))
+    out.append(b"\x20" + flood)
+    padded = fr.frame_header(12, fr.HEADERS, fr.PADDED | fr.PRIORITY_FLAG | fr.END_HEADERS, 3)
+    out.append(b"\x00" + padded + b"\x02" + b"\x00\x00\x00\x01\x10" + b"\x82\x84\x86\x00\x00\x00")
+    out.append(b"\x00" + fr.settings_frame({fr.SETTINGS_MAX_FRAME_SIZE: 20000, fr.SETTINGS_ENABLE_PUSH: 0})
+               + fr.goaway_frame(7, fr.ENHANCE_YOUR_CALM, b"calm") + fr.rst_stream_frame(5, fr.CANCEL)
+               + fr.window_update_frame(0, 1 << 20) + fr.ping_frame(b"12345678"))
+    return out
+
+
+def _header_blocks(cap: Capture) -> list[bytes]:
+    return [p for t, _, _, p in fr.FrameReader().feed(cap.client_frames()) if t == fr.HEADERS]
+
+
+def _server_header_blocks(cap: Capture) -> list[bytes]:
+    return [p for t, _, _, p in fr.FrameReader().feed(cap.server_to_client) if t == fr.HEADERS]
+
+
+def _hpack_seeds(cap: Capture) -> list[bytes]:
+    out = [b"\x00" + b"".join(chunk(b) for b in _header_blocks(cap)) + b"\x00",
+           b"\x00" + b"".join(chunk(b) for b in _server_header_blocks(cap))]
+    request = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/inference.GRPCInferenceService/ModelInfer"),
+               (b":authority", b"127.0.0.1:50051"), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+               (b"grpc-timeout", b"9998m"), *((k.encode(), v.encode()) for k, v in METADATA)]
+    for head, table, huffman in ((0, 4096, True), (0, 4096, False), (1, 256, True), (3, 64, False), (4, 4096, True)):
+        enc = hpack.Encoder()
+        enc.header_table_size = table
+        blocks = [enc.encode(request, huffman=huffman) for _ in range(2)]
+        blocks.append(enc.encode(request[:6] + [(b"x-request-id", b"req-0002")], huffman=huffman))
+        out.append(bytes((head,)) + b"".join(chunk(b) for b in blocks) + b"\x00")
+    out.append(b"\x02" + chunk(b"\x20") + chunk(b"\x3f\xe1\x1f"))  # table to 0, then an update above the limit
+    return out
+
+
+def _features_record(name: bytes, value: bytes) -> bytes:
+    if name in target_features.NAMES:
+        return bytes((target_features.NAMES.index(name),)) + chunk(value)
+    return b"\xf0" + chunk(name) + chunk(value)
+
+
+def _features_seeds(cap: Capture) -> list[bytes]:
+    out = []
+    dec = hpack.Decoder()
+    for block in _header_blocks(cap):
+        headers = dec.decode(block, raw=True)
+        out.append(b"".join(_features_record(bytes(n), bytes(v)) for n, v in headers))
+    odd = [(ft.MODEL, b"  llama-3-8b  "), (ft.REGION, b"eu_west.2"), (ft.SLO_TTFT_MS, b"1e3"), (ft.MAX_COST, b"-0"),
+           (ft.ALLOW_REGIONS, b" b , a,a,"), (ft.SESSION, b""), (ft.POLICY, b"cost first"), (ft.SLO_TTFT_MS, b"nan")]
+    out.append(b"".join(_features_record(n, v) for n, v in odd))
+    return out
+
+
+def _model_seeds(cap: Capture) -> list[bytes]:
+    out = []
+    data = [p for t, _, _, p in fr.FrameReader().feed(cap.client_frames()) if t == fr.DATA and p]
+    out += [b"\x00" + p for p in data]
+    for model in ("llama-3-8b", "mistral-7b", "ünïcode-模型", ""):
+        body = infer_request(model).SerializeToString()
+        out.append(b"\x00" + target_model_name.frame(body))
+        out.append(b"\x00" + target_model_name.frame(body)[: 5 + len(body) // 2])
+        m = model.encode()
+        built = b"\x01" + chunk(m) + chunk(b"r-1") + b"\x01" + chunk(b"text_input") + chunk(b"hi") + b"\x01\x08\x00\x00"
+        out += [built + b"\xff", built + b"\x40", b"\x03" + built[1:] + chunk(b"second-model") + b"\xff",
+                b"\x05" + built[1:] + b"\xff"]
+    return out
+
+
+def _promtext_seeds() -> list[bytes]:
+    counters = {m: sim_metrics.ModelCounters() for m in ("llama-3-8b", "mistral-7b")}
+    for c in counters.values():
+        for v in (0.01, 0.2, 3.0):
+            c.ttft.observe(v)
+    page = sim_metrics.render(site="use1-a100", models=tuple(counters), waiting={"llama-3-8b": 2},
+                              running={"mistral-7b": 1}, cache_usage=0.25, counters=counters, power_draw=2500.0,
+                              power_budget=6000.0, slots=8, kv_hits=3, kv_misses=1, fault="none")
+    proxy = ProxyMetrics()
+    proxy.requests[("use1-a100", "ok")] += 5
+    proxy.limits_hit["rapid_reset"] += 1
+    hand = (
+        '# HELP weird_total A help with \\\\ and \\n escapes\n# TYPE weird_total counter\n'
+        'weird_total{path="/a\\"b\\\\c\\nd",code="200",} 1.5e3 1700000000000\n'
+        'weird_total{path="x"} +Inf\nweird_total{path="y"} NaN\n  spaced:metric \t -0.5  \r\n'
+        '# a comment\n\nbad{label=} 1\nname_only\n'
+    )
+    return [page.encode(), proxy.render({"fastpath_sessions": 3.0}).encode(), hand.encode(),
+            promtext.format_sample(promtext.Sample("x", (("a", 'q"\n\\'),), float("-inf"), -5)).encode(),
+            b"\xff\xfe not utf-8\nok 1\n"]
+
+
+def build() -> dict[str, list[bytes]]:
+    """Seed inputs per target name, built fresh (about a second: it makes real gRPC calls)."""
+    cap = capture()
+    return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "features": _features_seeds(cap),
+            "model_name": _model_seeds(cap), "promtext": _promtext_seeds()}
+
+
+def write(root: Path = CORPUS) -> dict[str, int]:
+    """Writes each seed as corpus/<target>/seed-<sha1 prefix>; returns how many per target."""
+    counts = {}
+    for target, seeds in build().items():
+        d = root / target
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.glob("seed-*"):
+            old.unlink()
+        for s in seeds:
+            (d / f"seed-{hashlib.sha1(s).hexdigest()[:12]}").write_bytes(s)
+        counts[target] = len(seeds)
+    return counts
+
+
+def load(target: str, root: Path = CORPUS) -> list[bytes]:
+    """Every corpus file of a target (seeds, and any reproducers kept next to them)."""
+    d = root / target
+    return [p.read_bytes() for p in sorted(d.iterdir())] if d.is_dir() else []
+
+
+if __name__ == "__main__":
+    for name, n in write().items():
+        print(f"{name}: {n} seeds in {CORPUS / name}")
+    sys.exit(0)
