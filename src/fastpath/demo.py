@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"could not run the stack: {e}")
         return 1
     except KeyboardInterrupt as e:
-        _say(f"interrupted ({e or 'SIGINT'}): every process stopped")
+        _say(f"interrupted ({str(e) or 'SIGINT'}): every process stopped")
         return 130
     finally:
         signal.signal(signal.SIGTERM, old)

@@ -572,7 +572,6 @@ def run(args: argparse.Namespace) -> int:
         received.append(signal.Signals(signum).name)
         stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     say = lambda msg: print(f"fastpath up: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.logs else None
     try:
@@ -581,6 +580,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         say(str(e))
         return 2
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
         say(f"starting the fleet, {'controller and ' if not args.no_controller else ''}proxy ...")
