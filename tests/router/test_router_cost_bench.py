@@ -6,7 +6,7 @@ import pytest
 from fastpath.bench import router_cost
 
 FIELDS = {"backends", "constraints", "active", "requests", "routed_fraction", "p50_us", "p90_us", "p99_us",
-          "mean_us", "header_us", "snapshot_build_us", "first_route_us"}
+          "mean_us", "loop_cpu_us", "header_us", "snapshot_build_us", "first_route_us"}
 
 
 def test_measure_reports_one_row_per_size_and_constraint_count():

@@ -265,6 +265,19 @@ def test_observed_ttft_moves_the_prediction():
     assert d.axes(d.ranked.index(0))["predicted_ttft_ms"] == pytest.approx((25 * 1 + 2 + 900) / 2)
 
 
+def test_ttft_observed_from_the_clients_region_is_used_for_that_region():
+    cfg = fleet(site("a", "mid"), site("b", "mid"))
+    # Clients in "near" see a slow (say, a congested path); clients in "far" see it fast.
+    tele = telemetry(cfg, a={"ttft_ms_by_region": {"near": 800.0, "far": 20.0}})
+    router, snap, live = setup(cfg, tele)
+    near = router.route(RequestFeatures(model="m", region="near", policy="latency-first"), snap, live)
+    far = router.route(RequestFeatures(model="m", region="far", policy="latency-first"), snap, live)
+    assert near.ranked[0] == 1 and far.ranked[0] == 0
+    assert near.axes(near.ranked.index(0))["predicted_ttft_ms"] == pytest.approx((25 + 30) / 2 + 800 / 2)
+    live.first_byte(0, 5.0)  # the proxy's own mixed-region figure does not override the regional one
+    assert router.route(RequestFeatures(model="m", region="near", policy="latency-first"), snap, live).ranked[0] == 1
+
+
 def test_header_parses_back_to_the_scores_that_ranked():
     cfg = fleet(site("a", "near", cost=0.3), site("b", "far", cost=0.9), site("c", "mid", cost=0.5))
     tele = telemetry(cfg, a={"num_requests_running": 5, "gpu_cache_usage_perc": 0.4, "power_draw_watts": 2500},

@@ -49,6 +49,8 @@ def telemetries(draw, config):
             power_budget_watts=draw(st.one_of(st.just(0.0), st.floats(0, 9000), ODD)),
             ttft_ms_observed=draw(st.one_of(st.just(0.0), VALUE)), error_rate=draw(FRACTION),
             max_num_seqs=draw(st.one_of(st.just(0.0), VALUE)),
+            ttft_ms_by_region=draw(st.dictionaries(st.sampled_from([*REGIONS, "elsewhere"]),
+                                                   st.one_of(st.just(0.0), VALUE), max_size=3)),
         )
     for k in range(draw(st.integers(0, 3))):
         t.session_backend[f"s{k}"] = draw(st.sampled_from([b.name for b in config.backends] + ["gone"]))
@@ -146,12 +148,12 @@ def test_row_by_row_updates_equal_a_full_recompute(data):
     for _ in range(3):
         live_ops(data.draw, live, snap.n)
         state.refresh()
-        incremental = {k: getattr(state, k).copy() for k in ("a", "c", "capacity", "health", "util")}
+        incremental = {k: getattr(state, k).copy() for k in ("model", "a", "c", "capacity", "health", "util")}
         state.recompute()
         for k, v in incremental.items():
             np.testing.assert_allclose(v, getattr(state, k), rtol=1e-12, atol=1e-12, err_msg=k)
             assert np.isfinite(v).all(), k
-        for k in ("a", "c", "capacity", "health"):
+        for k in ("model", "a", "c", "capacity", "health"):
             assert getattr(state, k + "_l") == getattr(state, k).tolist(), k  # the small-fleet mirrors
 
 

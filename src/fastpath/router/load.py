@@ -14,6 +14,8 @@ Model of time to first token at backend i (ms), for a client RTT r:
           = (model + observed) / 2      with an observed TTFT (the proxy's own EWMA,
                                         else the controller's)
 stored as pred = c + a * r with a in {1, 0.5}, so a request needs two array operations.
+The controller's TTFT observed from the request's own client region, when it has
+one, replaces `observed` (the router applies it per region, from `model`).
 """
 from __future__ import annotations
 
@@ -37,9 +39,9 @@ def queue_factor(rho: np.ndarray) -> np.ndarray:
 class LoadState:
     """Load-dependent arrays for one (snapshot, LiveStats) pair.
 
-    Attributes (numpy, length N): c and a (TTFT prediction pred = c + a * rtt),
+    Attributes (numpy, length N): model (queueing x prefill, ms), c and a (TTFT prediction pred = c + a * rtt),
     capacity (score in [0,1]), health (score in [0,1]), util (max of slot and KV
-    utilisation, capped at 1, for affinity); a_l, c_l, capacity_l, health_l are
+    utilisation, capped at 1, for affinity); model_l, a_l, c_l, capacity_l, health_l are
     the same as Python lists.
     """
 
@@ -74,6 +76,7 @@ class LoadState:
         rho = load * self.inv_slots
         rho_c = np.minimum(rho, 1.0)
         model = snap.prefill_ms * queue_factor(rho)
+        self.model = model
         obs = np.where(live.ttft_ewma_ms > 0.0, live.ttft_ewma_ms, snap.ttft_observed_ms)
         self.a = np.where(obs > 0.0, 1.0 - OBSERVED_WEIGHT, 1.0)
         self.c = self.a * model + (1.0 - self.a) * obs
@@ -81,6 +84,7 @@ class LoadState:
         self.health = (1.0 - snap.error_rate) * (1.0 - live.error_ewma)
         self.util = np.maximum(rho_c, snap.kv_usage)
         # Python mirrors for the router's small-fleet path (scalar reads from lists are cheap).
+        self.model_l = model.tolist()
         self.a_l = self.a.tolist()
         self.c_l = self.c.tolist()
         self.capacity_l = self.capacity.tolist()
@@ -112,6 +116,7 @@ class LoadState:
         capacity = self._cap_static_l[i] + SLOT_SHARE * (1.0 - rho_c)
         health = self._ok_l[i] * (1.0 - float(live.error_ewma[i]))
         kv = self._kv_l[i]
+        self.model[i] = self.model_l[i] = model
         self.a[i] = self.a_l[i] = a
         self.c[i] = self.c_l[i] = c
         self.capacity[i] = self.capacity_l[i] = capacity

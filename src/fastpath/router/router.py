@@ -20,7 +20,9 @@ Semantics, in order:
 2. Axes, each in [0, 1] (1 = best):
    ttft      S / (S + predicted TTFT), S = the request's SLO, else TTFT_SCALE_MS;
              the prediction is in fastpath.router.load (queueing 1/(1-rho),
-             prefill, RTT from the client region, blended with observed TTFT);
+             prefill, RTT from the client region, blended with observed TTFT:
+             the controller's figure for the client's region when it has one,
+             else the proxy's own, else the controller's overall figure);
    cost      (ref - cost) / (ref - cheapest in fleet), ref = the request's
              max_cost, else the dearest backend in the fleet;
    affinity  1 on the session's previous backend (the proxy's own memory, else
@@ -51,7 +53,7 @@ import numpy as np
 from fastpath.config import AXES, Config, Policy
 from fastpath.router.features import RequestFeatures
 from fastpath.router.live import LiveStats
-from fastpath.router.load import LoadState
+from fastpath.router.load import OBSERVED_WEIGHT, LoadState
 from fastpath.router.snapshot import NEUTRAL, FleetSnapshot
 
 TTFT_SCALE_MS = 100.0  # predicted TTFT that scores 0.5 when the request has no SLO
@@ -80,6 +82,8 @@ class _Entry:
     proximity: np.ndarray
     w_proximity: np.ndarray  # weight x proximity score
     rtt: np.ndarray | None  # None: unknown client region
+    region_observed: np.ndarray | None  # bool: the controller has a TTFT seen from this region
+    region_observed_w: np.ndarray | None  # OBSERVED_WEIGHT x that TTFT
     warm: float  # affinity of a backend that serves the model
     reason: str = ""
     # The same per candidate, as Python lists, for the small-fleet path.
@@ -87,6 +91,7 @@ class _Entry:
     bad_c: list[float] = field(default_factory=list)
     bad_session_c: list[float] = field(default_factory=list)
     rtt_c: list[float] = field(default_factory=list)
+    region_observed_w_c: list[float] = field(default_factory=list)  # -1: none for this candidate
     w_proximity_c: list[float] = field(default_factory=list)
 
 
@@ -211,6 +216,11 @@ class Router:
             pred += state.c
         else:
             pred = state.c.copy()
+        if e.region_observed is not None:
+            regional = state.model + e.rtt if e.rtt is not None else state.model.copy()
+            regional *= 1.0 - OBSERVED_WEIGHT
+            regional += e.region_observed_w
+            pred = np.where(e.region_observed, regional, pred)
         capacity = state.capacity.copy()
         health = state.health.copy()
         sticky_affinity = 0.0
@@ -252,7 +262,8 @@ class Router:
         """route() for few candidates: the same arithmetic, in the same order, per candidate."""
         w_ttft, _, w_aff, w_cap, _ = e.weights
         w_scale = w_ttft * scale
-        a, c, capacity, health = state.a_l, state.c_l, state.capacity_l, state.health_l
+        a, c, capacity, health, model = state.a_l, state.c_l, state.capacity_l, state.health_l, state.model_l
+        regional = e.region_observed_w_c if e.region_observed is not None else None
         cooling = live.cooling() if live.n_cooling else None
         slo = f.slo_ttft_ms
         sticky_affinity = 0.0
@@ -268,10 +279,13 @@ class Router:
         caps: dict[int, float] = {}
         oks: dict[int, float] = {}
         items: list[tuple[float, int]] = []
-        for i, b, r, wp in zip(e.cand, statics, e.rtt_c, e.w_proximity_c):
+        for k, (i, b, r, wp) in enumerate(zip(e.cand, statics, e.rtt_c, e.w_proximity_c)):
             if cooling is not None and cooling[i]:
                 continue
-            p = a[i] * r + c[i]
+            if regional is not None and regional[k] >= 0.0:
+                p = (model[i] + r) * (1.0 - OBSERVED_WEIGHT) + regional[k]
+            else:
+                p = a[i] * r + c[i]
             b = b - w_scale / (scale + p)
             if i == sticky:
                 b -= sticky_adjust
@@ -312,7 +326,7 @@ class Router:
         if weights is None:
             e = _Entry(
                 policy, (0.0,) * 5, np.zeros(n, bool), [False] * n, 0, np.full(n, np.inf), np.full(n, np.inf),
-                np.zeros(n), np.zeros(n), np.zeros(n), None, 0.0,
+                np.zeros(n), np.zeros(n), np.zeros(n), None, None, None, 0.0,
                 reason=f"unknown policy {policy!r}: configured policies are {sorted(self.weights)}; "
                 f"name one in x-fastpath-policy or omit the header for the default {self.default_policy!r}",
             )
@@ -331,6 +345,11 @@ class Router:
         if proximity is None:
             proximity = np.full(n, NEUTRAL)
         rtt = snap.rtt_ms.get(region)
+        observed = snap.ttft_observed_by_region.get(region)
+        region_observed = region_observed_w = None
+        if observed is not None and (observed > 0.0).any():
+            region_observed = observed > 0.0
+            region_observed_w = OBSERVED_WEIGHT * observed
         warm = 1.0 if model else 0.5
         w_ttft, w_cost, w_aff, w_cap, w_prox = weights
         static = w_cost * cost_score + w_aff * warm
@@ -350,12 +369,16 @@ class Router:
             proximity=proximity,
             w_proximity=w_prox * proximity,
             rtt=rtt,
+            region_observed=region_observed,
+            region_observed_w=region_observed_w,
             warm=warm,
             cand=cand.tolist(),
             bad_c=bad[cand].tolist(),
             bad_session_c=bad_session[cand].tolist(),
             rtt_c=(rtt[cand] if rtt is not None else np.zeros(len(cand))).tolist(),
             w_proximity_c=(w_prox * proximity)[cand].tolist(),
+            region_observed_w_c=(np.where(region_observed, region_observed_w, -1.0)[cand].tolist()
+                                 if region_observed is not None else []),
         )
         self._entries[key] = e
         return e
