@@ -158,9 +158,9 @@ def _role_splicerelay(backend_port: int) -> None:
 # ---- measurement --------------------------------------------------------------------
 
 
-def _spawn(role: str, *args: str, preexec: Any = None) -> tuple[subprocess.Popen, int]:
-    p = subprocess.Popen([sys.executable, "-m", "fastpath.bench.splice_bench", "--role", role, *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+def _spawn(role: str, *args: str, cgroup: Any = None) -> tuple[subprocess.Popen, int]:
+    argv = [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", role, *args]
+    p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready, _, _ = select.select([p.stdout], [], [], 20)
     line = p.stdout.readline().strip() if ready else ""
     if not line.isdigit():
@@ -270,10 +270,9 @@ def _role_client(port: int, conns: int, seconds: float, relay_pid: int) -> None:
 
 
 def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None) -> dict[str, float]:
-    p = subprocess.Popen([sys.executable, "-m", "fastpath.bench.splice_bench", "--role", "client",
-                          str(port), str(conns), str(seconds), str(relay_pid)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=cgroup.enter_in_child if cgroup else None)
+    argv = [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", "client",
+            str(port), str(conns), str(seconds), str(relay_pid)]
+    p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = p.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
@@ -366,7 +365,7 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
     notes: dict[str, str] = {}
 
     def spawn(role: str, *args: str, in_cgroup: bool = False) -> tuple[subprocess.Popen, int]:
-        p, port = _spawn(role, *args, preexec=cgroup.enter_in_child if in_cgroup and cgroup else None)
+        p, port = _spawn(role, *args, cgroup=cgroup if in_cgroup else None)
         procs.append(p)
         return p, port
 

@@ -34,7 +34,10 @@ def effective_caps() -> int:
 def missing_privileges() -> str:
     """Empty when this process may load sockmap programs, else what is missing."""
     caps = effective_caps()
-    has = lambda bit: bool(caps >> bit & 1)  # noqa: E731
+
+    def has(bit: int) -> bool:
+        return bool(caps >> bit & 1)
+
     missing = []
     if not (has(CAP_BPF) or has(CAP_SYS_ADMIN)):
         missing.append("CAP_BPF")
@@ -65,7 +68,7 @@ def open_driver(config_or_name: Any, **kwargs: Any) -> SteeringTable:
             return open_ebpf(**kwargs)
         module = importlib.import_module("fastpath.offload.dpu")
         return module.open_driver(config_or_name, **kwargs)
-    except Exception as e:  # anything that stops the driver leaves the proxy on Python
+    except Exception as e:  # noqa: BLE001 - anything that stops the driver leaves the proxy on Python
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         hint = {
             "ebpf": "check `fastpath bpf status`; build the objects with `make bpf`; run as root",

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from fastpath.offload import loader, tcp_sockets
 from fastpath.offload.libbpf import BPF_NOEXIST, BpfError
 from fastpath.offload.loader import SpliceMaps
@@ -42,6 +41,7 @@ TO_BACKEND, TO_CLIENT = 0, 1
 DRAIN_STALL_S = 5.0  # give up on a FIN drain that made no progress for this long
 MAX_BACKLOG = 64 << 20  # bytes the kernel may hold for a peer that does not read
 BACKLOG_CHECK_S = 0.1  # how often the backlog of every flow is checked
+BATCH_FROM = 64  # flows from which counters are read in batches
 EV_WATCH = select.EPOLLRDHUP
 
 
@@ -225,7 +225,7 @@ class EbpfDriver(SteeringTable):
     def list(self) -> list[Flow]:
         with self._lock:
             flows = list(self._flows.values())
-        raw = self.maps.flows.lookup_all() if len(flows) > 8 else None
+        raw = self.maps.flows.lookup_all() if len(flows) >= BATCH_FROM else None
         return [Flow(f.session, f.client_addr, f.backend_addr, "kernel", self._stats(f, raw), f.started) for f in flows]
 
     def errors(self) -> dict[str, int]:
@@ -260,7 +260,7 @@ class EbpfDriver(SteeringTable):
             if pid != mine and not _alive(pid):
                 removed += self.maps.peers.delete(ctypes.c_uint64(key))
                 self.maps.socks.delete(ctypes.c_uint64(key))
-        for key in self.maps.flows.keys():
+        for key in self.maps.flows.keys():  # noqa: SIM118 (a BPF map, not a dict)
             pid = int(key) >> 32
             if pid != mine and not _alive(pid):
                 removed += self.maps.flows.delete(ctypes.c_uint64(key))
@@ -405,8 +405,18 @@ class EbpfDriver(SteeringTable):
         self._maybe_done(flow)
 
     def _kernel_bytes(self) -> dict[int, tuple[int, int]]:
-        """flow id -> bytes the kernel moved each way, for every flow in the map, in a few syscalls."""
+        """flow id -> bytes the kernel moved each way, for this driver's flows.
+
+        One lookup per flow for a few flows; a batch read of the whole map
+        (which walks every hash bucket) once there are many.
+        """
         out: dict[int, tuple[int, int]] = {}
+        if len(self._flows) < BATCH_FROM:
+            for f in self._flows.values():
+                v = self.maps.flows.lookup(ctypes.c_uint64(f.flow_id))
+                if v is not None:
+                    out[f.flow_id] = (int(v.bytes[0]), int(v.bytes[1]))
+            return out
         try:
             for keys, values, n in self.maps.flows.lookup_batches():
                 ids = np.ctypeslib.as_array(keys)[:n].tolist()

@@ -229,6 +229,8 @@ class Map:
         self.key_type = key_type
         self.value_type = value_type
         self.owns_fd = owns_fd
+        self._max_entries: int | None = None
+        self._local = threading.local()  # batch buffers, one pair per thread
 
     def update(self, key: ctypes._CData, value: ctypes._CData, flags: int = BPF_ANY) -> None:
         rc = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), flags)
@@ -266,13 +268,21 @@ class Map:
             if len(out) > 10_000_000:
                 raise BpfError(f"iteration of map {self.name}", errno.ELOOP)
 
-    def lookup_batches(self, chunk: int = 4096) -> Iterator[tuple[ctypes.Array, ctypes.Array, int]]:
+    def lookup_batches(self, chunk: int | None = None) -> Iterator[tuple[ctypes.Array, ctypes.Array, int]]:
         """(keys, values, count) chunks of the whole map, a few syscalls in all (BPF_MAP_LOOKUP_BATCH).
 
-        Raises BpfError with EOPNOTSUPP where the kernel has no batch operations for this map type.
+        The arrays are reused per thread: read each chunk before asking for the
+        next. Raises BpfError with EOPNOTSUPP where the kernel has no batch
+        operations for this map type.
         """
-        keys = (self.key_type * chunk)()
-        values = (self.value_type * chunk)()
+        if chunk is None:
+            if self._max_entries is None:
+                self._max_entries = self.info().max_entries
+            chunk = max(1, min(4096, self._max_entries))
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None or len(bufs[0]) != chunk:
+            bufs = self._local.bufs = ((self.key_type * chunk)(), (self.value_type * chunk)())
+        keys, values = bufs
         token_in, token_out = ctypes.c_uint64(0), ctypes.c_uint64(0)
         first = True
         while True:

@@ -26,9 +26,9 @@ CTYPES: dict[str, type] = {
     "__s64": ctypes.c_int64,
 }
 
-_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
-_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+(.+?)[ \t]*$", re.M)
-_STRUCT = re.compile(r"\bstruct[ \t\n]+([A-Za-z_]\w*)[ \t\n]*\{(.*?)\}[ \t\n]*;", re.S)
+_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
+_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+(.+?)[ \t]*$", re.MULTILINE)
+_STRUCT = re.compile(r"\bstruct[ \t\n]+([A-Za-z_]\w*)[ \t\n]*\{(.*?)\}[ \t\n]*;", re.DOTALL)
 _FIELD = re.compile(r"^([A-Za-z_]\w*)[ \t\n]+([A-Za-z_]\w*)[ \t\n]*(?:\[[ \t\n]*(\w+)[ \t\n]*\])?$")
 _INT = re.compile(r"^(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)[uUlL]*$")
 

@@ -28,6 +28,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from fastpath.offload import libbpf
 from fastpath.offload.libbpf import BPF_NOEXIST, BpfError, Map
@@ -66,7 +67,10 @@ class MsgShortcuts:
         try:
             T, SC, FS = layout.structs["fp_tuple"], layout.structs["fp_shortcut"], layout.structs["fp_flow_stats"]
             u32, u64 = ctypes.c_uint32, ctypes.c_uint64
-            m = lambda const, k, v: Map(self.obj.map_fd(layout.str(const)), layout.str(const), k, v, owns_fd=False)  # noqa: E731
+
+            def m(const: str, k: type, v: type) -> Map:
+                return Map(self.obj.map_fd(layout.str(const)), layout.str(const), k, v, owns_fd=False)
+
             self.ends = m("FP_MAP_ENDS", T, u64)
             self.shortcuts = m("FP_MAP_SHORTCUTS", T, SC)
             self.watch = m("FP_MAP_WATCH_PORTS", u32, u32)
@@ -162,7 +166,7 @@ class MsgShortcuts:
             self.obj.close()
             self.obj = None
 
-    def __enter__(self) -> MsgShortcuts:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -176,10 +180,9 @@ class Cgroup:
         self.path = cgroup2_root() / name
         self.path.mkdir(exist_ok=False)
 
-    def enter_in_child(self) -> None:
-        """preexec_fn: moves the forked child into this cgroup before it execs."""
-        with open(self.path / "cgroup.procs", "w") as f:
-            f.write("0")
+    def wrap(self, argv: list[str]) -> list[str]:
+        """argv run inside this cgroup: a shell joins it, then execs argv (no preexec_fn, safe with threads)."""
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *argv]
 
     def close(self) -> None:
         """Removes the cgroup once its processes have exited (waits briefly)."""

@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Self
 
 PathName = Literal["python", "kernel", "dpu"]
 Addr = tuple[str, int]
@@ -159,7 +159,7 @@ class SteeringTable(ABC):
     def close(self) -> None:
         """Ends every flow and releases the driver's resources."""
 
-    def __enter__(self) -> SteeringTable:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

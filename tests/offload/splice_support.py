@@ -17,14 +17,16 @@ PEER = str(Path(__file__).with_name("peer_proc.py"))
 class Proc:
     """A peer_proc.py process, stopped by PID."""
 
-    def __init__(self, *args: str, preexec=None) -> None:
-        self.p = subprocess.Popen([sys.executable, PEER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  preexec_fn=preexec)
+    def __init__(self, *args: str, cgroup=None) -> None:
+        argv = [sys.executable, PEER, *args]
+        if cgroup is not None:
+            argv = cgroup.wrap(argv)
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     @classmethod
-    def in_cgroup(cls, cgroup, *args: str) -> "Proc":
+    def in_cgroup(cls, cgroup, *args: str) -> Proc:
         """Started inside `cgroup` (a fastpath.offload.skmsg.Cgroup), so its sockets can be shortcut."""
-        return cls(*args, preexec=cgroup.enter_in_child)
+        return cls(*args, cgroup=cgroup)
 
     def line(self, timeout: float = 10) -> str:
         ready, _, _ = select.select([self.p.stdout], [], [], timeout)

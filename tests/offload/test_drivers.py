@@ -5,10 +5,10 @@ import logging
 import socket
 
 import pytest
-
-from fastpath.config import load_config, parse_config
 from fastpath.offload.drivers import open_driver
 from fastpath.offload.none import NoneDriver
+
+from fastpath.config import load_config, parse_config
 
 
 def connected_pair() -> tuple[socket.socket, socket.socket, socket.socket]:

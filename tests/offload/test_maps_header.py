@@ -7,10 +7,10 @@ import shutil
 import subprocess
 
 import pytest
+from fastpath.offload.maps import HeaderError, load_layout, parse_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastpath.offload.maps import HeaderError, load_layout, parse_header
 from tests.offload.conftest import REPO
 
 SIZES = {"__u8": 1, "__u16": 2, "__u32": 4, "__u64": 8, "__s8": 1, "__s16": 2, "__s32": 4, "__s64": 8}

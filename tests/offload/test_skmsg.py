@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from tests.offload.splice_support import Proc, PythonRelay, exchange, header, relay_connect, wait_until
+from tests.offload.splice_support import (
+    Proc,
+    PythonRelay,
+    exchange,
+    header,
+    relay_connect,
+    wait_until,
+)
 
 pytestmark = pytest.mark.bpf
 
@@ -67,7 +74,7 @@ def test_shortcut_moves_bytes_past_the_relay(shortcut_cgroup):
     assert ms.remove("s-msg") and not ms.remove("s-msg")
     rc.close()
     rb.close()
-    assert wait_until(lambda: len(ms.ends.keys()) == 0 or all(k.local_port != server_port for k in ms.ends.keys()))
+    assert wait_until(lambda: len(ms.ends.keys()) == 0 or all(k.local_port != server_port for k in ms.ends.keys()))  # noqa: SIM118
 
 
 def test_ends_outside_the_cgroup_stay_on_the_relay(shortcut_cgroup):
