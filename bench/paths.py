@@ -125,6 +125,9 @@ def proxy_metric(metrics: str, name: str) -> float | None:
     return total if seen else None
 
 
+OFFLOAD_DRIVER = {"splice": "ebpf", "dpu": "dpu"}  # modes whose repeat sessions leave Python
+
+
 def _commit() -> str:
     """', commit abc1234' of the source tree the proxy runs from, when it is a git checkout."""
     import subprocess
@@ -144,7 +147,7 @@ def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
         if importlib.util.find_spec("fastpath.dataplane.server") is None:
             raise PathUnavailable("fastpath proxy not in this install yet (no module fastpath.dataplane.server)")
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        conf, metrics = fastpath_config(ctx.backend, ctx.workdir, "ebpf" if mode == "splice" else "none")
+        conf, metrics = fastpath_config(ctx.backend, ctx.workdir, OFFLOAD_DRIVER.get(mode, "none"))
         log = ctx.workdir / "fastpath-proxy.log"
         argv = procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
                                         "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1")
@@ -156,12 +159,13 @@ def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
             line = procs.read_line_until(proc, FASTPATH_READY, ctx.timeout_s)
             address = line[len(FASTPATH_READY):].split()[0]
             peers.wait_ready(address, proc, ctx.timeout_s, "fastpath proxy", log, metadata)
-            if mode == "splice":
-                # the session was seen once: from now on its connections go to the kernel from the start
+            if mode in OFFLOAD_DRIVER:
+                # the session was seen once: from now on its connections are offloaded from the start
                 peers.check_grpc(address, metadata=metadata)
                 if not (proxy_metric(metrics, "fastpath_offloaded_total") or 0) > 0:
                     tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
-                    raise PathUnavailable(f"kernel splice did not engage (fastpath_offloaded_total = 0): {tail.strip()}")
+                    raise PathUnavailable(f"offload driver {OFFLOAD_DRIVER[mode]} did not engage "
+                                          f"(fastpath_offloaded_total = 0): {tail.strip()}")
         except PathUnavailable:
             procs.stop(proc)
             raise
@@ -192,3 +196,5 @@ register(PathSpec("fastpath-pinned", "client → fastpath pinned mode (session r
                   _fastpath("pinned"), in_quick=False))
 register(PathSpec("fastpath-splice", "client → fastpath pinned mode, repeat session spliced in the kernel (eBPF sockmap) → backend",
                   _fastpath("splice"), in_quick=False))
+register(PathSpec("fastpath-dpu", "client → fastpath pinned mode, repeat session offloaded to the (emulated) DPU → backend",
+                  _fastpath("dpu"), in_quick=False))

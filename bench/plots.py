@@ -90,7 +90,8 @@ def router_cost(result: dict[str, Any], out: Path) -> Path | None:
         p99 = _find(r, "p99_us", "decision_p99_us", "p99")
         if size is None or p50 is None:
             continue
-        label = str(_find(r, "constraints", "case", "label", "variant") or "route()")
+        c = _find(r, "constraints", "case", "label", "variant")
+        label = "route()" if c is None else (f"{c} constraints" if isinstance(c, int) else str(c))
         pts.setdefault(label, []).append((float(size), float(p50), float(p99) if p99 is not None else None))
     if not pts:
         return None
