@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from fastpath.offload import loader, tcp_sockets
-from fastpath.offload.libbpf import BPF_NOEXIST, BpfError
+from fastpath.offload.libbpf import BPF_NOEXIST, BpfError, Map
 from fastpath.offload.loader import SpliceMaps
 from fastpath.offload.steering import Flow, FlowStats, Installed, SteeringTable, addr_of
 
@@ -417,17 +417,7 @@ class EbpfDriver(SteeringTable):
                 if v is not None:
                     out[f.flow_id] = (int(v.bytes[0]), int(v.bytes[1]))
             return out
-        try:
-            for keys, values, n in self.maps.flows.lookup_batches():
-                ids = np.ctypeslib.as_array(keys)[:n].tolist()
-                v = np.frombuffer(values, dtype=np.uint64).reshape(-1, ctypes.sizeof(self._Stats) // 8)[:n]
-                at = self._Stats.bytes.offset // 8  # the layout comes from fastpath_maps.h
-                out.update(zip(ids, zip(v[:, at].tolist(), v[:, at + 1].tolist())))
-        except BpfError as e:
-            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            out = {k: (int(v.bytes[0]), int(v.bytes[1])) for k, v in self.maps.flows.items()}
-        return out
+        return flow_bytes(self.maps.flows)
 
     def _check_backlog(self, flow: _Flow, moved: dict[int, tuple[int, int]]) -> None:
         """Aborts a flow whose peer lets more than max_backlog bytes pile up in the kernel."""
@@ -503,3 +493,20 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def flow_bytes(flows: Map) -> dict[int, tuple[int, int]]:
+    """flow id -> bytes moved each way, for every entry of a fp_flows map, in a few syscalls."""
+    out: dict[int, tuple[int, int]] = {}
+    stats = flows.value_type
+    try:
+        for keys, values, n in flows.lookup_batches():
+            ids = np.ctypeslib.as_array(keys)[:n].tolist()
+            v = np.frombuffer(values, dtype=np.uint64).reshape(-1, ctypes.sizeof(stats) // 8)[:n]
+            at = stats.bytes.offset // 8  # the layout comes from fastpath_maps.h
+            out.update(zip(ids, zip(v[:, at].tolist(), v[:, at + 1].tolist())))
+    except BpfError as e:
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        out = {k: (int(v.bytes[0]), int(v.bytes[1])) for k, v in flows.items()}
+    return out
