@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SYS_STAMP := .sysdeps.installed
 BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
 # Debian packages: the BPF toolchain, and the peers the benchmarks compare with.
-APT_TEST := clang llvm libbpf-dev bpftool iproute2
+APT_TEST := clang llvm libbpf-dev bpftool iproute2 openssl nginx-light haproxy
 APT_BENCH := nginx-light haproxy
 
 .PHONY: setup demo up test test-fast bench bench-quick soak fuzz bpf proto clean sysdeps bench-sysdeps

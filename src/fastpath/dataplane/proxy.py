@@ -74,6 +74,9 @@ class Proxy:
     def set_telemetry(self, telemetry: Any) -> None:
         """Swaps in a new fleet snapshot (called by the controller watcher)."""
         self.snapshot = build_snapshot(self.config, telemetry)
+        wanted = getattr(telemetry, "offload_sessions", None)
+        if wanted:
+            self.offload_sessions(set(wanted))
         for i, b in enumerate(self.names):
             if i in self._unreachable and self.snapshot_healthy(i):
                 del self._unreachable[i]
@@ -191,6 +194,24 @@ class Proxy:
         # TLS-terminated connections carry ciphertext on the socket: no splice without kTLS.
         return (seen and self.offload is not None and self.offload.name != "none"
                 and not self.config.proxy.tls_cert)
+
+    def offload_sessions(self, sessions: set[str]) -> int:
+        """Moves the named live sessions off the Python relay (the controller's SetFlowPath)."""
+        if self.offload is None or self.offload.name == "none" or self.config.proxy.tls_cert:
+            return 0
+        moved = 0
+        for flow in list(self.pinned.values()):
+            if flow.path == "python" and flow.features.session in sessions and not flow.closed:
+                moved += flow.offload()
+        return moved
+
+    def flow_messages(self) -> list[Any]:
+        """This proxy's pinned sessions as control-API Flow messages (reported to the controller)."""
+        from fastpath.gen import control_pb2
+
+        return [control_pb2.Flow(session=r["session"], client=r["client"], backend=r["backend"], path=r["path"],
+                                 bytes_python=r["bytes_python"], bytes_offload=r["bytes_offload"], age_s=r["age_s"],
+                                 proxy_id=self.proxy_id) for r in self.flows()]
 
     def offloaded(self, flow: PinnedFlow) -> None:
         self.metrics.offloaded_total += 1

@@ -56,7 +56,7 @@ class BackendTelemetry(_message.Message):
     def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., health_detail: _Optional[str] = ..., num_requests_waiting: _Optional[float] = ..., num_requests_running: _Optional[float] = ..., gpu_cache_usage_perc: _Optional[float] = ..., power_draw_watts: _Optional[float] = ..., power_budget_watts: _Optional[float] = ..., ttft_ms_observed: _Optional[float] = ..., error_rate: _Optional[float] = ..., max_num_seqs: _Optional[float] = ..., scraped_unix_ms: _Optional[int] = ..., has_metrics: _Optional[bool] = ..., ttft_ms_by_region: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class FleetTelemetry(_message.Message):
-    __slots__ = ("version", "generated_unix_ms", "backends", "session_backend")
+    __slots__ = ("version", "generated_unix_ms", "backends", "session_backend", "offload_sessions")
     class SessionBackendEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,11 +68,13 @@ class FleetTelemetry(_message.Message):
     GENERATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     SESSION_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    OFFLOAD_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     version: int
     generated_unix_ms: int
     backends: _containers.RepeatedCompositeFieldContainer[BackendTelemetry]
     session_backend: _containers.ScalarMap[str, str]
-    def __init__(self, version: _Optional[int] = ..., generated_unix_ms: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[BackendTelemetry, _Mapping]]] = ..., session_backend: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    offload_sessions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[int] = ..., generated_unix_ms: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[BackendTelemetry, _Mapping]]] = ..., session_backend: _Optional[_Mapping[str, str]] = ..., offload_sessions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Observation(_message.Message):
     __slots__ = ("backend", "region", "session", "ttft_ms", "ok", "model")
@@ -91,12 +93,16 @@ class Observation(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., region: _Optional[str] = ..., session: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ObservationBatch(_message.Message):
-    __slots__ = ("proxy_id", "observations")
+    __slots__ = ("proxy_id", "observations", "flows", "flows_included")
     PROXY_ID_FIELD_NUMBER: _ClassVar[int]
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_INCLUDED_FIELD_NUMBER: _ClassVar[int]
     proxy_id: str
     observations: _containers.RepeatedCompositeFieldContainer[Observation]
-    def __init__(self, proxy_id: _Optional[str] = ..., observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ...) -> None: ...
+    flows: _containers.RepeatedCompositeFieldContainer[Flow]
+    flows_included: bool
+    def __init__(self, proxy_id: _Optional[str] = ..., observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ..., flows: _Optional[_Iterable[_Union[Flow, _Mapping]]] = ..., flows_included: _Optional[bool] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ("accepted",)
