@@ -15,7 +15,7 @@ import time
 
 from fastpath.config import ConfigError
 from fastpath.report import render_table, summarize
-from fastpath.up import Stack, StackError, add_fault_argument, config_from_args, parse_faults
+from fastpath.up import Stack, StackError, add_fault_argument, add_offload_argument, config_from_args, parse_faults
 from fastpath.workload import plan_workload, run_workload
 
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-controller", action="store_true", help="run the proxy on its static config alone")
     parser.add_argument("--logs", action="store_true", help="echo the children's output to stderr")
     add_fault_argument(parser)
+    add_offload_argument(parser)
 
 
 def controller_view(address: str, timeout_s: float = 2.0) -> dict:
@@ -62,6 +63,27 @@ def controller_view(address: str, timeout_s: float = 2.0) -> dict:
         "flows": len(flows.flows),
         "flow_paths": sorted({f.path for f in flows.flows}),
     }
+
+
+PROXY_COUNTERS = ("fastpath_pinned_total", "fastpath_offloaded_total", "fastpath_offload_refused_total",
+                  "fastpath_failovers_total", "fastpath_stream_resets_total", "fastpath_proxy_errors_total")
+
+
+def proxy_view(metrics_listen: str, timeout_s: float = 2.0) -> dict:
+    """The proxy's own counters from its /metrics: pinned sessions, kernel offloads, failovers."""
+    import urllib.request
+
+    from fastpath.control.promtext import PromTextError, parse
+
+    url = f"http://{metrics_listen}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - loopback, our own proxy
+            text = resp.read()
+        expo = parse(text, strict=False)
+    except (OSError, PromTextError) as e:
+        return {"error": f"proxy metrics at {url} not readable: {e}"}
+    return {name.removeprefix("fastpath_").removesuffix("_total"): int(expo.total(name) or 0)
+            for name in PROXY_COUNTERS}
 
 
 def _say(msg: str) -> None:
@@ -97,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             duration = time.monotonic() - t0
             died = [c.exit_description() for c in stack.dead()]
             control = controller_view(stack.control_address) if stack.with_controller and not died else None
+            proxy = proxy_view(config.proxy.metrics_listen) if config.proxy.metrics_listen and not died else None
             startup = stack.startup_s
             _say("stopping the stack")
     except StackError as e:
@@ -110,6 +133,14 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(config, plan, results, duration_s=duration, startup_s=startup)
     summary["died"] = died
     summary["controller"] = control
+    summary["proxy"] = proxy
+    if proxy and "error" not in proxy:
+        summary["observations"].append(
+            f"proxy ({config.offload_driver} offload driver): {proxy['pinned']} session connections pinned, "
+            f"{proxy['offloaded']} handed to the kernel, {proxy['offload_refused']} kept in Python; "
+            f"{proxy['failovers']} failovers.")
+    elif proxy:
+        summary["observations"].append(proxy["error"])
     if control and "backends" in control:
         seen = {n: b["ttft_ms_observed"] for n, b in control["backends"].items() if b["ttft_ms_observed"]}
         unhealthy = [n for n, b in control["backends"].items() if not b["healthy"]]

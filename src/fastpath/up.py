@@ -514,7 +514,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-controller", action="store_true", help="run the proxy on its static config alone")
     parser.add_argument("--logs", action="store_true", help="echo the children's output, prefixed by their name")
     add_fault_argument(parser)
+    add_offload_argument(parser)
     parser.add_argument("--ready-timeout", type=float, default=60.0, metavar="S", help="seconds to wait for readiness (60)")
+
+
+def add_offload_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offload", choices=("none", "ebpf", "dpu"),
+                        help="the offload driver for repeat sessions (default: the config's; ebpf needs root)")
 
 
 def add_fault_argument(parser: argparse.ArgumentParser) -> None:
@@ -556,6 +562,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if not 1024 <= args.base_port <= 65535 - n:
             raise ConfigError(f"--base-port {args.base_port}: expected a port between 1024 and {65535 - n}")
         config = with_ports(config, args.base_port)
+    offload = getattr(args, "offload", None)
+    if offload:
+        import copy
+
+        from fastpath.config import parse_config
+
+        data = copy.deepcopy(config.raw)
+        data.setdefault("offload", {})["driver"] = offload
+        config = parse_config(data, config.source + f" (offload {offload})")
     return config
 
 

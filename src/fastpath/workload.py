@@ -265,16 +265,27 @@ class Runner:
         self._errors = 0
         self._total = 0
 
-    def _stub(self, spec: RequestSpec) -> pb_grpc.GRPCInferenceServiceStub:
-        # A session is its own client connection (the proxy may pin a session's connection);
-        # other traffic shares one connection per client region.
-        key = f"session:{spec.session}" if spec.session else f"region:{spec.region}"
+    @staticmethod
+    def _channel(target: str, key: str) -> grpc.aio.Channel:
+        # A local subchannel pool: each client gets its own TCP connection, as separate clients would.
+        return grpc.aio.insecure_channel(target, options=[
+            ("grpc.use_local_subchannel_pool", 1), ("grpc.primary_user_agent", f"fastpath-demo/{key}")])
+
+    def _stub(self, spec: RequestSpec) -> tuple[pb_grpc.GRPCInferenceServiceStub, grpc.aio.Channel | None]:
+        """The stub for a request, and a channel to close after it (a session turn's own connection).
+
+        Each turn of a session comes back on a new connection, as a client that reconnects would:
+        the proxy must recognise the session (and may hand it to the kernel) from its metadata alone.
+        Other traffic shares one connection per client region.
+        """
+        if spec.session:
+            ch = self._channel(self.target, f"session:{spec.session}:{spec.index}")
+            return pb_grpc.GRPCInferenceServiceStub(ch), ch
+        key = f"region:{spec.region}"
         ch = self._channels.get(key)
         if ch is None:
-            ch = grpc.aio.insecure_channel(self.target, options=[
-                ("grpc.use_local_subchannel_pool", 1), ("grpc.primary_user_agent", f"fastpath-demo/{key}")])
-            self._channels[key] = ch
-        return pb_grpc.GRPCInferenceServiceStub(ch)
+            ch = self._channels[key] = self._channel(self.target, key)
+        return pb_grpc.GRPCInferenceServiceStub(ch), None
 
     async def close(self) -> None:
         for ch in self._channels.values():
@@ -283,7 +294,7 @@ class Runner:
 
     async def one(self, spec: RequestSpec) -> Result:
         res = Result(spec)
-        stub = self._stub(spec)
+        stub, own_channel = self._stub(spec)
         t_start = time.monotonic()
         res.started_s = t_start - self._t0
         site = ""
@@ -326,6 +337,8 @@ class Runner:
             trailers = {}
         res.total_ms = (time.monotonic() - t_start) * 1000
         res.ended_s = time.monotonic() - self._t0
+        if own_channel is not None:
+            await own_channel.close()
         res.decision = trailers.get("x-fastpath-decision", "")
         if trailers.get("x-fastpath-backend"):
             res.backend, res.backend_from = trailers["x-fastpath-backend"], "trailer"
