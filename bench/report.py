@@ -45,6 +45,7 @@ def summary_vs_nginx(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "proxy_cpu_us_per_msg": cpu,
             "cpu_per_msg_vs_nginx": _ratio(cpu, ncpu),
             "msgs_per_s": r.get("msgs_per_s"),
+            "all_cpu_us_per_msg": r.get("all_cpu_us_per_msg"),
             "errors": r.get("errors", 0),
         })
     order = {p: i for i, p in enumerate(dict.fromkeys(r["path"] for r in rows))}
@@ -68,8 +69,9 @@ def summary_text(result: dict[str, Any]) -> str:
             lines.append(f"  {p['name']}: unavailable — {p.get('reason', '')[:200]}")
     lines.append("")
     lines.append("Latency: unary = whole call, stream = time to first message (µs, medians over rounds).")
-    lines.append("CPU = proxy utime+stime per message; xN = ratio to nginx in this run.")
-    hdr = f"{'scenario':11s} {'metadata':8s} {'path':15s} {'p50':>7s} {'p99':>7s} {'added':>7s} {'÷nginx':>7s} {'cpu/msg':>8s} {'÷nginx':>7s} {'msgs/s':>8s}"
+    lines.append("cpu/msg = proxy utime+stime µs per message; all cpu = client+backend+proxy (schedstat) µs per message,")
+    lines.append("which also catches kernel work a splice moves out of the proxy; xN = ratio to nginx in this run.")
+    hdr = f"{'scenario':11s} {'metadata':8s} {'path':15s} {'p50':>7s} {'p99':>7s} {'added':>7s} {'÷nginx':>7s} {'cpu/msg':>8s} {'÷nginx':>7s} {'all cpu':>8s} {'msgs/s':>8s}"
     lines.append(hdr)
     lines.append("-" * len(hdr))
     rows = _index(result.get("rows", []))
@@ -85,6 +87,7 @@ def summary_text(result: dict[str, Any]) -> str:
             f"{s['scenario']:11s} {s['metadata']:8s} {s['path']:15s} {_f(r.get('p50_us')):>7s} {_f(r.get('p99_us')):>7s} "
             f"{_f(s['added_p50_us'], '{:+.0f}'):>7s} {_f(s['added_p50_vs_nginx'], 'x{:.2f}'):>7s} "
             f"{_f(s['proxy_cpu_us_per_msg'], '{:.1f}'):>8s} {_f(s['cpu_per_msg_vs_nginx'], 'x{:.2f}'):>7s} "
+            f"{_f(s.get('all_cpu_us_per_msg'), '{:.0f}'):>8s} "
             f"{_f(s['msgs_per_s']):>8s}{err}")
     lines += _extras_text(result)
     for n in result.get("notes", []):

@@ -56,6 +56,8 @@ def test_tiny_run_writes_the_documented_schema(tmp_path, absent_path, capsys):
         assert r["errors"] == 0, r["first_error"]
         assert r["p50_us"] > 0 and r["p99_us"] >= r["p50_us"]
         assert r["msgs_per_s"] > 0
+        assert r["backend_cpu_us_per_msg"] > 0 and r["client_cpu_us_per_msg"] > 0
+        assert r["all_cpu_us_per_msg"] >= r["backend_cpu_us_per_msg"] + r["client_cpu_us_per_msg"] - 0.05
         assert r["latency_cdf_us"] and r["latency_cdf_us"][0][0] == 0 and r["latency_cdf_us"][-1][0] == 100
         if r["path"] == "nginx":
             # 0.1 s windows are ~10 clock ticks: the tick count may round to 0, the scheduler's ns may not
