@@ -206,6 +206,7 @@ def test_session_sticks_to_its_backend_but_not_onto_a_hot_site():
 def test_session_learned_by_the_controller_is_followed():
     cfg = fleet(site("a", "near"), site("b", "near"), site("c", "near"))
     router, snap, live = setup(cfg, telemetry(cfg, sessions={"s9": "c", "s8": "gone"}))
+    assert dict(snap.session_backend) == {"s9": 2} and "s8" not in snap.session_backend
     assert router.route(RequestFeatures(model="m", session="s9"), snap, live).ranked[0] == 2
     assert router.route(RequestFeatures(model="m", session="s8"), snap, live).ranked[0] == 0
     live.remember_session("s9", 1)  # the proxy's own memory is newer

@@ -8,6 +8,7 @@ capacity score. A request then costs a handful of array operations.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -64,7 +65,7 @@ class FleetSnapshot:
     rtt_ms: Mapping[str, np.ndarray]  # client region -> RTT to each backend
     proximity_score: Mapping[str, np.ndarray]  # client region -> score in [0, 1]
     capacity_static: np.ndarray  # the part of the capacity score that load does not move
-    session_backend: Mapping[str, int]
+    session_backend: Mapping[str, int]  # session -> backend index (SessionMap or empty)
     index: Mapping[str, int]  # backend name -> i
 
     @property
@@ -72,12 +73,121 @@ class FleetSnapshot:
         return len(self.names)
 
 
-def _clip01(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+def _clamp(x: float, top: float) -> float:
+    """x within [0, top]; NaN and negatives give 0 (a broken exporter must not break scoring)."""
+    return 0.0 if not x > 0.0 else (x if x < top else top)
 
 
-def _nonneg(x: float) -> float:
-    return x if x > 0.0 else 0.0  # also maps NaN to 0
+@dataclass(frozen=True)
+class _Static:
+    """The parts of a snapshot that come from the config alone, shared by every snapshot of it."""
+
+    config: Config
+    names: tuple[str, ...]
+    index: Mapping[str, int]
+    regions: tuple[str, ...]
+    addresses: tuple[str, ...]
+    models: tuple[frozenset[str], ...]
+    model_mask: Mapping[str, np.ndarray]
+    cost: np.ndarray
+    cost_score: np.ndarray
+    cost_min: float
+    cost_max: float
+    prefill_ms: np.ndarray
+    slots: list[float]
+    power_budget_watts: list[float]
+    rtt_ms: Mapping[str, np.ndarray]
+    proximity_score: Mapping[str, np.ndarray]
+
+
+_last_static: _Static | None = None
+_NO_SESSIONS: Mapping[str, int] = MappingProxyType({})
+
+
+class SessionMap(Mapping[str, int]):
+    """The controller's session -> backend map, read in place from the telemetry message.
+
+    Copying it would cost ~0.6 µs per session on every snapshot (the controller
+    may know 100k sessions); the router looks up one session per request instead.
+    The telemetry message must not be changed after the snapshot is built.
+    Sessions pinned to a backend this config does not have read as absent.
+    """
+
+    __slots__ = ("_names", "_index")
+
+    def __init__(self, names: Mapping[str, str], index: Mapping[str, int]) -> None:
+        self._names = names
+        self._index = index
+
+    def get(self, session: str, default=None):  # type: ignore[override]
+        name = self._names.get(session)
+        if name is None:
+            return default
+        return self._index.get(name, default)
+
+    def __getitem__(self, session: str) -> int:
+        i = self.get(session)
+        if i is None:
+            raise KeyError(session)
+        return i
+
+    def __contains__(self, session: object) -> bool:
+        return isinstance(session, str) and self.get(session) is not None
+
+    def __iter__(self):
+        return (s for s, name in self._names.items() if name in self._index)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _static(config: Config) -> _Static:
+    global _last_static
+    cached = _last_static
+    if cached is not None and cached.config is config:
+        return cached
+    backends = config.backends
+    n = len(backends)
+    names = tuple(b.name for b in backends)
+    regions = tuple(b.region for b in backends)
+    cost = np.array([b.cost_per_1k_tokens for b in backends], dtype=np.float64)
+    priced = np.minimum(cost, MAX_COST)  # scores stay finite even for an "inf" price in the config
+    cmin, cmax = float(priced.min()), float(priced.max())
+    cost_score = np.ones(n) if cmax <= cmin else (cmax - priced) / (cmax - cmin)
+    masks: dict[str, np.ndarray] = {}
+    for i, b in enumerate(backends):
+        for m in b.models:
+            masks.setdefault(m, np.zeros(n, dtype=bool))[i] = True
+    rtt: dict[str, np.ndarray] = {}
+    proximity: dict[str, np.ndarray] = {}
+    for client, row in config.rtt_ms.items():
+        if not row:
+            continue
+        worst = max(row.values())  # a site region missing from the row: assume the worst known RTT
+        r = np.array([_clamp(row.get(region, worst), MAX_MS) for region in regions], dtype=np.float64)
+        rtt[client] = _ro(r)
+        proximity[client] = _ro(PROXIMITY_SCALE_MS / (PROXIMITY_SCALE_MS + r))
+    static = _Static(
+        config=config,
+        names=names,
+        index=MappingProxyType({name: i for i, name in enumerate(names)}),
+        regions=regions,
+        addresses=tuple(b.address for b in backends),
+        models=tuple(frozenset(b.models) for b in backends),
+        model_mask=MappingProxyType({m: _ro(a) for m, a in masks.items()}),
+        cost=_ro(cost),
+        cost_score=_ro(np.asarray(cost_score, dtype=np.float64)),
+        cost_min=cmin,
+        cost_max=cmax,
+        prefill_ms=_ro(np.array([_clamp(b.sim.prefill_ms if b.sim else DEFAULT_PREFILL_MS, MAX_MS)
+                                 for b in backends], dtype=np.float64)),
+        slots=[float(min(b.sim.slots, MAX_REQUESTS)) if b.sim else DEFAULT_SLOTS for b in backends],
+        power_budget_watts=[_clamp(b.power_budget_watts, MAX_WATTS) for b in backends],
+        rtt_ms=MappingProxyType(rtt),
+        proximity_score=MappingProxyType(proximity),
+    )
+    _last_static = static
+    return static
 
 
 def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None = None) -> FleetSnapshot:
@@ -86,38 +196,25 @@ def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None 
     A backend missing from the telemetry, or reported without metrics, is
     scored from the proxy's own observations (LiveStats) alone; it is healthy
     unless the telemetry says otherwise. Telemetry for unknown backend names
-    and sessions pinned to unknown backends are ignored.
+    and sessions pinned to unknown backends are ignored. Figures are clamped to
+    sane ranges (NaN and negatives read as 0).
     """
-    backends = config.backends
-    n = len(backends)
-    names = tuple(b.name for b in backends)
-    index = {name: i for i, name in enumerate(names)}
-    regions = tuple(b.region for b in backends)
-
-    cost = np.array([b.cost_per_1k_tokens for b in backends], dtype=np.float64)
-    priced = np.minimum(cost, MAX_COST)  # scores stay finite even for an "inf" price in the config
-    cmin, cmax = float(priced.min()), float(priced.max())
-    cost_score = np.ones(n) if cmax <= cmin else (cmax - priced) / (cmax - cmin)
-
-    masks: dict[str, np.ndarray] = {}
-    for i, b in enumerate(backends):
-        for m in b.models:
-            masks.setdefault(m, np.zeros(n, dtype=bool))[i] = True
-
-    prefill = np.array([b.sim.prefill_ms if b.sim else DEFAULT_PREFILL_MS for b in backends], dtype=np.float64)
-    slots = np.array([b.sim.slots if b.sim else DEFAULT_SLOTS for b in backends], dtype=np.float64)
-    budget = np.array([b.power_budget_watts for b in backends], dtype=np.float64)
-    healthy = np.ones(n, dtype=bool)
+    st = _static(config)
+    n = len(st.names)
+    index = st.index
+    slots = list(st.slots)
+    budget = list(st.power_budget_watts)
+    healthy = [True] * n
     detail = [""] * n
-    has_metrics = np.zeros(n, dtype=bool)
-    waiting = np.zeros(n)
-    running = np.zeros(n)
-    kv = np.zeros(n)
-    draw = np.zeros(n)
-    observed = np.zeros(n)
-    by_region: dict[str, np.ndarray] = {}
-    error = np.zeros(n)
-    sessions: dict[str, int] = {}
+    has_metrics = [False] * n
+    waiting = [0.0] * n
+    running = [0.0] * n
+    kv = [0.0] * n
+    draw = [0.0] * n
+    observed = [0.0] * n
+    error = [0.0] * n
+    by_region: dict[str, list[float]] = {}
+    sessions: Mapping[str, int] = _NO_SESSIONS
     version = 0
 
     if telemetry is not None:
@@ -128,73 +225,57 @@ def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None 
                 continue
             healthy[i] = t.healthy
             detail[i] = t.health_detail
-            error[i] = _nonneg(t.error_rate)
-            observed[i] = _nonneg(t.ttft_ms_observed)
+            error[i] = _clamp(t.error_rate, 1.0)
+            observed[i] = _clamp(t.ttft_ms_observed, MAX_MS)
             for region, ms in t.ttft_ms_by_region.items():
-                by_region.setdefault(region, np.zeros(n))[i] = _nonneg(ms)
+                row = by_region.get(region)
+                if row is None:
+                    row = by_region[region] = [0.0] * n
+                row[i] = _clamp(ms, MAX_MS)
             if t.power_budget_watts > 0:
-                budget[i] = t.power_budget_watts
-            if t.max_num_seqs >= 1:
-                slots[i] = t.max_num_seqs
+                budget[i] = _clamp(t.power_budget_watts, MAX_WATTS)
+            if 1.0 <= t.max_num_seqs < math.inf:
+                slots[i] = min(t.max_num_seqs, MAX_REQUESTS)
             if t.has_metrics:
                 has_metrics[i] = True
-                waiting[i] = _nonneg(t.num_requests_waiting)
-                running[i] = _nonneg(t.num_requests_running)
-                kv[i] = _nonneg(t.gpu_cache_usage_perc)
-                draw[i] = _nonneg(t.power_draw_watts)
-        for session, name in telemetry.session_backend.items():
-            i = index.get(name)
-            if i is not None:
-                sessions[session] = i
-    slots = np.where(np.isfinite(slots) & (slots >= 1), np.minimum(slots, MAX_REQUESTS), DEFAULT_SLOTS)
-    kv = _clip01(kv)
-    error = _clip01(error)
-    for a, top in ((waiting, MAX_REQUESTS), (running, MAX_REQUESTS), (observed, MAX_MS), (prefill, MAX_MS),
-                   (draw, MAX_WATTS), (budget, MAX_WATTS), *((r, MAX_MS) for r in by_region.values())):
-        np.clip(np.nan_to_num(a, copy=False, nan=0.0, posinf=top), 0.0, top, out=a)
+                waiting[i] = _clamp(t.num_requests_waiting, MAX_REQUESTS)
+                running[i] = _clamp(t.num_requests_running, MAX_REQUESTS)
+                kv[i] = _clamp(t.gpu_cache_usage_perc, 1.0)
+                draw[i] = _clamp(t.power_draw_watts, MAX_WATTS)
+        if len(telemetry.session_backend):
+            sessions = SessionMap(telemetry.session_backend, index)
 
-    rtt: dict[str, np.ndarray] = {}
-    proximity: dict[str, np.ndarray] = {}
-    for client, row in config.rtt_ms.items():
-        if not row:
-            continue
-        worst = max(row.values())  # a site region missing from the row: assume the worst known RTT
-        r = np.array([row.get(region, worst) for region in regions], dtype=np.float64)
-        np.clip(np.nan_to_num(r, nan=MAX_MS, posinf=MAX_MS), 0.0, MAX_MS, out=r)
-        rtt[client] = _ro(r)
-        proximity[client] = _ro(PROXIMITY_SCALE_MS / (PROXIMITY_SCALE_MS + r))
-
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        power_headroom = np.where((budget > 0) & (draw > 0), 1.0 - draw / budget, 1.0)
-    capacity_static = 0.25 * (1.0 - kv) + 0.25 * _clip01(power_headroom)
+    kv_a = np.array(kv)
+    headroom = [1.0 - d / b if b > 0.0 and d > 0.0 else 1.0 for d, b in zip(draw, budget)]
+    capacity_static = 0.25 * (1.0 - kv_a) + 0.25 * np.clip(np.array(headroom), 0.0, 1.0)
 
     return FleetSnapshot(
-        names=names,
-        addresses=tuple(b.address for b in backends),
+        names=st.names,
+        addresses=st.addresses,
         version=version,
-        regions=regions,
-        models=tuple(frozenset(b.models) for b in backends),
-        model_mask=MappingProxyType({m: _ro(a) for m, a in masks.items()}),
-        cost=_ro(cost),
-        cost_score=_ro(np.asarray(cost_score, dtype=np.float64)),
-        cost_min=cmin,
-        cost_max=cmax,
-        prefill_ms=_ro(prefill),
-        slots=_ro(slots),
-        healthy=_ro(healthy),
+        regions=st.regions,
+        models=st.models,
+        model_mask=st.model_mask,
+        cost=st.cost,
+        cost_score=st.cost_score,
+        cost_min=st.cost_min,
+        cost_max=st.cost_max,
+        prefill_ms=st.prefill_ms,
+        slots=_ro(np.array(slots)),
+        healthy=_ro(np.array(healthy, dtype=bool)),
         health_detail=tuple(detail),
-        has_metrics=_ro(has_metrics),
-        waiting=_ro(waiting),
-        running=_ro(running),
-        kv_usage=_ro(kv),
-        power_draw_watts=_ro(draw),
-        power_budget_watts=_ro(budget),
-        ttft_observed_ms=_ro(observed),
-        ttft_observed_by_region=MappingProxyType({r: _ro(a) for r, a in by_region.items()}),
-        error_rate=_ro(error),
-        rtt_ms=MappingProxyType(rtt),
-        proximity_score=MappingProxyType(proximity),
+        has_metrics=_ro(np.array(has_metrics, dtype=bool)),
+        waiting=_ro(np.array(waiting)),
+        running=_ro(np.array(running)),
+        kv_usage=_ro(kv_a),
+        power_draw_watts=_ro(np.array(draw)),
+        power_budget_watts=_ro(np.array(budget)),
+        ttft_observed_ms=_ro(np.array(observed)),
+        ttft_observed_by_region=MappingProxyType({r: _ro(np.array(a)) for r, a in by_region.items()}),
+        error_rate=_ro(np.array(error)),
+        rtt_ms=st.rtt_ms,
+        proximity_score=st.proximity_score,
         capacity_static=_ro(capacity_static),
-        session_backend=MappingProxyType(sessions),
-        index=MappingProxyType(index),
+        session_backend=sessions,
+        index=st.index,
     )
