@@ -365,3 +365,19 @@ def test_ipv6_flows_splice_too(driver):
     client.close()
     server.close()
     assert installed.wait(10) and installed.end_reason == "closed"
+
+
+def test_a_reset_from_the_client_aborts_only_its_flow(driver, servers):
+    _, port = servers()
+    fds_before = open_fds()
+    other, other_installed, _ = spliced_flow(driver, port, "s-other")
+    client, installed, _ = spliced_flow(driver, port, "s-reset")
+    client.sendall(bytes(256 * 1024))  # its echo is on the way back, unread, when the client resets
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+    client.close()  # RST
+    assert installed.wait(10), "flow did not end after the client's reset"
+    assert installed.end_reason == "client socket error: Connection reset by peer"
+    exchange(other, MB)
+    other.close()
+    assert other_installed.wait(10)
+    _assert_clean(driver, fds_before)
