@@ -43,9 +43,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_config(backends: list[dict], control_port: int | None = None, **control: float) -> Config:
+def make_config(backends: list[dict], control_port: int | None = None, offload_driver: str = "none",
+                **control: float) -> Config:
     """A config over the given backends (name, address, metrics_url), with fast control intervals."""
     data = {
+        "offload": {"driver": offload_driver},
         "control": {
             "listen": f"127.0.0.1:{control_port or free_port()}",
             "scrape_interval_ms": 20,

@@ -32,3 +32,27 @@ def test_idle_sessions_expire_and_calls_are_counted() -> None:
     [f] = t.to_message().flows
     assert (f.session, f.backend, f.proxy_id, f.client) == ("new", "b2", "p2", "r")
     assert t.get("new").calls == 2 and t.expired == 1
+
+
+reports = st.lists(
+    st.tuples(st.sampled_from(["p1", "p2"]), st.lists(st.sampled_from("abcdef"), max_size=4, unique=True)),
+    max_size=12,
+)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reports)
+def test_the_table_holds_exactly_each_proxys_latest_report(seq) -> None:
+    from fastpath.gen import control_pb2 as pb
+
+    t = FlowTable(100)
+    latest: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for proxy, sessions in seq:
+        t.replace_reported(proxy, [pb.Flow(session=s, client="c", backend="b", path="python") for s in sessions])
+        latest[proxy] = sessions
+        for s in sessions:  # a session moves to the proxy that reported it last
+            owner[s] = proxy
+    expected = {s for p, ss in latest.items() for s in ss if owner[s] == p}
+    assert {f.session for f in t.to_message().flows} == expected
+    assert all(t.get(s).proxy_id == owner[s] for s in expected)

@@ -15,13 +15,13 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 import grpc
 
 from fastpath.config import Config, ConfigError, load_config, split_hostport
+from fastpath.control.api_features import FLOW_REPORTS_SUPPORTED, OFFLOAD_REQUESTS_SUPPORTED
 from fastpath.control.fleet_state import FleetState
-from fastpath.control.flow_table import PATHS, FlowEntry
+from fastpath.control.flow_table import PATHS
 from fastpath.control.health import HealthProber
 from fastpath.control.policies import PolicyError, PolicyStore
 from fastpath.control.scraper import Scraper
@@ -47,12 +47,8 @@ class ControllerError(RuntimeError):
     """The controller cannot start; the message says what to change."""
 
 
-class FlowOffload(Protocol):
-    """Moves a session between data paths (an offload driver's side of the controller)."""
-
-    name: str
-
-    async def set_path(self, flow: FlowEntry, path: str) -> None: ...
+# The path each offload driver moves sessions to (the proxies hold the sockets and do the move).
+DRIVER_PATH = {"ebpf": "kernel", "dpu": "dpu"}
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
@@ -91,7 +87,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
             n = 0
             for obs in batch.observations:
                 n += state.observe(obs, batch.proxy_id)
-            if n:
+            settled = False
+            if FLOW_REPORTS_SUPPORTED and batch.flows_included:
+                state.flows.replace_reported(batch.proxy_id, batch.flows)
+                settled = state.settle_offloads()
+            if n or settled:
                 state.bump()
             accepted += n
         return control_pb2.ReportAck(accepted=accepted)
@@ -111,32 +111,48 @@ class ControlService(control_pb2_grpc.ControlServicer):
         return self.ctl.state.flows.to_message()
 
     async def SetFlowPath(self, request, context):  # noqa: N802
-        if request.path not in PATHS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path {request.path!r}: expected one of {', '.join(PATHS)}")
-        flow = self.ctl.state.flows.get(request.session)
+        """Asks the proxies to move a pinned session off the Python relay; answers once they did (or after 2 s)."""
+        state, session, path = self.ctl.state, request.session, request.path
+        if path not in PATHS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path {path!r}: expected one of {', '.join(PATHS)}")
+        flow = state.flows.get(session)
         if flow is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"no session {request.session!r} in the flow table; list sessions with `fastpath flows`",
+                f"no session {session!r} in the flow table; list sessions with `fastpath flows`",
             )
-        if flow.path != request.path:
-            offload = self.ctl.offload
-            if offload is None:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"offload driver {self.ctl.config.offload_driver}: this controller cannot move sessions to "
-                    f"the {request.path} path (set [offload] driver in the config once a driver is available)",
-                )
-            try:
-                async with asyncio.timeout(5.0):
-                    await offload.set_path(flow, request.path)
-            except asyncio.TimeoutError:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"offload driver {offload.name} did not answer in 5 s")
-            except (OSError, ValueError, RuntimeError) as e:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"offload driver {offload.name}: {e}")
-            flow.path = request.path
-            log.info("session %s now on the %s path", flow.session, flow.path)
-        return flow.to_message()
+        if flow.path == path:
+            state.cancel_offload(session)
+            return flow.to_message()
+        if path == "python":
+            state.cancel_offload(session)
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"session {session!r} is on the {flow.path} path; an offloaded connection stays there until it closes",
+            )
+        driver = self.ctl.config.offload_driver
+        if DRIVER_PATH.get(driver) != path:
+            hint = next((d for d, p in DRIVER_PATH.items() if p == path), "")
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"offload driver {driver}: sessions cannot move to the {path} path; "
+                f"set [offload] driver = \"{hint}\" in the config of the controller and the proxies",
+            )
+        if not flow.reported or not OFFLOAD_REQUESTS_SUPPORTED:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"session {session!r} has no pinned connection reported by a proxy; only pinned sessions "
+                "(requests carrying x-fastpath-session) can leave the Python relay",
+            )
+        state.request_offload(session, path)
+        log.info("session %s: asked the proxies to move it to the %s path", session, path)
+        deadline = time.monotonic() + self.ctl.offload_wait_s
+        while (f := state.flows.get(session)) is not None and f.path != path:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await state.wait_newer(state.version, remaining):
+                break
+        f = state.flows.get(session) or flow
+        return f.to_message()
 
 
 class Controller:
@@ -147,7 +163,6 @@ class Controller:
         config: Config,
         *,
         listen: str | None = None,
-        offload: FlowOffload | None = None,
         session_capacity: int = 4096,
         flow_capacity: int = 10000,
         heartbeat_s: float = 1.0,
@@ -155,7 +170,7 @@ class Controller:
         self.config = config
         self.listen = listen or config.control.listen
         split_hostport(self.listen, "control.listen")
-        self.offload = offload
+        self.offload_wait_s = 2.0  # SetFlowPath waits this long for a proxy to report the move
         interval_s = config.control.scrape_interval_ms / 1000.0
         self.min_update_interval_s = max(interval_s, 0.01)
         self.scraper = Scraper(config.backends, interval_s, on_change=self._metrics_changed)
@@ -225,6 +240,8 @@ class Controller:
                 log.info("%s: no calls observed for %.0f s; its observed TTFT and error rate are reset",
                          name, self.state.observation_ttl_s)
             self.state.flows.expire()
+            if self.state.settle_offloads():
+                self.state.bump()
 
     def _first_round_done(self) -> bool:
         probed = all(h.probed for h in self.health.state.values())

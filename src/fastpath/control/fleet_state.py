@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fastpath.config import Config
+from fastpath.control.api_features import OFFLOAD_REQUESTS_SUPPORTED
 from fastpath.control.flow_table import FlowTable
 from fastpath.control.health import HealthState
 from fastpath.control.scraper import BackendMetrics
@@ -63,6 +64,7 @@ class FleetState:
         self.sessions: OrderedDict[str, str] = OrderedDict()
         self.session_capacity = max(1, session_capacity)
         self.flows = FlowTable(flow_capacity)
+        self.offload_requests: OrderedDict[str, str] = OrderedDict()  # session -> path asked for
         self.ttft_alpha, self.error_alpha = ttft_alpha, error_alpha
         self.heartbeat_s = heartbeat_s
         self.observation_ttl_s = observation_ttl_s
@@ -135,6 +137,26 @@ class FleetState:
             self.flows.touch(session, obs.region[:MAX_REGION_CHARS], obs.backend, proxy_id[:MAX_SESSION_CHARS])
         return True
 
+    # -- offload requests ----------------------------------------------
+    def request_offload(self, session: str, path: str) -> None:
+        """Asks the proxies (through the next snapshots) to move `session` to `path`."""
+        self.offload_requests[session] = path
+        self.offload_requests.move_to_end(session)
+        while len(self.offload_requests) > self.flows.capacity:
+            self.offload_requests.popitem(last=False)
+        self.bump()
+
+    def cancel_offload(self, session: str) -> None:
+        if self.offload_requests.pop(session, None) is not None:
+            self.bump()
+
+    def settle_offloads(self) -> bool:
+        """Drops requests that are done or whose session is gone; True when any was dropped."""
+        done = [s for s, p in self.offload_requests.items() if (f := self.flows.get(s)) is None or f.path == p]
+        for s in done:
+            del self.offload_requests[s]
+        return bool(done)
+
     def expire_observations(self, now: float | None = None) -> list[str]:
         """Forgets what proxies saw of backends nobody has called for observation_ttl_s.
 
@@ -187,5 +209,7 @@ class FleetState:
             backends=[self.backend_telemetry(b.name) for b in self.config.backends],
             session_backend=self.sessions,
         )
+        if OFFLOAD_REQUESTS_SUPPORTED and self.offload_requests:
+            msg.offload_sessions.extend(self.offload_requests)
         self._cache = (self.version, msg)
         return msg

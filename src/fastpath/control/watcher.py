@@ -15,10 +15,12 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 import grpc
 
+from fastpath.control.api_features import FLOW_REPORTS_SUPPORTED
 from fastpath.gen import control_pb2, control_pb2_grpc
 
 log = logging.getLogger("fastpath.control.watcher")
@@ -56,6 +58,8 @@ class FleetWatcher:
         stale_after_s: float = 5.0,
         on_policies: Callable[[control_pb2.PolicyList], None] | None = None,
         policy_interval_s: float = 2.0,
+        flows_provider: Callable[[], Iterable[control_pb2.Flow]] | None = None,
+        flows_interval_s: float = 1.0,
     ) -> None:
         self.target = target
         self.proxy_id = proxy_id
@@ -73,6 +77,12 @@ class FleetWatcher:
         self.on_policies = on_policies
         self.policy_interval_s = policy_interval_s
         self.policies_seen: control_pb2.PolicyList | None = None
+        # The proxy's pinned sessions, reported with the observations about once a second
+        # (the controller lists them and asks for offloads through the snapshots).
+        self.flows_provider = flows_provider
+        self.flows_interval_s = flows_interval_s
+        self._flows_due = 0.0
+        self._provider_failing = False
         self.latest: control_pb2.FleetTelemetry | None = None
         self.connected = False
         self.updates = 0
@@ -194,14 +204,32 @@ class FleetWatcher:
     async def _flush_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
         while True:
             await asyncio.sleep(self.flush_interval_s)
-            while self._pending:
+            while self._pending or self._flows_report_due():
                 if not await self._flush_once(stub, self.report_timeout_s):
                     break
 
+    def _flows_report_due(self) -> bool:
+        return (self.flows_provider is not None and FLOW_REPORTS_SUPPORTED
+                and time.monotonic() >= self._flows_due)
+
+    def _flows(self) -> list[control_pb2.Flow] | None:
+        """The proxy's flows now, or None when its provider failed (logged once until it works)."""
+        assert self.flows_provider is not None
+        try:
+            flows = list(self.flows_provider())
+        except Exception:
+            if not self._provider_failing:
+                log.exception("flows provider failed; flows are not reported until it works")
+            self._provider_failing = True
+            return None
+        self._provider_failing = False
+        return flows
+
     async def _flush_once(self, stub: control_pb2_grpc.ControlStub, timeout_s: float) -> bool:
-        """Sends up to batch_max pending observations; False when the controller did not take them."""
+        """Sends up to batch_max pending observations (and the flows when due); False when the controller did not take them."""
         pending = self._pending
-        if not pending:
+        with_flows = self._flows_report_due()
+        if not pending and not with_flows:
             return True
         n = min(len(pending), self.batch_max)
         obs = [pending.popleft() for _ in range(n)]
@@ -212,6 +240,12 @@ class FleetWatcher:
                 for b, r, s, t, ok, m in obs
             ],
         )
+        if with_flows:
+            self._flows_due = time.monotonic() + self.flows_interval_s
+            flows = self._flows()
+            if flows is not None:
+                batch.flows.extend(flows)
+                batch.flows_included = True
         try:
             ack = await stub.ReportObservations(iter((batch,)), timeout=timeout_s)
         except (grpc.aio.AioRpcError, asyncio.TimeoutError) as e:
