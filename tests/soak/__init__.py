@@ -1,0 +1,1 @@
+"""The soak in the normal suite (short)."""
