@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 MAP_TYPES = {1: "hash", 2: "array", 18: "sockhash"}
-PROG_TYPES = {14: "sk_skb", 16: "sk_msg"}
+PROG_TYPES = {13: "sock_ops", 14: "sk_skb", 16: "sk_msg"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,23 @@ def features() -> dict[str, tuple[bool, str]]:
     out["bpffs"] = (mounted, str(libbpf.BPF_FS_ROOT) if mounted else "not mounted (`fastpath bpf load` mounts it)")
     obj = object_path()
     out["objects built"] = (obj.exists(), str(obj) if obj.exists() else f"{obj} missing: run `make bpf`")
+    from fastpath.offload.skmsg import OBJECT_NAME
+
+    msg_obj = obj.with_name(OBJECT_NAME)
+    out["sk_msg shortcut"] = (msg_obj.exists(), f"{msg_obj} (experimental)" if msg_obj.exists() else f"{msg_obj} missing: run `make bpf`")
     return out
+
+
+def unpinned_fastpath_objects(pinned_ids: set[int]) -> list[dict[str, Any]]:
+    """fastpath programs and maps the kernel holds that are not pinned: private copies of running proxies."""
+    from fastpath.offload import libbpf
+
+    rows = []
+    for o in libbpf.all_objects():
+        if o.name.startswith("fp_") and o.id not in pinned_ids:
+            kind_types = MAP_TYPES if o.kind == "map" else PROG_TYPES
+            rows.append({"name": o.name, "kind": o.kind, "id": o.id, "type": kind_types.get(o.type, str(o.type))})
+    return rows
 
 
 REQUIRED = ("privileges", "bpf syscall", "sockhash", "sk_skb verdict", "objects built")
@@ -114,9 +130,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     except BpfError as e:
         objs, pin_error = [], str(e)
     ok = all(feats.get(k, (False, ""))[0] for k in REQUIRED)
+    try:
+        held = unpinned_fastpath_objects({o["id"] for o in objs})
+    except BpfError:
+        held = []
     if getattr(args, "json", False):
         print(json.dumps({"ok": ok, "features": {k: {"ok": v, "note": n} for k, (v, n) in feats.items()},
-                          "pin_dir": str(pin_dir), "pinned": objs, "error": pin_error}))
+                          "pin_dir": str(pin_dir), "pinned": objs, "held_by_processes": held, "error": pin_error}))
         return 0 if ok else 1
     print("kernel features:")
     for k, (v, note) in feats.items():
@@ -127,6 +147,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if "counts" in o:
             extra += "  " + " ".join(f"{k}={v}" for k, v in o["counts"].items())
         print(f"  {o['kind']:<4} {o['name']:<10} id {o['id']:<6} {o['type']:<9}{extra}")
+    if held:
+        print("not pinned, held by running processes (private copies of proxies, tests, benchmarks):")
+        for o in held:
+            print(f"  {o['kind']:<4} {o['name']:<15} id {o['id']:<6} {o['type']}")
     if pin_error:
         print(f"error reading pins: {pin_error}", file=sys.stderr)
     if not ok:

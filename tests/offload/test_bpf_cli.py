@@ -45,6 +45,7 @@ def test_load_status_unload(bpf_ready):
         prog_id = pinned["fp_splice"]["id"]
         map_ids = {o["id"] for o in pinned.values() if o["kind"] == "map"}
         assert prog_id in bpftool_ids("prog") and map_ids <= bpftool_ids("map")
+        assert not {o["id"] for o in status["held_by_processes"]} & (map_ids | {prog_id})
 
         r = fastpath("bpf", "load", "--pin-dir", str(pin_dir))
         assert r.returncode == 1 and "already loaded" in r.stderr
@@ -74,6 +75,9 @@ def test_driver_uses_the_pinned_maps(bpf_ready):
             pinned = {o["name"]: o["id"] for o in json.loads(fastpath("bpf", "status", "--json", "--pin-dir", str(pin_dir)).stdout)["pinned"]}
             assert driver.maps.socks.info().id == pinned["fp_socks"]
             assert driver.maps.flows.info().id == pinned["fp_flows"]
+        with EbpfDriver(pin_dir=None) as private:  # a proxy's own copy shows as held, not pinned
+            held = json.loads(fastpath("bpf", "status", "--json", "--pin-dir", str(pin_dir)).stdout)["held_by_processes"]
+            assert private.maps.socks.info().id in {o["id"] for o in held}
     finally:
         assert fastpath("bpf", "unload", "--pin-dir", str(pin_dir)).returncode == 0
 
