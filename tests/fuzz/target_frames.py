@@ -8,7 +8,9 @@ Contract checked: only H2Error escapes, with a known error code; every frame
 is well formed (type and flags are bytes, stream id 31 bits, payload within
 the frame size, HEADERS joined with END_HEADERS set and never on stream 0,
 no CONTINUATION comes out); the frames and the error are the same however
-the stream is cut; nothing complete is left unread in the buffer.
+the stream is cut; nothing complete is left unread in the buffer; and the
+frames (or the refusal) are those of a plain, separately written reading of
+RFC 9113 §4.1, §6.2 and §6.10 (reference_frames below).
 """
 from __future__ import annotations
 
@@ -56,6 +58,53 @@ def _no_complete_frame_left(reader: fr.FrameReader) -> None:
         assert 9 + length > len(buf), f"a complete frame ({length} bytes) was left unread in the buffer"
 
 
+def reference_frames(stream: bytes, max_frame: int, max_block: int) -> tuple[list, bool]:
+    """The frames a stream holds, written from the RFC rather than from FrameReader; (frames, refused)."""
+    out: list[tuple[int, int, int, bytes]] = []
+    pos, pending = 0, None  # pending = [stream id, flags, fragments] while CONTINUATION is due
+    while len(stream) - pos >= 9:
+        length = int.from_bytes(stream[pos : pos + 3], "big")
+        ftype, flags = stream[pos + 3], stream[pos + 4]
+        sid = int.from_bytes(stream[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        if length > max_frame:
+            return out, True
+        if pos + 9 + length > len(stream):
+            break
+        payload = stream[pos + 9 : pos + 9 + length]
+        pos += 9 + length
+        if pending is not None:
+            if ftype != fr.CONTINUATION or sid != pending[0]:
+                return out, True
+            pending[2].append(payload)
+            if sum(map(len, pending[2])) > max_block:
+                return out, True
+            if flags & fr.END_HEADERS:
+                out.append((fr.HEADERS, pending[1] | fr.END_HEADERS, sid, b"".join(pending[2])))
+                pending = None
+        elif ftype == fr.HEADERS:
+            if sid == 0:
+                return out, True
+            if flags & fr.PADDED:
+                if not payload or payload[0] >= len(payload):
+                    return out, True
+                payload = payload[1 : len(payload) - payload[0]]
+            if flags & fr.PRIORITY_FLAG:
+                if len(payload) < 5 or int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == sid:
+                    return out, True
+                payload = payload[5:]
+            if flags & fr.END_HEADERS:
+                out.append((ftype, flags, sid, payload))
+            elif len(payload) > max_block:
+                return out, True
+            else:
+                pending = [sid, flags, [payload]]
+        elif ftype == fr.CONTINUATION:
+            return out, True
+        else:
+            out.append((ftype, flags, sid, payload))
+    return out, False
+
+
 def one_input(data: bytes) -> None:
     src = FuzzInput(data)
     head = src.byte()
@@ -73,7 +122,10 @@ def one_input(data: bytes) -> None:
     _check_frames(split[0], max_frame, max_block)
     _check_frames(whole[0], max_frame, max_block)
     assert split[1] == whole[1], f"error depends on where the stream is cut: {split[1]} vs {whole[1]}"
+    ref_frames, ref_refused = reference_frames(stream, max_frame, max_block)
+    assert ref_refused == (whole[1] is not None), f"reference refused={ref_refused}, FrameReader error {whole[1]}"
     if whole[1] is None:
+        assert whole[0] == ref_frames, "FrameReader and the reference read different frames"
         assert split[0] == whole[0], "frames depend on where the stream is cut"
         assert split[2] == whole[2], "frames_seen depends on where the stream is cut"
         _no_complete_frame_left(whole_reader)
