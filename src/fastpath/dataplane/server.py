@@ -34,7 +34,7 @@ async def serve(args: argparse.Namespace) -> int:
         from fastpath.control.watcher import FleetWatcher
 
         target = args.controller or config.control.listen
-        watcher = FleetWatcher(target, proxy.proxy_id, proxy.set_telemetry)
+        watcher = FleetWatcher(target, proxy.proxy_id, proxy.set_telemetry, flows_provider=proxy.flow_messages)
         proxy.watcher = watcher
         task = asyncio.get_running_loop().create_task(watcher.run())
         proxy.tasks.add(task)
