@@ -108,16 +108,24 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def measure_one(n: int, active: int, requests: int = 20000, concurrency: int = 32) -> dict[str, Any]:
-    """route() cost for a fleet of n with `active` constraints; times in microseconds."""
-    config = synthetic_config(n)
-    telemetry = synthetic_telemetry(config)
+def measure_one(n: int, active: int, requests: int = 20000, concurrency: int = 32,
+                fleet: tuple[Config, control_pb2.FleetTelemetry] | None = None,
+                mix: list[RequestFeatures] | None = None) -> dict[str, Any]:
+    """route() cost for a fleet of n with `active` constraints; times in microseconds.
+
+    `fleet` and `mix` let measure() build each fleet and request mix once.
+    """
+    config, telemetry = fleet or (None, None)
+    if config is None or len(config.backends) != n:
+        config = synthetic_config(n)
+        telemetry = synthetic_telemetry(config)
     t0 = time.perf_counter_ns()
     snap = build_snapshot(config, telemetry)
     build_us = (time.perf_counter_ns() - t0) / 1e3
     live = LiveStats(n)
     router = Router(config)
-    mix = request_mix(active, requests)
+    if mix is None or len(mix) != requests:
+        mix = request_mix(active, requests)
     t0 = time.perf_counter_ns()
     router.route(mix[0], snap, live)
     first_us = (time.perf_counter_ns() - t0) / 1e3
@@ -192,11 +200,16 @@ def measure(
         if n < 1:
             raise ValueError(f"sizes: {n} is not a fleet size; give positive backend counts")
     rows = []
-    plan = [(n, c) for n in sizes for c in constraints]
-    for k, (n, c) in enumerate(plan, 1):
-        if progress:
-            print(f"[{k}/{len(plan)}] {n} backends, {c} constraints", file=sys.stderr, flush=True)
-        rows.append(measure_one(n, c, requests))
+    mixes = {c: request_mix(c, requests) for c in constraints}
+    k = 0
+    for n in sizes:
+        config = synthetic_config(n)
+        fleet = (config, synthetic_telemetry(config))
+        for c in constraints:
+            k += 1
+            if progress:
+                print(f"[{k}/{len(sizes) * len(constraints)}] {n} backends, {c} constraints", file=sys.stderr, flush=True)
+            rows.append(measure_one(n, c, requests, fleet=fleet, mix=mixes[c]))
     return rows
 
 
