@@ -284,6 +284,11 @@ class Stack:
         self.startup_s = 0.0
         self._tmpdir: str | None = None
         self.children_exit: dict[str, int | None] = {}
+        # Every process the children started (pid -> start time), kept current by a tracker thread, so
+        # stop() can find a site even after its supervisor died and it was re-parented.
+        self.descendants: dict[int, int | None] = {}
+        self._tracking = threading.Event()
+        self._tracker: threading.Thread | None = None
         self.config_path: Path | None = None
 
     # -- public ---------------------------------------------------------
@@ -317,7 +322,10 @@ class Stack:
         if self.with_controller:
             self._spawn("controller", ["controller", *cfg])
         self._spawn("proxy", ["proxy", *cfg] + ([] if self.with_controller else ["--no-controller"]))
+        self._tracker = threading.Thread(target=self._track, name="fastpath-stack-tracker", daemon=True)
+        self._tracker.start()
         self._wait_ready(t0)
+        self._record_descendants()
         self.startup_s = time.monotonic() - t0
 
     def check(self) -> None:
@@ -338,16 +346,28 @@ class Stack:
                 pids += children_of(c.pid)
         return pids
 
+    def _record_descendants(self) -> None:
+        for c in list(self.children.values()):
+            if c.proc.poll() is None:
+                for pid in children_of(c.pid):
+                    if pid not in self.descendants:
+                        self.descendants[pid] = _start_time(pid)
+
+    def _track(self) -> None:
+        while not self._tracking.wait(0.3):
+            self._record_descendants()
+
     def stop(self) -> None:
         """SIGTERM every child (proxy first), SIGKILL what is left after the grace period."""
+        self._tracking.set()
+        if self._tracker is not None:
+            self._tracker.join(timeout=2.0)
         if not self.children:
             self._cleanup_tmp()
             return
-        # Remember the grandchildren (with start times) now: once their parent is gone they are reparented.
-        leftovers: dict[int, int | None] = {}
-        for c in self.children.values():
-            for pid in children_of(c.pid):
-                leftovers[pid] = _start_time(pid)
+        # The grandchildren as of now and as tracked: once their parent is gone they are re-parented.
+        self._record_descendants()
+        leftovers = dict(self.descendants)
         for name in reversed(list(self.children)):
             c = self.children[name]
             if c.proc.poll() is None:
