@@ -327,7 +327,9 @@ class BenchRun:
         machine = machine_info()
         sections = {k: k not in s.skip for k in ("router_cost", "splice", "fleet")}
         reserve = {"router_cost": 5 if s.quick else 40, "splice": 20 if s.quick else 60, "fleet": 25 if s.quick else 90}
-        reserve_s = sum(v for k, v in reserve.items() if sections[k])
+        # plots and the report come after everything else and take a few CPU seconds (matplotlib)
+        report_s = 0.0 if not s.plots else (8.0 if s.quick else 15.0)
+        reserve_s = sum(v for k, v in reserve.items() if sections[k]) + report_s
         per_measure = s.warmup_s + s.duration_s + 0.25
         est = len(s.paths) * len(SCENARIOS) * len(METADATA_MODES) * s.rounds
         progress = Progress(est + sum(sections.values()), label="fastpath bench")
@@ -353,7 +355,7 @@ class BenchRun:
                 return {"available": False, "rows": [], "note": "skipped (--skip)"}
             later = sum(reserve[k] for k in order[order.index(name) + 1:] if sections[k])
             # what is left of the budget after the later sections' shares, but never below this section's own share
-            timeout = max(reserve[name] * 1.5, min(reserve[name] * 3, s.time_budget_s + 10 - self.elapsed() - later))
+            timeout = max(reserve[name] * 1.5, min(reserve[name] * 3, s.time_budget_s - report_s - self.elapsed() - later))
             progress.show(f"{name} ...")
             res = extras.run_measure(module, kwargs, timeout, self.work / name)
             progress.step(f"{name} done ({res['note'] or str(len(res['rows'])) + ' rows'})")
