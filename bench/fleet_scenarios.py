@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 REGION_MIX = {"us-east": 0.55, "eu-west": 0.2, "us-west": 0.15, "ap-south": 0.1}
 MODEL_MIX = {"llama-3-8b": 0.5, "mistral-7b": 0.3, "llama-3-70b": 0.2}
@@ -294,12 +294,14 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
 
 def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0) -> list[dict[str, Any]]:
     """One row per (layout, policy) over the same seeded trace."""
-    try:
-        from fastpath.config import load_config, with_ports
-        from fastpath.router.router import Router  # noqa: F401 - the five-axis rows need it
-        from fastpath.sim.fleet import FleetProcess
-    except ImportError as e:
-        raise ModuleNotFoundError(f"fleet scenarios need fastpath.sim and fastpath.router: {e}") from None
+    import importlib.util
+
+    from fastpath.config import load_config, with_ports
+
+    missing = [m for m in ("fastpath.sim.fleet", "fastpath.router.router") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModuleNotFoundError(f"fleet scenarios need {', '.join(missing)}, not in this install yet")
+    from fastpath.sim.fleet import FleetProcess
 
     base = load_config()
     duration = 1.2 if quick else 5.0
