@@ -148,10 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(seen)} of {len(control['backends'])} backends")
         if seen:
             line += " (" + ", ".join(f"{n} {v:.0f} ms" for n, v in sorted(seen.items())) + ")"
-        line += f"; unhealthy: {', '.join(unhealthy)}" if unhealthy else "; all healthy"
-        if control["flows"]:
-            line += f"; {control['flows']} session flows, data path {'/'.join(control['flow_paths'])}"
-        line += "."
+        line += f"; unhealthy: {', '.join(unhealthy)}." if unhealthy else "; all healthy."
         summary["observations"].append(line)
     elif control:
         summary["observations"].append(f"controller: {control['error']}")
