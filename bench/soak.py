@@ -36,7 +36,7 @@ import asyncio
 import json
 import os
 import random
-import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -374,6 +374,11 @@ def run_soak(opts: argparse.Namespace, log=lambda m: print(m, file=sys.stderr, f
                     break
                 if all(w.proc.poll() is not None for w in workers):
                     break
+                if elapsed > opts.seconds + CALL_TIMEOUT_S + 30:
+                    stuck = [w.proc.pid for w in workers if w.proc.poll() is None]
+                    events.append({"t": round(elapsed, 1), "event": f"client processes {stuck} still running; stopped"})
+                    log(f"soak: client processes {stuck} did not finish; stopping them (their open calls count as lost)")
+                    break
                 if not killed and elapsed >= kill_at:
                     fleet.kill(kill_site)
                     killed = True
@@ -392,7 +397,7 @@ def run_soak(opts: argparse.Namespace, log=lambda m: print(m, file=sys.stderr, f
                     next_progress = elapsed + opts.progress_every
                 time.sleep(0.5)
             for w in workers:
-                w.proc.wait(timeout=CALL_TIMEOUT_S + 20)
+                procs.stop(w.proc)
                 w.thread.join(5)
             settle_until = time.monotonic() + 10
             gauges: dict[str, float] = {}
@@ -414,6 +419,11 @@ def run_soak(opts: argparse.Namespace, log=lambda m: print(m, file=sys.stderr, f
             procs.stop(controller)
     summary.update(_results(workers, samples, (idle_before, upstream_before), idle_after, gauges, served_at_restart,
                             kill_site, restarted, proxy_alive, proxy_exit, events))
+    if summary["passed"] and not opts.keep_logs:
+        shutil.rmtree(workdir, ignore_errors=True)
+        summary["workdir"] = None
+    else:
+        log(f"soak: logs of the proxy and its config kept in {workdir}")
     return summary
 
 
@@ -551,6 +561,8 @@ def _results(workers: list[_WorkerProc], samples: list[ProcSample], before: tupl
             "middle": asdict(middle) if middle else None, "end": asdict(end) if end else None,
             "idle_after": asdict(idle_after) if idle_after else None,
             "rss_peak_mib": max((s.rss_mib for s in samples), default=None),
+            "rss_growth_second_half_mib": round(end.rss_mib - middle.rss_mib, 1) if middle and end else None,
+            "series": [asdict(s) for s in under_load[:: max(1, len(under_load) // 20)]],
             "fds_peak": max((s.fds for s in samples), default=None),
             "metrics_after": {k: v for k, v in gauges.items() if k.startswith("fastpath_")},
         },
@@ -575,6 +587,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the clients' request mix (default 1)")
     p.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines (default 5)")
     p.add_argument("--json", type=Path, help="also write the JSON summary to this file")
+    p.add_argument("--keep-logs", action="store_true", help="keep the proxy's log and config even when every check passes")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
