@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fastpath.bench import router_cost
 
 FIELDS = {"backends", "constraints", "active", "requests", "routed_fraction", "p50_us", "p90_us", "p99_us",

@@ -50,7 +50,7 @@ def test_spills_to_next_best_as_near_site_nears_saturation():
     live = LiveStats(2)
     f = RequestFeatures(model="m", region="near")
     winners = []
-    for running in range(0, 9):  # 8 slots: idle to full, then a queue
+    for running in range(9):  # 8 slots: idle to full, then a queue
         snap = build_snapshot(cfg, telemetry(cfg, near_a={"num_requests_running": running}))
         winners.append(names(snap, router.route(f, snap, live))[0])
     snap = build_snapshot(cfg, telemetry(cfg, near_a={"num_requests_running": 8, "num_requests_waiting": 6}))

@@ -2,6 +2,7 @@
 the ranking follows the scores, and the incremental load figures equal a full recompute."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -126,14 +127,14 @@ def test_random_fleets_respect_filters_and_score_in_unit_range(data):
             assert [k for k in header if k != "slo"] == ["policy", "score", *AXES]
         if f.slo_ttft_ms == 0:
             assert d.slo_met == -1
-            assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:])), scores
+            assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores)), scores
         else:
             met = d.slo_met
             assert 0 <= met <= len(d.ranked)
             preds = [d.axes(p)["predicted_ttft_ms"] for p in range(len(d.ranked))]
             assert all(p <= f.slo_ttft_ms for p in preds[:met])
             assert all(p > f.slo_ttft_ms for p in preds[met:])
-            assert all(a >= b - 1e-6 for a, b in zip(scores[:met], scores[1:met]))
+            assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores[:met]))
             assert preds[met:] == sorted(preds[met:])
 
 

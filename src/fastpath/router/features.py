@@ -8,8 +8,8 @@ and a protobuf tag walk instead of a decode.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 PREFIX = "x-fastpath-"
 MODEL = b"x-fastpath-model"

@@ -92,17 +92,21 @@ class LoadState:
         self.position = live.changes_end
 
     def update_row(self, i: int) -> None:
-        """Backend i only, with the same formulas as recompute() in scalar form."""
+        """Backend i only, with the same formulas as recompute() in scalar form.
+
+        Conditional expressions rather than min()/max(): a builtin call costs
+        more than the comparison, and this runs for every proxy event.
+        """
         live = self.live
         inflight = float(live.inflight[i])
         load = self._offset_l[i] + inflight
-        if load < inflight:
+        if load < inflight:  # noqa: PLR1730
             load = inflight
         rho = load * self._inv_slots_l[i]
-        rho_c = rho if rho < 1.0 else 1.0
+        rho_c = rho if rho < 1.0 else 1.0  # noqa: FURB136
         room = 1.0 - rho
         model = self._prefill_l[i] * (
-            1.0 / (room if room > 1.0 - RHO_KNEE else 1.0 - RHO_KNEE)
+            1.0 / (room if room > 1.0 - RHO_KNEE else 1.0 - RHO_KNEE)  # noqa: FURB136
             + KNEE_SLOPE * (rho - RHO_KNEE if rho > RHO_KNEE else 0.0)
         )
         obs = float(live.ttft_ewma_ms[i])
@@ -121,7 +125,7 @@ class LoadState:
         self.c[i] = self.c_l[i] = c
         self.capacity[i] = self.capacity_l[i] = capacity
         self.health[i] = self.health_l[i] = health
-        self.util[i] = rho_c if rho_c > kv else kv
+        self.util[i] = rho_c if rho_c > kv else kv  # noqa: FURB136
 
     def refresh(self) -> None:
         """Brings the arrays up to date with LiveStats' changes since the last call."""

@@ -45,8 +45,8 @@ Semantics, in order:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -309,7 +309,7 @@ class Router:
 
     def _top(self, bad: np.ndarray, n_valid: int) -> np.ndarray:
         """Indices of the k lowest `bad` values (k = min(n_valid, max_ranked)), in order."""
-        k = n_valid if n_valid < self.max_ranked else self.max_ranked
+        k = min(n_valid, self.max_ranked)
         if len(bad) >= PARTITION_MIN and k < len(bad):
             part = bad.argpartition(k - 1)[:k]
             return part[bad[part].argsort()]
@@ -351,7 +351,7 @@ class Router:
             region_observed = observed > 0.0
             region_observed_w = OBSERVED_WEIGHT * observed
         warm = 1.0 if model else 0.5
-        w_ttft, w_cost, w_aff, w_cap, w_prox = weights
+        _, w_cost, w_aff, _, w_prox = weights
         static = w_cost * cost_score + w_aff * warm
         tie = np.arange(n, dtype=np.float64) * TIE_EPS
         bad = np.where(valid, tie - static, np.inf)

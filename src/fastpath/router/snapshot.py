@@ -9,9 +9,9 @@ capacity score. A request then costs a handful of array operations.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class FleetSnapshot:
 
 def _clamp(x: float, top: float) -> float:
     """x within [0, top]; NaN and negatives give 0 (a broken exporter must not break scoring)."""
-    return 0.0 if not x > 0.0 else (x if x < top else top)
+    return 0.0 if not x > 0.0 else (x if x < top else top)  # noqa: FURB136 (NaN must give 0)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class SessionMap(Mapping[str, int]):
     Sessions pinned to a backend this config does not have read as absent.
     """
 
-    __slots__ = ("_names", "_index")
+    __slots__ = ("_index", "_names")
 
     def __init__(self, names: Mapping[str, str], index: Mapping[str, int]) -> None:
         self._names = names
