@@ -150,3 +150,39 @@ def test_bad_arguments_say_what_to_do(config, tmp_path):
     bad = subprocess.run([*CLI, "demo", "--config", str(tmp_path / "missing.toml")],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "cannot read config" in bad.stderr
+
+
+def test_up_names_a_child_that_dies_and_stops_the_rest(config, tmp_path):
+    import copy
+    import re
+
+    from fastpath.config import parse_config
+
+    data = copy.deepcopy(config.raw)
+    data["backends"] = data["backends"][:1]  # one site is enough here, and starts faster
+    path = parse_config(data).write(tmp_path / "one-site.toml")
+    proc = subprocess.Popen([*CLI, "up", "--config", str(path), "--no-controller"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        text = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not text.count("ready in"):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            text += line
+        m = re.search(r"fastpath proxy listening on \S+ +\(pid (\d+)", text)
+        assert m, text
+        seen = {p: start_time(p) for p in children_of(proc.pid)}
+        os.kill(int(m.group(1)), signal.SIGKILL)
+        rc = proc.wait(timeout=30)
+        err = proc.stderr.read()
+        assert rc == 1, err
+        assert f"proxy (pid {m.group(1)}) was killed by SIGKILL" in err and "stopping the rest" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.2)
+    reap_zombies()
+    assert not [p for p, st in seen.items() if alive(p, st)]
