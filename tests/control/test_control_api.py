@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import subprocess
 
@@ -173,30 +174,32 @@ def test_a_taken_listen_port_gives_a_clear_error() -> None:
     asyncio.run(main())
 
 
-def test_flows_cli_prints_a_table_json_and_a_hint_when_no_controller() -> None:
-    async def main() -> None:
+def test_flows_cli_prints_a_table_json_and_a_hint_when_no_controller(capsys) -> None:
+    from fastpath.cli import main as cli
+
+    async def main() -> tuple[str, str]:
         cfg = make_config([{"name": "use1-a100", "address": "127.0.0.1:1"}])
         async with Controller(cfg) as ctl, grpc.aio.insecure_channel(ctl.address) as ch:
             stub = control_pb2_grpc.ControlStub(ch)
             await report(stub, [obs("use1-a100", session="chat-42", region="eu-west")], proxy_id="proxy-1")
-            cmd = [PY, "-m", "fastpath.cli", "flows", "--control", ctl.address]
-            table = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=30)
-            as_json = await asyncio.to_thread(subprocess.run, cmd + ["--json"], capture_output=True, text=True, timeout=30)
-        assert table.returncode == 0, table.stderr
-        header, row = table.stdout.splitlines()
-        assert header.split() == ["SESSION", "CLIENT", "BACKEND", "PATH", "PYTHON", "OFFLOAD", "AGE"]
-        assert row.split()[:4] == ["chat-42", "eu-west", "use1-a100", "python"]
-        import json
+            # The command is synchronous: run it beside the controller's event loop.
+            assert await asyncio.to_thread(cli, ["flows", "--control", ctl.address]) == 0
+            table = capsys.readouterr().out
+            assert await asyncio.to_thread(cli, ["flows", "--control", ctl.address, "--json"]) == 0
+            return table, capsys.readouterr().out
 
-        [flow] = json.loads(as_json.stdout)
-        assert flow["session"] == "chat-42" and flow["proxy_id"] == "proxy-1" and flow["bytes_python"] == 0
+    table, as_json = asyncio.run(main())
+    header, row = table.splitlines()
+    assert header.split() == ["SESSION", "CLIENT", "BACKEND", "PATH", "PYTHON", "OFFLOAD", "AGE"]
+    assert row.split()[:4] == ["chat-42", "eu-west", "use1-a100", "python"]
+    [flow] = json.loads(as_json)
+    assert flow["session"] == "chat-42" and flow["proxy_id"] == "proxy-1" and flow["bytes_python"] == 0
 
-        dead = f"127.0.0.1:{free_port()}"
-        gone = subprocess.run([PY, "-m", "fastpath.cli", "flows", "--control", dead], capture_output=True, text=True, timeout=30)
-        assert gone.returncode == 1
-        assert f"no controller at {dead}: start it with `fastpath up` or `fastpath controller`" in gone.stderr
-
-    asyncio.run(main())
+    # A real process too: what a user types, with nothing listening.
+    dead = f"127.0.0.1:{free_port()}"
+    gone = subprocess.run([PY, "-m", "fastpath.cli", "flows", "--control", dead], capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1
+    assert f"no controller at {dead}: start it with `fastpath up` or `fastpath controller`" in gone.stderr
 
 
 def test_observations_of_a_backend_nobody_calls_any_more_are_forgotten() -> None:

@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 
-from control_support import PY, free_port, make_config, spawn_controller, stop_process
+from control_support import free_port, make_config, spawn_controller, stop_process
 
 
-def test_controller_process_prints_its_address_and_exits_cleanly_on_sigterm(tmp_path) -> None:
+def test_controller_process_prints_its_address_and_exits_cleanly_on_sigterm(tmp_path, capsys) -> None:
+    from fastpath.cli import main
+
     cfg = make_config([{"name": "a", "address": f"127.0.0.1:{free_port()}"}])
     path = cfg.write(tmp_path / "c.toml")
     proc = spawn_controller(path, tmp_path / "log")
     try:
         # A second controller on the same address is refused with a reason and what to do.
-        second = subprocess.run([PY, "-m", "fastpath.cli", "controller", "--config", str(path)],
-                                capture_output=True, text=True, timeout=30)
-        assert second.returncode == 1
-        assert f"cannot listen on {cfg.control.listen}" in second.stderr and "[control] listen" in second.stderr
+        assert main(["controller", "--config", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot listen on {cfg.control.listen}" in err and "[control] listen" in err
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:

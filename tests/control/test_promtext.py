@@ -71,7 +71,7 @@ def test_help_and_type_lines_are_read_with_their_escapes(meta) -> None:
     assert len(out.samples) == len(meta)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=400))
 @example(b'x{a="\\')
 @example(b"x{a=\"b\"}} 1")
@@ -86,7 +86,7 @@ def test_random_bytes_never_crash_the_parser(data: bytes) -> None:
     assert all(n >= 1 for n, _ in lenient.skipped)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet='ab_:{}="\\, \t\n#0123456789.eE+-InfNa', max_size=120))
 def test_random_near_misses_give_line_errors_or_samples(text: str) -> None:
     """Text made of the format's own characters: every line is either read or named as bad."""
