@@ -118,7 +118,17 @@ def burst_summary(config: Config, plan: Plan, results: list[Result]) -> dict | N
 
 def summarize(config: Config, plan: Plan, results: list[Result], *, duration_s: float = 0.0,
               startup_s: float = 0.0) -> dict:
-    """Everything the demo prints, as one JSON-ready dict."""
+    """Everything the demo prints, as one JSON-ready dict.
+
+    Keys: `totals` and `rows` (per client region, policy and load: requests, ok, errors, `sites` as
+    site -> share, `near_share`, `ttft_p50_ms`/`ttft_p99_ms` of streamed calls, `unary_p50_ms`,
+    `tokens`, `cost_usd`, `cost_per_1k_tokens`), `policies` (the same stats per policy over identical
+    requests), `budget` (requests with x-fastpath-max-cost and any that landed above their ceiling),
+    `sessions` (site per turn, KV-cache hits), `burst` (near site, slots, in flight at the first
+    spill, where the rest went), `wrong_model`, `errors`/`error_examples`, `example_decision`, and
+    `observations` (the sentences). `fastpath demo --json` adds `controller`, `proxy`, `died` and
+    `results` (every request: spec, outcome, backend, decision trailer, TTFT, tokens, text).
+    """
     rows = []
     groups: dict[tuple[str, str, str], list[Result]] = defaultdict(list)
     for r in results:
