@@ -80,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="write results.json only")
 
 
+class BackendDied(RuntimeError):
+    """The bench backend stopped: no path can be measured any more."""
+
+
 class UsageError(ValueError):
     """Options that cannot work together; the message says what to change."""
 
@@ -280,6 +284,9 @@ class BenchRun:
                         if name in dead:
                             progress.step(what + " (skipped)")
                             continue
+                        if self.backend_proc.poll() is not None:
+                            raise BackendDied(f"the bench backend exited (code {self.backend_proc.returncode}) during "
+                                              f"round {r + 1}; see {self.work / 'backend.log'}")
                         try:
                             rec, lat = measure_once(self.client, ep, sc, md, self.s, self.backend_proc.pid)
                         except Exception as e:
@@ -432,6 +439,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nfastpath bench: interrupted; every child process was stopped", file=sys.stderr)
         return 130
+    except (BackendDied, OSError, RuntimeError) as e:
+        print(f"\nfastpath bench: {e}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, old)
     if s.plots:

@@ -88,3 +88,35 @@ def test_unknown_path_is_refused_naming_the_known_ones(tmp_path, capsys):
 def test_bad_options_are_refused(tmp_path, bad, capsys):
     assert harness.run(_args(out=tmp_path, **bad)) == 2
     assert "fastpath bench:" in capsys.readouterr().err
+
+
+def test_a_backend_that_dies_ends_the_run_with_the_reason(tmp_path, capsys):
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    from fastpath.bench import proc_cpu
+
+    def kill_backend_once_it_serves():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for pid in proc_cpu.descendants(os.getpid()):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"fastpath.bench.backend" in cmd and b"fastpath.bench.load" not in cmd:
+                    time.sleep(1.5)  # let a few windows pass
+                    os.kill(pid, signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_backend_once_it_serves, daemon=True)
+    killer.start()
+    code = harness.run(_args(paths="direct", rounds=40, duration=0.1, warmup=0.02, skip="router_cost,splice,fleet",
+                             out=tmp_path, no_plots=True))
+    killer.join(5)
+    assert code == 1
+    assert "bench backend exited" in capsys.readouterr().err
