@@ -320,6 +320,8 @@ def render_table(s: dict) -> str:
         d = s["example_decision"]
         out.append(f"* why, for example: {d['region']} {d['model']} -> {d['backend']}: x-fastpath-decision {d['decision']}")
     out.append("")
-    out.append(f"{t['requests']} requests ({t['ok']} answered) in {s['duration_s']:.1f} s after a "
+    unsent = f" ({s['planned'] - t['requests']} planned requests not sent: time budget spent)" \
+        if s["planned"] > t["requests"] else ""
+    out.append(f"{t['requests']} requests ({t['ok']} answered){unsent} in {s['duration_s']:.1f} s after a "
                f"{s['startup_s']:.1f} s start-up; seed {s['seed']}, config {s['config']}.")
     return "\n".join(out)
