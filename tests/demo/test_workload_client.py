@@ -41,3 +41,25 @@ def test_client_measures_first_token_after_the_round_trip_and_counts_every_token
     # The site holds its first answer for the client region's round trip: a client clock must include it.
     assert far.ttft_ms >= 0.95 * far_rtt
     assert not missing.ok and missing.error.startswith("NOT_FOUND") and "no-such-model" in missing.error
+
+
+def test_no_request_starts_after_the_time_budget_and_unsent_ones_are_counted():
+    backend = dataclasses.replace(CONFIG.backend("use1-l4"), address="127.0.0.1:0", metrics_url="")
+    budget_s = 0.5
+
+    async def go():
+        site = Site(backend, CONFIG.rtt_ms)
+        await site.start()
+        try:
+            specs = [RequestSpec(i, "mixed", "us-east", "mistral-7b", True, 8, f"p{i}") for i in range(200)]
+            runner = Runner(f"127.0.0.1:{site.port}", deadline_s=10)
+            results = await runner.run(Plan([Phase("mixed", specs, concurrency=2),
+                                             Phase("burst", specs[:5], concurrency=5)], seed=0), budget_s)
+            return runner, results
+        finally:
+            await site.stop()
+
+    runner, results = asyncio.run(go())
+    assert results and all(r.ok for r in results)
+    assert max(r.started_s for r in results) <= budget_s + 0.25  # checked just before each start
+    assert runner.unsent >= 5 and len(results) + runner.unsent == 205
