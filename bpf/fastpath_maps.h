@@ -13,7 +13,8 @@
 #define FP_PIN_DIR "/sys/fs/bpf/fastpath"
 
 /* Object names (kernel names are at most 15 characters). */
-#define FP_MAP_SOCKS fp_socks       /* SOCKHASH: socket cookie -> socket */
+#define FP_MAP_SOCKS fp_socks       /* SOCKHASH + verdict: socket cookie -> socket whose bytes are redirected */
+#define FP_MAP_TARGETS fp_targets   /* SOCKHASH, no program: socket cookie -> socket, where redirects go */
 #define FP_MAP_PEERS fp_peers       /* HASH: socket cookie -> struct fp_peer */
 #define FP_MAP_FLOWS fp_flows       /* HASH: flow id -> struct fp_flow_stats */
 #define FP_MAP_ERRORS fp_errors     /* ARRAY: failure class -> count */
@@ -29,7 +30,7 @@
 
 /* Index into fp_errors: one counter per failure class. */
 #define FP_ERR_NO_PEER 0            /* socket in fp_socks has no fp_peers entry: bytes passed to its own queue */
-#define FP_ERR_REDIRECT 1           /* peer socket not in fp_socks: bytes passed to the source's own queue */
+#define FP_ERR_REDIRECT 1           /* peer socket not in fp_targets: bytes passed to the source's own queue */
 #define FP_ERR_NO_FLOW 2            /* redirected, but the flow has no counters entry */
 #define FP_ERR_COUNT 3
 

@@ -4,7 +4,10 @@
  * Every socket of a spliced flow sits in fp_socks (keyed by its cookie). The
  * stream verdict runs for each socket buffer a socket receives, looks the
  * socket's peer up in fp_peers and redirects the bytes out through the peer,
- * so the proxy process never reads or writes them. When anything is missing
+ * so the proxy process never reads or writes them. Redirects go through
+ * fp_targets, a second SOCKHASH without programs: user space puts both
+ * sockets there first, so when either starts redirecting its peer is already
+ * a valid target (no bytes can arrive while the peer is missing). When anything is missing
  * the bytes are passed to the socket's own queue, where user space can still
  * read them, and the failure class is counted in fp_errors.
  */
@@ -18,6 +21,13 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } FP_MAP_SOCKS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, FP_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, __u64);
+} FP_MAP_TARGETS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -69,7 +79,7 @@ int FP_PROG_SPLICE(struct __sk_buff *skb)
 	peer_cookie = peer->peer_cookie;
 	flow_id = peer->flow_id;
 	dir = peer->dir & 1;
-	if (bpf_sk_redirect_hash(skb, &FP_MAP_SOCKS, &peer_cookie, 0) != SK_PASS) {
+	if (bpf_sk_redirect_hash(skb, &FP_MAP_TARGETS, &peer_cookie, 0) != SK_PASS) {
 		count_error(FP_ERR_REDIRECT);
 		return SK_PASS;
 	}

@@ -42,6 +42,9 @@ DRAIN_STALL_S = 5.0  # give up on a FIN drain that made no progress for this lon
 MAX_BACKLOG = 64 << 20  # bytes the kernel may hold for a peer that does not read
 BACKLOG_CHECK_S = 0.1  # how often the backlog of every flow is checked
 BATCH_FROM = 64  # flows from which counters are read in batches
+HANDOFF_TIMEOUT_S = 5.0  # the handoff copy gives up (flow stays on Python) after this long
+HANDOFF_MAX_BUFFER = 32 << 20  # ... or when it would have to hold more than this
+HANDOFF_ROUND = 1 << 20  # bytes read from one socket before serving the other
 EV_WATCH = select.EPOLLRDHUP
 
 
@@ -70,6 +73,8 @@ class _Flow:
     written_seen: list[int] = field(default_factory=lambda: [0, 0])  # last bytes_written - written0 read, per direction
     draining: dict[int, tuple[int, float]] = field(default_factory=dict)  # dir -> (last progress, deadline)
     ended: bool = False
+    handoff_read: int = 0  # bytes the handoff copy took out of the receive queues
+    python_refused_kernel: FlowStats | None = None  # what the kernel moved before a refused splice was undone
 
     def target(self, d: int) -> _Side:
         return self.backend if d == TO_BACKEND else self.client
@@ -175,34 +180,51 @@ class EbpfDriver(SteeringTable):
         # 2. Empty both receive queues through Python: the kernel would re-send
         #    a socket buffer the relay has already partly read.
         try:
-            self._forward_pending(flow)
+            self._handoff_copy(flow)
         except (OSError, TimeoutError) as e:
+            if not flow.handoff_read:  # nothing taken from the sockets: the caller can go on
+                self._forget(flow)
+                return self._refused(flow, "handoff copy", e)
+            # Bytes were taken and cannot be handed back: a stalled or broken
+            # peer ends the flow here rather than lose them silently.
+            with self._lock:
+                self._end(flow, f"handoff failed: {e}", abort=True)
+            return flow.installed
+        # 3. Both sockets become redirect targets (a SOCKHASH without
+        #    programs: nothing changes for their bytes yet) ...
+        inserted: list[int] = []
+        try:
+            for side in (client, backend):
+                m.targets.update(k(side.cookie), k(side.fd))
+                inserted.append(side.cookie)
+        except BpfError as e:
+            for c in inserted:
+                m.targets.delete(k(c))
             self._forget(flow)
-            return self._refused(flow, "handoff copy", e)
-        # 3. Sockets, client first: in pinned mode the backend is the one
-        #    streaming, and its bytes wait in its own queue until it joins.
+            return self._refused(flow, "redirect targets", e)
+        # ... then each starts redirecting: its peer is already a target, so
+        # no byte can arrive while the other half is missing.
         try:
             m.socks.update(k(client.cookie), k(client.fd))
         except BpfError as e:
+            self._release_sockets(flow)
             self._forget(flow)
             return self._refused(flow, "client socket", e)
         try:
             m.socks.update(k(backend.cookie), k(backend.fd))
         except BpfError as e:
-            # Bytes the client sent in the last microseconds were passed to its
-            # own queue (no peer yet): read them before the socket leaves the map.
-            m.peers.delete(k(client.cookie))
-            try:
-                self._forward_pending(flow)
-            finally:
-                m.socks.delete(k(client.cookie))
-            self._forward_pending(flow)
+            # The client has been redirecting meanwhile: stop it, let what the
+            # kernel holds for the backend go out, and hand the flow back.
+            m.socks.delete(k(client.cookie))
+            self._wait_sent(flow, TO_BACKEND, timeout=2.0)
+            flow.python_refused_kernel = self._stats(flow)
+            self._release_sockets(flow)
             self._forget(flow)
             return self._refused(flow, "backend socket", e)
         # 4. Bytes that landed between step 2 and insertion: reading kicks the
         #    kernel to redirect them in order; anything handed back is forwarded.
         try:
-            self._forward_pending(flow)
+            self._collect_held(flow)
         except (OSError, TimeoutError) as e:  # a peer already gone: the flow ends here
             with self._lock:
                 self._end(flow, f"handoff failed: {e}", abort=True)
@@ -260,6 +282,7 @@ class EbpfDriver(SteeringTable):
             if pid != mine and not _alive(pid):
                 removed += self.maps.peers.delete(ctypes.c_uint64(key))
                 self.maps.socks.delete(ctypes.c_uint64(key))
+                self.maps.targets.delete(ctypes.c_uint64(key))
         for key in self.maps.flows.keys():  # noqa: SIM118 (a BPF map, not a dict)
             pid = int(key) >> 32
             if pid != mine and not _alive(pid):
@@ -277,12 +300,83 @@ class EbpfDriver(SteeringTable):
         p = list(s.packets) if s is not None else [0, 0]
         return FlowStats(int(b[0]), int(b[1]), int(p[0]), int(p[1]), f.python[0], f.python[1])
 
-    def _forward_pending(self, flow: _Flow) -> None:
+    def _handoff_copy(self, flow: _Flow, timeout: float = HANDOFF_TIMEOUT_S) -> None:
+        """Relays in Python until both receive queues are empty and every byte read has been sent.
+
+        The kernel would re-send a socket buffer that user space has partly
+        read, and only an empty queue proves that none is left (reading "what
+        is queued" may stop inside a buffer that grew meanwhile). So every
+        read here goes on until EAGAIN, and the sockets may enter the map only
+        right after such a read on both, with nothing left to send. Raises
+        TimeoutError when that moment does not come (a sender that never lets
+        its queue empty, or a peer that does not read).
+        """
+        pending = {TO_BACKEND: bytearray(), TO_CLIENT: bytearray()}
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(flow.client.fd, select.POLLIN)
+        poller.register(flow.backend.fd, select.POLLIN)
+        while True:
+            clean = True
+            for d in (TO_BACKEND, TO_CLIENT):
+                data, empty = tcp_sockets.read_round(flow.source(d).sock, HANDOFF_ROUND)
+                pending[d] += data
+                flow.handoff_read += len(data)
+                clean = clean and empty
+            for d in (TO_BACKEND, TO_CLIENT):
+                buf = pending[d]
+                while buf:
+                    try:
+                        n = flow.target(d).sock.send(buf, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    del buf[:n]
+                    flow.python[d] += n
+            if clean and not pending[TO_BACKEND] and not pending[TO_CLIENT]:
+                return
+            held = len(pending[TO_BACKEND]) + len(pending[TO_CLIENT])
+            if held > HANDOFF_MAX_BUFFER:
+                raise TimeoutError(f"peers not reading: over {HANDOFF_MAX_BUFFER} bytes held during the handoff")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no quiet moment to hand over within {timeout}s ({held} bytes still to send)")
+            for d in (TO_BACKEND, TO_CLIENT):  # wait for room where bytes wait, or for more to read
+                poller.modify(flow.target(d).fd, select.POLLIN | (select.POLLOUT if pending[d] else 0))
+            if clean:
+                poller.poll(min(left, 0.01) * 1000)
+
+    def _collect_held(self, flow: _Flow) -> None:
+        """After insertion: a read kicks the kernel to redirect what queued meanwhile; forwards anything handed back."""
         for d in (TO_BACKEND, TO_CLIENT):
             data, _eof = tcp_sockets.read_available(flow.source(d).sock)
             if data:
                 tcp_sockets.send_all(flow.target(d).sock, data)
                 flow.python[d] += len(data)
+
+    def _release_sockets(self, flow: _Flow) -> None:
+        """Takes both sockets out of both SOCKHASHes (their psocks, and any queued redirects, go)."""
+        k = ctypes.c_uint64
+        for m in (self.maps.socks, self.maps.targets):
+            for side in (flow.client, flow.backend):
+                try:
+                    m.delete(k(side.cookie))
+                except BpfError as e:
+                    log.warning("session %s: %s", flow.session, e)
+
+    def _wait_sent(self, flow: _Flow, d: int, timeout: float) -> bool:
+        """Waits until every byte bound for direction d's target has left it (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self._stats(flow)
+            want = flow.python[d] + (s.bytes_to_backend if d == TO_BACKEND else s.bytes_to_client)
+            try:
+                if tcp_sockets.bytes_written(flow.target(d).sock) - flow.written0[d] >= want:
+                    return True
+            except OSError:
+                return False
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
 
     def _forget(self, flow: _Flow) -> None:
         k = ctypes.c_uint64
@@ -291,10 +385,12 @@ class EbpfDriver(SteeringTable):
         self.maps.flows.delete(k(flow.flow_id))
 
     def _refused(self, flow: _Flow, what: str, e: Exception) -> Installed:
-        """The flow stays with the caller; `final` says what the driver copied meanwhile (usually nothing)."""
+        """The flow stays with the caller; `final` says what was moved meanwhile (usually nothing)."""
         reason = f"session {flow.session} stays on the Python relay: kernel splice refused ({what}): {e}"
         log.warning("%s", reason.replace("\n", " | "))
-        moved = FlowStats(python_bytes_to_backend=flow.python[0], python_bytes_to_client=flow.python[1])
+        k = flow.python_refused_kernel or FlowStats()
+        moved = FlowStats(k.bytes_to_backend, k.bytes_to_client, k.packets_to_backend, k.packets_to_client,
+                          flow.python[0], flow.python[1])
         return Installed(flow.session, "python", reason, final=moved)
 
     def _wake(self) -> None:
@@ -460,17 +556,12 @@ class EbpfDriver(SteeringTable):
             final = self._stats(flow)
         except BpfError:
             final = FlowStats(python_bytes_to_backend=flow.python[0], python_bytes_to_client=flow.python[1])
-        k = ctypes.c_uint64
         for side in (flow.client, flow.backend):
             self._unwatch(side)
             self._by_fd.pop(side.fd, None)
-            for m in (self.maps.socks, self.maps.peers):
-                try:
-                    m.delete(k(side.cookie))
-                except BpfError as e:
-                    log.warning("session %s: %s", flow.session, e)
+        self._release_sockets(flow)
         try:
-            self.maps.flows.delete(k(flow.flow_id))
+            self._forget(flow)
         except BpfError as e:
             log.warning("session %s: %s", flow.session, e)
         for side in (flow.client, flow.backend):

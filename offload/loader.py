@@ -28,8 +28,11 @@ def default_pin_dir() -> Path:
     return Path(load_layout().str("FP_PIN_DIR"))
 
 
+MAP_CONSTS = ("FP_MAP_SOCKS", "FP_MAP_TARGETS", "FP_MAP_PEERS", "FP_MAP_FLOWS", "FP_MAP_ERRORS")
+
+
 def map_names(layout: Layout) -> list[str]:
-    return [layout.str(k) for k in ("FP_MAP_SOCKS", "FP_MAP_PEERS", "FP_MAP_FLOWS", "FP_MAP_ERRORS")]
+    return [layout.str(k) for k in MAP_CONSTS]
 
 
 def pin_names(layout: Layout) -> list[str]:
@@ -42,6 +45,7 @@ class SpliceMaps:
     """The splice program's maps, typed from fastpath_maps.h."""
 
     socks: Map
+    targets: Map
     peers: Map
     flows: Map
     errors: Map
@@ -52,7 +56,7 @@ class SpliceMaps:
     _prog_fd_owned: bool = False
 
     def close(self) -> None:
-        for m in (self.socks, self.peers, self.flows, self.errors):
+        for m in self.all_maps():
             m.close()
         if self._prog_fd_owned and self.prog_fd >= 0:
             os.close(self.prog_fd)
@@ -61,14 +65,18 @@ class SpliceMaps:
             self.obj.close()
             self.obj = None
 
+    def all_maps(self) -> list[Map]:
+        return [self.socks, self.targets, self.peers, self.flows, self.errors]
+
     def infos(self) -> list[ObjInfo]:
-        return [m.info() for m in (self.socks, self.peers, self.flows, self.errors)] + [libbpf.prog_info(self.prog_fd)]
+        return [m.info() for m in self.all_maps()] + [libbpf.prog_info(self.prog_fd)]
 
 
 def _typed_maps(layout: Layout, fds: dict[str, int], owned: bool) -> dict[str, Map]:
     u64, u32 = ctypes.c_uint64, ctypes.c_uint32
     types = {
         "FP_MAP_SOCKS": (u64, u64),
+        "FP_MAP_TARGETS": (u64, u64),
         "FP_MAP_PEERS": (u64, layout.structs["fp_peer"]),
         "FP_MAP_FLOWS": (u64, layout.structs["fp_flow_stats"]),
         "FP_MAP_ERRORS": (u32, u64),
@@ -108,6 +116,7 @@ def load_private(max_flows: int | None = None, obj_path: Path | None = None) -> 
             layout.str("FP_MAP_FLOWS"): max_flows,
             layout.str("FP_MAP_PEERS"): 2 * max_flows,
             layout.str("FP_MAP_SOCKS"): 2 * max_flows,
+            layout.str("FP_MAP_TARGETS"): 2 * max_flows,
         }
     obj = libbpf.BpfObject(obj_path or object_path(), sizes)
     try:
@@ -119,7 +128,7 @@ def load_private(max_flows: int | None = None, obj_path: Path | None = None) -> 
     except BaseException:
         obj.close()
         raise
-    return SpliceMaps(maps["FP_MAP_SOCKS"], maps["FP_MAP_PEERS"], maps["FP_MAP_FLOWS"], maps["FP_MAP_ERRORS"], prog_fd, layout, obj=obj)
+    return SpliceMaps(*(maps[c] for c in MAP_CONSTS), prog_fd, layout, obj=obj)
 
 
 def is_pinned(pin_dir: Path) -> bool:
@@ -140,10 +149,8 @@ def open_pinned(pin_dir: Path) -> SpliceMaps:
         for fd in fds.values():
             os.close(fd)
         raise
-    return SpliceMaps(
-        maps["FP_MAP_SOCKS"], maps["FP_MAP_PEERS"], maps["FP_MAP_FLOWS"], maps["FP_MAP_ERRORS"],
-        fds[layout.str("FP_PROG_SPLICE")], layout, pin_dir=pin_dir, _prog_fd_owned=True,
-    )
+    return SpliceMaps(*(maps[c] for c in MAP_CONSTS), fds[layout.str("FP_PROG_SPLICE")], layout, pin_dir=pin_dir,
+                      _prog_fd_owned=True)
 
 
 def load_and_pin(pin_dir: Path, max_flows: int | None = None) -> list[ObjInfo]:
@@ -157,7 +164,7 @@ def load_and_pin(pin_dir: Path, max_flows: int | None = None) -> list[ObjInfo]:
     done: list[Path] = []
     try:
         layout = loaded.layout
-        fds = {m.name: m.fd for m in (loaded.socks, loaded.peers, loaded.flows, loaded.errors)}
+        fds = {m.name: m.fd for m in loaded.all_maps()}
         fds[layout.str("FP_PROG_SPLICE")] = loaded.prog_fd
         for name in pin_names(layout):
             libbpf.pin(fds[name], pin_dir / name)

@@ -48,6 +48,27 @@ def bytes_written(sock: socket.socket) -> int:
     return acked + outq
 
 
+def read_round(sock: socket.socket, limit: int) -> tuple[bytes, bool]:
+    """Reads until the queue is empty or `limit` bytes; and whether it ended on an empty queue.
+
+    EOF and errors count as empty: nothing more will arrive to be split.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        try:
+            data = sock.recv(min(1 << 20, limit - total), socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return b"".join(chunks), True
+        except ConnectionError:
+            return b"".join(chunks), True
+        if not data:
+            return b"".join(chunks), True
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks), False
+
+
 def read_available(sock: socket.socket, limit: int = 64 << 20) -> tuple[bytes, bool]:
     """Everything readable now, without blocking; and whether EOF was seen."""
     chunks: list[bytes] = []

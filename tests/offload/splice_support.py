@@ -136,4 +136,4 @@ def wait_until(cond, timeout: float = 10.0) -> bool:
 
 def map_entries(driver) -> dict[str, int]:
     m = driver.maps
-    return {"socks": len(m.socks.keys()), "peers": len(m.peers.keys()), "flows": len(m.flows.keys())}
+    return {"socks": len(m.socks.keys()), "targets": len(m.targets.keys()), "peers": len(m.peers.keys()), "flows": len(m.flows.keys())}

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.bpf
 
-NAMES = {"fp_socks", "fp_peers", "fp_flows", "fp_errors", "fp_splice"}
+NAMES = {"fp_socks", "fp_targets", "fp_peers", "fp_flows", "fp_errors", "fp_splice"}
 
 
 def fastpath(*args: str) -> subprocess.CompletedProcess:
@@ -40,6 +40,7 @@ def test_load_status_unload(bpf_ready):
         pinned = {o["name"]: o for o in status["pinned"]}
         assert set(pinned) == NAMES
         assert pinned["fp_flows"]["max_entries"] == 64 and pinned["fp_socks"]["max_entries"] == 128
+        assert pinned["fp_targets"]["max_entries"] == 128
         assert pinned["fp_socks"]["entries"] == 0 and pinned["fp_splice"]["type"] == "sk_skb"
         assert pinned["fp_errors"]["counts"] == {"no_peer": 0, "redirect": 0, "no_flow": 0}
         prog_id = pinned["fp_splice"]["id"]

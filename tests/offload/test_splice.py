@@ -95,7 +95,7 @@ def test_bytes_queued_at_handoff_arrive_once_and_in_order(driver, servers):
 
 
 def _assert_clean(driver, fds_before: set[int]) -> None:
-    assert map_entries(driver) == {"socks": 0, "peers": 0, "flows": 0}
+    assert map_entries(driver) == {"socks": 0, "targets": 0, "peers": 0, "flows": 0}
     assert open_fds() - fds_before == set(), "the driver left file descriptors open"
 
 
@@ -124,7 +124,7 @@ def test_closing_either_end_releases_everything_and_spares_other_flows(driver, s
     assert installed.wait(10), "flow did not end"
     assert installed.final.bytes_to_backend == MB
     assert [f.session for f in driver.list()] == ["s-other"]
-    assert map_entries(driver) == {"socks": 2, "peers": 2, "flows": 1}
+    assert map_entries(driver) == {"socks": 2, "targets": 2, "peers": 2, "flows": 1}
     exchange(other, 2 * MB)  # the other flow is untouched
     other.close()
     assert other_installed.wait(10)
@@ -203,7 +203,7 @@ def test_a_session_is_spliced_once(driver, servers):
     try:
         with pytest.raises(ValueError, match="already spliced"):
             driver.splice("s-once", rc, rb)
-        assert map_entries(driver) == {"socks": 2, "peers": 2, "flows": 1}
+        assert map_entries(driver) == {"socks": 2, "targets": 2, "peers": 2, "flows": 1}
     finally:
         for s in (second, rc, rb, client):
             s.close()
@@ -246,7 +246,7 @@ def test_full_flow_table_leaves_the_session_on_python(bpf_ready, servers, caplog
         exchange(client, MB)
         assert relay.stop() == [8 + MB, MB]
         exchange(first, MB)
-        assert map_entries(driver) == {"socks": 2, "peers": 2, "flows": 1}
+        assert map_entries(driver) == {"socks": 2, "targets": 2, "peers": 2, "flows": 1}
         for s in (client, rc, rb, first):
             s.close()
         assert first_installed.wait(10)
@@ -270,7 +270,7 @@ def test_full_socket_map_rolls_back_a_half_inserted_flow(bpf_ready, servers):
         result = driver.splice("s-half", rc, rb)
         assert result.path == "python" and "backend socket" in result.reason
         assert result.final.python_bytes_to_backend == 8  # the header, forwarded during the attempt
-        assert map_entries(driver) == {"socks": 3, "peers": 0, "flows": 0}
+        assert map_entries(driver) == {"socks": 3, "targets": 0, "peers": 0, "flows": 0}
         exchange_relay = PythonRelay(rc, rb)
         exchange(client, MB)
         exchange_relay.stop()
@@ -335,7 +335,7 @@ def test_a_peer_that_does_not_read_cannot_pile_up_kernel_memory(bpf_ready):
         assert installed.wait(5), f"flow not aborted after {pushed} bytes pushed at a peer that does not read"
         assert "backend is not reading" in installed.end_reason
         assert pushed > 8 * MB
-        assert map_entries(driver) == {"socks": 0, "peers": 0, "flows": 0}
+        assert map_entries(driver) == {"socks": 0, "targets": 0, "peers": 0, "flows": 0}
         client.close()
         server.close()
 
@@ -381,3 +381,48 @@ def test_a_reset_from_the_client_aborts_only_its_flow(driver, servers):
     other.close()
     assert other_installed.wait(10)
     _assert_clean(driver, fds_before)
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_handoff_in_the_middle_of_a_stream_keeps_every_byte_in_order(driver, servers, round_):
+    """The client never pauses: the relay stops, splices and the kernel takes over mid-stream."""
+    import os
+    import threading
+
+    _, port = servers()
+    client, rc, rb = relay_connect(port)
+    client.sendall(header())
+    relay = PythonRelay(rc, rb)
+    payload = os.urandom(12 * MB)
+    got = bytearray()
+
+    def read_all() -> None:
+        client.settimeout(20)
+        while len(got) < len(payload):
+            chunk = client.recv(MB)
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    step = 4096 + 512 * round_  # chunk sizes that do not line up with socket buffers
+
+    def send_all() -> None:
+        for i in range(0, len(payload), step):
+            client.sendall(payload[i:i + step])
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    assert wait_until(lambda: relay.copied[0] > 2 * MB)
+    relay.stop()
+    installed = driver.splice(f"s-mid-{round_}", rc, rb)
+    assert installed.path == "kernel", installed.reason
+    sender.join(30)
+    reader.join(30)
+    assert len(got) == len(payload) and bytes(got) == payload
+    stats = driver.counters()[f"s-mid-{round_}"]
+    assert relay.copied[0] - 8 + stats.python_bytes_to_backend + stats.bytes_to_backend == len(payload)
+    assert driver.errors() == {"no_peer": 0, "redirect": 0, "no_flow": 0}
+    client.close()
+    assert installed.wait(10)
