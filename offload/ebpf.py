@@ -5,9 +5,12 @@ redirects each socket's incoming bytes out through its peer; the proxy makes
 no read or write calls for that flow any more. What the kernel does not do,
 this driver does:
 
-- handoff: bytes already in a receive queue (possibly half-read by the
-  Python relay) are read out and forwarded before the sockets enter the map,
-  because the kernel would re-send a partly read socket buffer whole;
+- handoff: the kernel would re-send a socket buffer that user space has
+  partly read, so the driver keeps relaying in Python until both receive
+  queues are empty and everything read has been sent, and only then lets the
+  sockets in: first into a program-less target map, then into the verdict
+  map, so neither starts redirecting before its peer can receive. A read
+  after insertion makes the kernel move what queued meanwhile, in order;
 - end of flow: FIN is not forwarded by the splice. One epoll thread watches
   every spliced socket for RDHUP/HUP/ERR; on a FIN it waits until everything
   the kernel redirected has left through the peer, then shuts the peer's write
