@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -173,3 +175,40 @@ def test_small_fleet_python_path_and_numpy_path_decide_alike(data):
         assert (a.ranked, a.policy, a.reason, a.slo_met) == (b.ranked, b.policy, b.reason, b.slo_met)
         for pos in range(len(a.ranked)):
             assert a.header(pos) == b.header(pos)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_large_fleet_candidate_subset_decides_like_the_python_path(seed):
+    """Large fleets score narrow request shapes on their candidates only; same decisions."""
+    rnd = random.Random(seed)
+    sites = [site(f"s{i}", rnd.choice(REGIONS), cost=rnd.uniform(0, 3),
+                  models=tuple(rnd.sample(MODELS, rnd.randint(1, 2))), slots=rnd.randint(1, 16))
+             for i in range(320)]
+    config = fleet(*sites)
+    t = control_pb2.FleetTelemetry(version=1)
+    for b in config.backends:
+        t.backends.add(name=b.name, healthy=rnd.random() > 0.1, has_metrics=True,
+                       num_requests_running=rnd.randint(0, 20), gpu_cache_usage_perc=rnd.random(),
+                       ttft_ms_by_region={"near": rnd.choice([0.0, rnd.uniform(10, 500)])})
+        if rnd.random() < 0.05:
+            t.session_backend[f"s{rnd.randrange(5)}"] = b.name
+    snap = build_snapshot(config, t)
+    live = LiveStats(snap.n, fail_threshold=2, clock=lambda: 0.0)
+    subset, python_path = Router(config, scalar_max=0), Router(config, scalar_max=10**6)
+    used_subset = 0
+    for _ in range(60):
+        for _ in range(5):
+            i = rnd.randrange(snap.n)
+            rnd.choice([live.started, lambda i: live.finished(i, rnd.random() < 0.7),
+                        lambda i: live.first_byte(i, rnd.uniform(5, 900)),
+                        lambda i: live.remember_session(f"s{rnd.randrange(5)}", i)])(i)
+        f = RequestFeatures(model=rnd.choice(MODELS), region=rnd.choice(REGIONS), session=f"s{rnd.randrange(8)}",
+                            allow_regions=(rnd.choice(REGIONS),), max_cost=rnd.choice([0.0, 1.5]),
+                            slo_ttft_ms=rnd.choice([0.0, 80.0, 300.0]))
+        a, b = subset.route(f, snap, live), python_path.route(f, snap, live)
+        entry = subset._entries[(subset.default_policy, f.region, f.model, f.allow_regions, f.max_cost)]
+        used_subset += entry.sub is not None
+        assert (a.ranked, a.reason, a.slo_met) == (b.ranked, b.reason, b.slo_met)
+        for pos in range(len(a.ranked)):
+            assert a.header(pos) == b.header(pos)
+    assert used_subset > 30  # the narrow shapes really took the subset path

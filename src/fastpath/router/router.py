@@ -62,6 +62,9 @@ TIE_EPS = 1e-9  # per config position: exact ties go to the earlier backend
 SLO_MISS = 1e6  # offset that ranks SLO misses after every SLO hit
 MAX_ENTRIES = 4096  # cached request shapes per snapshot before the cache is cleared
 PARTITION_MIN = 256  # fleets at least this large use argpartition for the top candidates
+# In fleets of at least PARTITION_MIN, a request shape whose candidates are at most
+# 1/SUBSET_RATIO of the fleet is scored on its candidates only (gathered first).
+SUBSET_RATIO = 4
 # Up to this many candidates a plain Python loop beats numpy's per-call overhead
 # (measured with bench/router_cost.py; see Router.scalar_max).
 SCALAR_MAX = 16
@@ -92,6 +95,10 @@ class _Entry:
     bad_session_c: list[float] = field(default_factory=list)
     rtt_c: list[float] = field(default_factory=list)
     region_observed_w_c: list[float] = field(default_factory=list)  # -1: none for this candidate
+    # Candidate indices when the numpy arrays above (valid, bad, bad_session, w_proximity,
+    # rtt, region_observed, region_observed_w) hold candidates only; None = whole fleet.
+    sub: np.ndarray | None = None
+    tie: np.ndarray | None = None  # index x TIE_EPS (in the same index space as bad)
     w_proximity_c: list[float] = field(default_factory=list)
 
 
@@ -106,6 +113,7 @@ class _Explain:
     health: np.ndarray | dict[int, float]
     sticky: int  # session's backend, -1 = none
     sticky_affinity: float
+    sub: np.ndarray | None = None  # pred/capacity/health hold these backends only (sorted)
 
 
 @dataclass(slots=True)
@@ -123,6 +131,7 @@ class Decision:
         x = self.explain
         e = x.entry
         i = self.ranked[position]
+        k = i if x.sub is None else int(np.searchsorted(x.sub, i))
         if x.sticky < 0:
             affinity = e.warm
         elif i == x.sticky:
@@ -130,14 +139,14 @@ class Decision:
         else:
             affinity = 0.5 * e.warm
         values = {
-            "ttft": x.scale_ms / (x.scale_ms + float(x.pred[i])),
+            "ttft": x.scale_ms / (x.scale_ms + float(x.pred[k])),
             "cost": float(e.cost_score[i]),
             "affinity": affinity,
-            "capacity": float(x.capacity[i]),
-            "proximity": float(e.proximity[i] * x.health[i]),
+            "capacity": float(x.capacity[k]),
+            "proximity": float(e.proximity[i] * x.health[k]),
         }
         score = sum(w * values[a] for w, a in zip(e.weights, AXES))
-        return {"score": score, **values, "predicted_ttft_ms": float(x.pred[i])}
+        return {"score": score, **values, "predicted_ttft_ms": float(x.pred[k])}
 
     def header(self, position: int = 0) -> bytes:
         """Value of the x-fastpath-decision trailer for ranked[position]."""
@@ -211,18 +220,27 @@ class Router:
             return self._route_scalar(f, e, state, live, snap, policy, scale, sticky)
 
         w_ttft, _, w_aff, w_cap, _ = e.weights
+        sub = e.sub
+        if sub is None:
+            a, c, model = state.a, state.c, state.model
+            capacity = state.capacity.copy()
+            health = state.health.copy()
+            at = sticky
+        else:  # few candidates in a large fleet: gather them, score only them
+            a, c, model = state.a[sub], state.c[sub], state.model[sub]
+            capacity = state.capacity[sub]
+            health = state.health[sub]
+            at = int(np.searchsorted(sub, sticky)) if sticky >= 0 else -1
         if e.rtt is not None:
-            pred = state.a * e.rtt
-            pred += state.c
+            pred = a * e.rtt
+            pred += c
         else:
-            pred = state.c.copy()
+            pred = c.copy()
         if e.region_observed is not None:
-            regional = state.model + e.rtt if e.rtt is not None else state.model.copy()
+            regional = model + e.rtt if e.rtt is not None else model.copy()
             regional *= 1.0 - OBSERVED_WEIGHT
             regional += e.region_observed_w
             pred = np.where(e.region_observed, regional, pred)
-        capacity = state.capacity.copy()
-        health = state.health.copy()
         sticky_affinity = 0.0
         ttft_w = scale + pred
         np.divide(w_ttft * scale, ttft_w, out=ttft_w)  # weighted TTFT score
@@ -232,7 +250,7 @@ class Router:
             bad = e.bad_session - ttft_w
             if state.util[sticky] <= self.affinity_max_utilisation:
                 sticky_affinity = 1.0
-            bad[sticky] -= w_aff * (sticky_affinity - 0.5 * e.warm)
+            bad[at] -= w_aff * (sticky_affinity - 0.5 * e.warm)
         bad -= w_cap * capacity
         bad -= e.w_proximity * health
 
@@ -240,22 +258,31 @@ class Router:
         if live.n_cooling:
             cooling = live.cooling()
             if cooling is not None:
+                if sub is not None:
+                    cooling = cooling[sub]
                 bad[cooling] = np.inf
                 n_valid -= int(np.count_nonzero(cooling & e.valid))
                 if n_valid == 0:
                     return Decision([], policy, self._why_none(f, policy, snap, live))
 
-        explain = _Explain(e, scale, pred, capacity, health, sticky, sticky_affinity)
+        explain = _Explain(e, scale, pred, capacity, health, sticky, sticky_affinity, sub)
+        slo_met = -1
         if f.slo_ttft_ms > 0.0:
             miss = pred > f.slo_ttft_ms
             if miss.any():
                 # Misses rank after every hit, best-predicted first; excluded stay at +inf.
-                bad = np.maximum(np.where(miss, SLO_MISS + pred, bad), bad)
+                late = SLO_MISS + pred
+                late += e.tie
+                bad = np.maximum(np.where(miss, late, bad), bad)
                 top = self._top(bad, n_valid)
-                return Decision(top.tolist(), policy, "", int((bad[top] < SLO_MISS).sum()), explain)
-            ranked = self._top(bad, n_valid).tolist()
-            return Decision(ranked, policy, "", len(ranked), explain)
-        return Decision(self._top(bad, n_valid).tolist(), policy, "", -1, explain)
+                slo_met = int((bad[top] < SLO_MISS).sum())
+            else:
+                top = self._top(bad, n_valid)
+                slo_met = len(top)
+        else:
+            top = self._top(bad, n_valid)
+        ranked = top.tolist() if sub is None else sub[top].tolist()
+        return Decision(ranked, policy, "", slo_met, explain)
 
     def _route_scalar(self, f: RequestFeatures, e: _Entry, state: LoadState, live: LiveStats,
                       snap: FleetSnapshot, policy: str, scale: float, sticky: int) -> Decision:
@@ -294,7 +321,7 @@ class Router:
             b -= w_cap * cp
             b -= wp * hl
             if slo > 0.0 and p > slo:
-                b = max(SLO_MISS + p, b)
+                b = max(SLO_MISS + p + i * TIE_EPS, b)
             preds[i] = p
             caps[i] = cp
             oks[i] = hl
@@ -312,8 +339,11 @@ class Router:
         k = min(n_valid, self.max_ranked)
         if len(bad) >= PARTITION_MIN and k < len(bad):
             part = bad.argpartition(k - 1)[:k]
-            return part[bad[part].argsort()]
-        return bad.argsort()[:k]  # the method: np.argsort() adds a dispatch layer
+            part.sort()
+            return part[bad[part].argsort(kind="stable")]
+        # Stable, so exact ties go to the lower index as in the Python path; the method,
+        # because np.argsort() adds a dispatch layer.
+        return bad.argsort(kind="stable")[:k]
 
     # -- per request shape (cached) ------------------------------------------------------
 
@@ -380,6 +410,19 @@ class Router:
             region_observed_w_c=(np.where(region_observed, region_observed_w, -1.0)[cand].tolist()
                                  if region_observed is not None else []),
         )
+        e.tie = tie
+        if n >= PARTITION_MIN and e.n_valid * SUBSET_RATIO <= n:
+            e.sub = cand
+            e.tie = tie[cand]
+            e.valid = valid[cand]
+            e.bad = bad[cand]
+            e.bad_session = bad_session[cand]
+            e.w_proximity = e.w_proximity[cand]
+            if rtt is not None:
+                e.rtt = rtt[cand]
+            if region_observed is not None and region_observed_w is not None:
+                e.region_observed = region_observed[cand]
+                e.region_observed_w = region_observed_w[cand]
         self._entries[key] = e
         return e
 
