@@ -222,12 +222,12 @@ class Router:
         w_ttft, _, w_aff, w_cap, _ = e.weights
         sub = e.sub
         if sub is None:
-            a, c, model = state.a, state.c, state.model
+            a, c = state.a, state.c
             capacity = state.capacity.copy()
             health = state.health.copy()
             at = sticky
         else:  # few candidates in a large fleet: gather them, score only them
-            a, c, model = state.a[sub], state.c[sub], state.model[sub]
+            a, c = state.a[sub], state.c[sub]
             capacity = state.capacity[sub]
             health = state.health[sub]
             at = int(np.searchsorted(sub, sticky)) if sticky >= 0 else -1
@@ -237,6 +237,7 @@ class Router:
         else:
             pred = c.copy()
         if e.region_observed is not None:
+            model = state.model if sub is None else state.model[sub]
             regional = model + e.rtt if e.rtt is not None else model.copy()
             regional *= 1.0 - OBSERVED_WEIGHT
             regional += e.region_observed_w
