@@ -356,7 +356,7 @@ def shortcut_unavailable() -> str:
 
 def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]:
     """Rows: one per (path, concurrency) with medians over rounds, plus one switching-latency row."""
-    rounds, seconds = (2, 1.0) if quick else (3, 2.0)
+    rounds, seconds = (2, 0.5) if quick else (3, 2.0)
     why_not = splice_unavailable()
     why_not_msg = why_not or shortcut_unavailable()
     cgroup = None
@@ -441,7 +441,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fastpath.bench.splice_bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 rounds of 1 s instead of 3 of 2 s")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 0.5 s instead of 3 of 2 s")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
