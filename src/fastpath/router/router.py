@@ -9,7 +9,11 @@ no I/O, no awaits, no logging. Work is split by how often its inputs change:
   weighted static axes (cost, model affinity, proximity), with excluded
   backends set to +inf;
 - per request: TTFT score, capacity and health from the load figures, session
-  affinity, ranking - about ten array operations.
+  affinity, ranking. Three ways, chosen per request shape, same arithmetic in
+  the same order (so the same decisions, checked by property tests): up to
+  SCALAR_MAX candidates a plain Python loop (numpy's per-call overhead
+  dominates there); otherwise about ten numpy operations over the fleet, or
+  over the gathered candidates when they are a small part of a large fleet.
 
 Semantics, in order:
 1. Hard filters. A backend is a candidate only if it serves the model (when
@@ -94,12 +98,12 @@ class _Entry:
     bad_c: list[float] = field(default_factory=list)
     bad_session_c: list[float] = field(default_factory=list)
     rtt_c: list[float] = field(default_factory=list)
+    w_proximity_c: list[float] = field(default_factory=list)
     region_observed_w_c: list[float] = field(default_factory=list)  # -1: none for this candidate
     # Candidate indices when the numpy arrays above (valid, bad, bad_session, w_proximity,
     # rtt, region_observed, region_observed_w) hold candidates only; None = whole fleet.
     sub: np.ndarray | None = None
     tie: np.ndarray | None = None  # index x TIE_EPS (in the same index space as bad)
-    w_proximity_c: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
