@@ -9,6 +9,9 @@ replayed against the simulated fleet once per policy:
   five-axis/<p>     fastpath.router.Router with policy p (the config's default, and cost-first),
                     fed by this client's own observations (LiveStats), as the proxy runs
                     without a controller; the request carries its TTFT SLO
+  fastpath/<p>      (full runs) the real product: `fastpath up`'s stack (fleet, controller
+                    scraping the sites, proxy), requests sent to the proxy with
+                    x-fastpath-region, x-fastpath-policy and x-fastpath-slo-ttft-ms
 and per fleet layout: "distributed" (the config's regions) and "central"
 (every site moved into one region). Each request is a real ModelStreamInfer
 call to the chosen site, which adds the RTT from the client's region before
@@ -23,14 +26,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
+import importlib.util
 import json
 import random
 import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 REGION_MIX = {"us-east": 0.55, "eu-west": 0.2, "us-west": 0.15, "ap-south": 0.1}
 MODEL_MIX = {"llama-3-8b": 0.5, "mistral-7b": 0.3, "llama-3-70b": 0.2}
@@ -182,7 +187,13 @@ class FiveAxis(Chooser):
         self.live.finished(i, ok)
 
 
-def make_chooser(name: str, config, slo_ms: float) -> Chooser:
+PROXY_PREFIX = "fastpath/"
+
+
+def make_chooser(name: str, config, slo_ms: float) -> Chooser | None:
+    """The client-side chooser for a policy; None for the rows routed by the real proxy."""
+    if name.startswith(PROXY_PREFIX):
+        return None
     if name == "round-robin":
         return RoundRobin(config)
     if name == "least-loaded":
@@ -203,18 +214,27 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(v, 1) if v is not None else None
 
 
-async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadline_s: float, tag: str) -> dict[str, Any]:
-    """Sends every arrival of the trace at its time to the site the policy picks; returns the policy's row."""
+async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadline_s: float, tag: str,
+                 proxy: str = "") -> dict[str, Any]:
+    """Sends every arrival of the trace at its time to the site the policy picks (or, for the
+    fastpath/<p> rows, to the proxy at `proxy`); returns the policy's row."""
     import grpc
 
     from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
     from fastpath.sim.llm_request import make_request, response_parameter, text_output
 
     chooser = make_chooser(policy, config, slo_ms)
-    channels = [grpc.aio.insecure_channel(b.address, options=[("grpc.use_local_subchannel_pool", 1)])
-                for b in config.backends]
+    via_proxy = chooser is None
+    if via_proxy and not proxy:
+        raise ValueError(f"policy {policy!r} needs the address of a running fastpath proxy")
+    targets = [proxy] if via_proxy else [b.address for b in config.backends]
+    channels = [grpc.aio.insecure_channel(t, options=[("grpc.use_local_subchannel_pool", 1)]) for t in targets]
     await asyncio.gather(*(asyncio.wait_for(ch.channel_ready(), 10) for ch in channels))
     stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
+    index = {b.name: i for i, b in enumerate(config.backends)}
+    proxy_md: tuple[tuple[str, str], ...] = ()
+    if via_proxy:
+        proxy_md = (("x-fastpath-policy", policy[len(PROXY_PREFIX):]), ("x-fastpath-slo-ttft-ms", f"{slo_ms:g}"))
     ttfts: list[float] = []
     tokens_by_site = [0] * len(config.backends)
     requests_by_site = [0] * len(config.backends)
@@ -224,12 +244,17 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
 
     async def one(k: int, a: Arrival) -> None:
         nonlocal within
-        i = chooser.choose(a)
-        if i is None:
-            shed["no_route"] += 1
-            return
-        requests_by_site[i] += 1
-        chooser.started(i)
+        if via_proxy:
+            i = -1  # the proxy chooses; the site names itself in every response
+            stub = stubs[0]
+        else:
+            i = chooser.choose(a)
+            if i is None:
+                shed["no_route"] += 1
+                return
+            requests_by_site[i] += 1
+            chooser.started(i)
+            stub = stubs[i]
         t0 = time.monotonic()
         ok = False
         got = 0
@@ -239,27 +264,36 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
             async def reqs() -> AsyncIterator[Any]:
                 yield make_request(a.model, prompt, a.max_tokens, request_id=f"{tag}-{k}")
 
-            call = stubs[i].ModelStreamInfer(reqs(), metadata=(("x-fastpath-region", a.region),), timeout=deadline_s)
+            call = stub.ModelStreamInfer(reqs(), metadata=(("x-fastpath-region", a.region), *proxy_md),
+                                         timeout=deadline_s)
             async for msg in call:
                 if msg.error_message:
                     raise RuntimeError(msg.error_message)
                 r = msg.infer_response
+                if i < 0:
+                    site = response_parameter(r, "fastpath_site")
+                    if isinstance(site, str) and site in index:
+                        i = index[site]
+                        requests_by_site[i] += 1
                 if response_parameter(r, "triton_final_response"):
                     continue
                 if text_output(r):
                     if got == 0:
                         ttft = (time.monotonic() - t0) * 1000
                         ttfts.append(ttft)
-                        chooser.first_token(i, ttft)
+                        if chooser is not None:
+                            chooser.first_token(i, ttft)
                         if ttft <= slo_ms:
                             within += 1
                     got += 1
-            ok = got > 0
+            ok = got > 0 and i >= 0
         except Exception as e:  # refused, reset, past the deadline: the request is shed
             if len(first_errors) < 3:
-                first_errors.append(f"{config.backends[i].name}: {type(e).__name__}: {str(e)[:160]}")
+                where = config.backends[i].name if i >= 0 else "proxy"
+                first_errors.append(f"{where}: {type(e).__name__}: {str(e)[:160]}")
         finally:
-            chooser.finished(i, ok)
+            if chooser is not None:
+                chooser.finished(i, ok)
         if ok:
             tokens_by_site[i] += got
         else:
@@ -292,16 +326,28 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
     }
 
 
+@contextlib.contextmanager
+def _fleet(cfg, with_proxy: bool) -> Iterator[str]:
+    """The simulated fleet of cfg; with_proxy: `fastpath up`'s whole stack. Yields the proxy address or ""."""
+    if with_proxy:
+        from fastpath.up import Stack
+
+        with Stack(cfg, log_level="WARNING") as stack:
+            yield stack.proxy_address
+    else:
+        from fastpath.sim.fleet import FleetProcess
+
+        with FleetProcess(cfg):
+            yield ""
+
+
 def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0) -> list[dict[str, Any]]:
     """One row per (layout, policy) over the same seeded trace."""
-    import importlib.util
-
     from fastpath.config import load_config, with_ports
 
     missing = [m for m in ("fastpath.sim.fleet", "fastpath.router.router") if importlib.util.find_spec(m) is None]
     if missing:
         raise ModuleNotFoundError(f"fleet scenarios need {', '.join(missing)}, not in this install yet")
-    from fastpath.sim.fleet import FleetProcess
 
     base = load_config()
     duration = 1.2 if quick else 5.0
@@ -309,18 +355,22 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
     policies = list(BASELINES) + [f"five-axis/{base.default_policy}", "five-axis/cost-first"]
     if "cost-first" not in base.policies:
         policies.remove("five-axis/cost-first")
+    via_proxy = not quick and importlib.util.find_spec("fastpath.up") is not None
+    if via_proxy:
+        policies += [PROXY_PREFIX + p.split("/", 1)[1] for p in policies if p.startswith("five-axis/")]
     rows: list[dict[str, Any]] = []
     for li, (layout, cfg) in enumerate(layouts.items()):
         cfg = with_ports(cfg, _free_base(3 + 2 * len(cfg.backends)))
         trace = make_trace(set(cfg.models), seed, duration, base_rate=40.0, burst_rate=140.0, max_tokens=8)
         t0 = time.monotonic()
-        with FleetProcess(cfg):
+        with _fleet(cfg, via_proxy) as proxy:
             if progress:
                 print(f"[{layout}] fleet up in {time.monotonic() - t0:.1f} s; {len(trace)} arrivals per policy",
                       file=sys.stderr, flush=True)
             order = policies[li % len(policies):] + policies[:li % len(policies)]
             for pi, policy in enumerate(order):
-                row = asyncio.run(replay(cfg, trace, policy, slo_ms, deadline_s=5.0, tag=f"{layout}{pi}s{seed}"))
+                row = asyncio.run(replay(cfg, trace, policy, slo_ms, deadline_s=5.0, tag=f"{layout}{pi}s{seed}",
+                                         proxy=proxy))
                 row.update(layout=layout, seed=seed, trace_duration_s=duration)
                 rows.append(row)
                 if progress:
@@ -335,7 +385,7 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastpath.bench.fleet_scenarios", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="1.2 s traces, no proxy rows")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     args = p.parse_args(argv)
