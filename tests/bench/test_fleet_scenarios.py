@@ -48,3 +48,26 @@ def test_proximity_picks_the_nearest_and_least_loaded_spreads():
 def test_central_layout_moves_every_site_to_one_region():
     cfg = fs.central_layout(load_config())
     assert {b.region for b in cfg.backends} == {fs.CENTRAL_REGION}
+
+
+def test_replay_on_a_real_fleet_accounts_tokens_cost_and_slo():
+    import asyncio
+
+    from fastpath.config import parse_config, with_ports
+    from fastpath.sim.fleet import FleetProcess
+
+    base = load_config()
+    cfg = with_ports(base, fs._free_base(3 + 2 * len(base.backends)))
+    sites = ("use1-a100", "use1-l4")
+    two = parse_config({**cfg.raw, "backends": [b for b in cfg.raw["backends"] if b["name"] in sites]}, "two sites")
+    trace = [a for a in fs.make_trace(set(cfg.models), 3, 0.4, 20, 20, max_tokens=3) if a.model in two.models]
+    assert trace
+    with FleetProcess(two):
+        row = asyncio.run(fs.replay(two, trace, "round-robin", slo_ms=10_000, deadline_s=10, tag="t"))
+    assert row["requests"] == len(trace) and row["shed"] == 0, row["first_errors"]
+    assert row["tokens"] == 3 * len(trace)
+    assert row["within_slo_share"] == 1.0
+    prices = {b.name: b.cost_per_1k_tokens for b in two.backends}
+    expected = sum(prices[n] * c * 3 for n, c in row["requests_by_site"].items()) / (3 * len(trace))
+    assert abs(row["cost_per_1k_tokens"] - expected) < 1e-3
+    assert row["ttft_p50_ms"] > 0
