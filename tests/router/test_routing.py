@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastpath.config import AXES
+from fastpath.config import AXES, Policy
 from fastpath.router import LiveStats, RequestFeatures, Router, build_snapshot
 from fastpath.router import router as router_module
 
@@ -224,7 +224,24 @@ def test_per_request_policy_changes_the_winner():
     f.policy = "no-such"
     d = router.route(f, snap, live)
     assert d.ranked == [] and "unknown policy 'no-such'" in d.reason and "latency-first" in d.reason
+    assert d.invalid  # the client's mistake, not the fleet's
+    assert not router.route(RequestFeatures(model="gone"), snap, live).invalid
     assert d.header().startswith(b"policy=no-such;reason=")
+
+
+def test_policies_can_be_replaced_while_running():
+    cfg = fleet(site("fast-dear", "near", cost=1.2, prefill_ms=15), site("slow-cheap", "near", cost=0.2, prefill_ms=60))
+    router, snap, live = setup(cfg, telemetry(cfg))
+    f = RequestFeatures(model="m", region="near")
+    assert names(snap, router.route(f, snap, live))[0] == "slow-cheap"  # balanced leans on cost here
+    policies = dict(cfg.policies)
+    policies["balanced"] = Policy("balanced", {"ttft": 1.0})
+    router.set_policies(policies, "balanced")
+    assert names(snap, router.route(f, snap, live))[0] == "fast-dear"
+    with pytest.raises(ValueError, match="default policy 'nope'"):
+        router.set_policies(policies, "nope")
+    with pytest.raises(ValueError, match="at least one weight must be positive"):
+        router.set_policies({"zero": Policy("zero", {"ttft": 0.0})}, "zero")
 
 
 def test_default_policy_applies_when_the_request_names_none():

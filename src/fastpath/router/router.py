@@ -127,6 +127,9 @@ class Decision:
     reason: str = ""  # "" when there are candidates; else why not
     slo_met: int = -1  # how many leading entries of `ranked` are predicted to meet the SLO; -1 = no SLO
     explain: _Explain | None = field(default=None, repr=False)
+    # True when the request itself is at fault (an unknown policy name): the proxy
+    # should answer INVALID_ARGUMENT, not UNAVAILABLE.
+    invalid: bool = False
 
     def axes(self, position: int = 0) -> dict[str, float]:
         """The five axis scores and the weighted score of ranked[position]."""
@@ -210,7 +213,9 @@ class Router:
         if e is None:
             e = self._entry(key, snap)
         if e.n_valid == 0:
-            return Decision([], policy, e.reason or self._why_none(f, policy, snap, live))
+            if e.reason:
+                return Decision([], policy, e.reason, invalid=True)
+            return Decision([], policy, self._why_none(f, policy, snap, live))
 
         scale = f.slo_ttft_ms if f.slo_ttft_ms > 0.0 else TTFT_SCALE_MS
         sticky = -1
