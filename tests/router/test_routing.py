@@ -145,6 +145,10 @@ def test_unhealthy_site_is_excluded_and_back_when_telemetry_recovers():
     d = router.route(f, all_down, live)
     assert d.ranked == []
     assert "no healthy backend" in d.reason and "connect refused" in d.reason and "probe timeout" in d.reason
+    odd = build_snapshot(cfg, telemetry(cfg, near_a={"healthy": False, "health_detail": "line1\r\nline2 é"},
+                                        far_a={"healthy": False}))
+    value = router.route(f, odd, live).header()
+    assert all(0x20 <= b < 0x7F for b in value) and b"line1??line2 ?" in value  # stays a legal header value
     up = build_snapshot(cfg, telemetry(cfg, version=3))
     assert names(up, router.route(f, up, live))[0] == "near-a"
 

@@ -72,6 +72,8 @@ SUBSET_RATIO = 4
 # Up to this many candidates a plain Python loop beats numpy's per-call overhead
 # (measured with bench/router_cost.py; see Router.scalar_max).
 SCALAR_MAX = 16
+# Byte map that turns anything but visible ASCII and space into "?" (header values).
+_HEADER_SAFE = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
 
 
 @dataclass(slots=True)
@@ -158,8 +160,9 @@ class Decision:
     def header(self, position: int = 0) -> bytes:
         """Value of the x-fastpath-decision trailer for ranked[position]."""
         if not self.ranked:
-            text = self.reason.replace(";", ",").encode("ascii", "replace")
-            return b"policy=" + self.policy.encode("ascii", "replace") + b";reason=" + text
+            # The reason quotes telemetry text (health details): keep the value a legal header.
+            text = self.reason.replace(";", ",").encode("ascii", "replace").translate(_HEADER_SAFE)
+            return b"policy=" + self.policy.encode("ascii", "replace").translate(_HEADER_SAFE) + b";reason=" + text
         v = self.axes(position)
         out = (
             f"policy={self.policy};score={v['score']:.3f};ttft={v['ttft']:.3f};cost={v['cost']:.3f};"
