@@ -17,7 +17,6 @@ import os
 import platform
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,7 +220,9 @@ class BenchRun:
     def __init__(self, s: Settings, run_dir: Path):
         self.s = s
         self.run_dir = run_dir
-        self.work = Path(tempfile.mkdtemp(prefix="fastpath-bench-"))
+        # configs and logs of every child: <run>/raw (kept out of git by the top-level .gitignore)
+        self.work = run_dir / "raw"
+        self.work.mkdir(parents=True, exist_ok=True)
         self.backend_proc = None
         self.client: load.LoadClient | None = None
         self.endpoints: dict[str, paths.Endpoint] = {}
@@ -341,7 +342,7 @@ class BenchRun:
         est = len(s.paths) * len(SCENARIOS) * len(METADATA_MODES) * s.rounds
         progress = Progress(est + sum(sections.values()), label="fastpath bench")
         progress.note(f"fastpath bench: {len(s.paths)} paths x {len(SCENARIOS)} scenarios x {len(METADATA_MODES)} metadata modes"
-                      f" x {s.rounds} rounds, {s.duration_s:.2f} s windows; budget {s.time_budget_s:.0f} s; work dir {self.work}")
+                      f" x {s.rounds} rounds, {s.duration_s:.2f} s windows; budget {s.time_budget_s:.0f} s; logs in {self.work}")
         try:
             backend = self.start_backend()
             progress.note(f"  backend    ready at {backend}")
