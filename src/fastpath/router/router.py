@@ -133,11 +133,11 @@ class Decision:
     # should answer INVALID_ARGUMENT, not UNAVAILABLE.
     invalid: bool = False
 
-    def axes(self, position: int = 0) -> dict[str, float]:
-        """The five axis scores and the weighted score of ranked[position]."""
-        if not 0 <= position < len(self.ranked) or self.explain is None:
-            raise IndexError(f"no candidate at position {position}: {len(self.ranked)} ranked")
+    def _row(self, position: int) -> tuple[float, float, float, float, float, float, float]:
+        """(score, ttft, cost, affinity, capacity, proximity, predicted TTFT ms) of ranked[position]."""
         x = self.explain
+        if x is None or not 0 <= position < len(self.ranked):
+            raise IndexError(f"no candidate at position {position}: {len(self.ranked)} ranked")
         e = x.entry
         i = self.ranked[position]
         k = i if x.sub is None else int(np.searchsorted(x.sub, i))
@@ -147,15 +147,19 @@ class Decision:
             affinity = x.sticky_affinity
         else:
             affinity = 0.5 * e.warm
-        values = {
-            "ttft": x.scale_ms / (x.scale_ms + float(x.pred[k])),
-            "cost": float(e.cost_score[i]),
-            "affinity": affinity,
-            "capacity": float(x.capacity[k]),
-            "proximity": float(e.proximity[i] * x.health[k]),
-        }
-        score = sum(w * values[a] for w, a in zip(e.weights, AXES))
-        return {"score": score, **values, "predicted_ttft_ms": float(x.pred[k])}
+        pred = float(x.pred[k])
+        ttft = x.scale_ms / (x.scale_ms + pred)
+        cost = float(e.cost_score[i])
+        capacity = float(x.capacity[k])
+        proximity = float(e.proximity[i] * x.health[k])
+        w = e.weights
+        score = w[0] * ttft + w[1] * cost + w[2] * affinity + w[3] * capacity + w[4] * proximity
+        return score, ttft, cost, affinity, capacity, proximity, pred
+
+    def axes(self, position: int = 0) -> dict[str, float]:
+        """The five axis scores, the weighted score and the predicted TTFT of ranked[position]."""
+        row = self._row(position)
+        return dict(zip(("score", *AXES, "predicted_ttft_ms"), row))
 
     def header(self, position: int = 0) -> bytes:
         """Value of the x-fastpath-decision trailer for ranked[position]."""
@@ -163,14 +167,14 @@ class Decision:
             # The reason quotes telemetry text (health details): keep the value a legal header.
             text = self.reason.replace(";", ",").encode("ascii", "replace").translate(_HEADER_SAFE)
             return b"policy=" + self.policy.encode("ascii", "replace").translate(_HEADER_SAFE) + b";reason=" + text
-        v = self.axes(position)
-        out = (
-            f"policy={self.policy};score={v['score']:.3f};ttft={v['ttft']:.3f};cost={v['cost']:.3f};"
-            f"affinity={v['affinity']:.3f};capacity={v['capacity']:.3f};proximity={v['proximity']:.3f}"
-        )
-        if self.slo_met >= 0 and position >= self.slo_met:
-            out += ";slo=missed"
-        return out.encode("ascii")
+        out = _HEADER_FORMAT % (self.policy.encode("ascii", "replace"), *self._row(position)[:6])
+        if 0 <= self.slo_met <= position:
+            out += b";slo=missed"
+        return out
+
+
+_HEADER_FORMAT = b"policy=%b;score=%.3f;ttft=%.3f;cost=%.3f;affinity=%.3f;capacity=%.3f;proximity=%.3f"
+assert _HEADER_FORMAT.count(b"%.3f") == 1 + len(AXES)
 
 
 class Router:
