@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-PREFIX = "x-fastpath-"
 MODEL = b"x-fastpath-model"
 REGION = b"x-fastpath-region"
 SESSION = b"x-fastpath-session"
