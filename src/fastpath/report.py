@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from fastpath.config import Config
-from fastpath.workload import Plan, Result, nearest_sites, sites_for
+from fastpath.workload import Plan, Result, nearest_sites
 
 
 def percentile(values: list[float], q: float) -> float | None:
