@@ -69,7 +69,8 @@ def summary_text(result: dict[str, Any]) -> str:
             lines.append(f"  {p['name']}: unavailable — {p.get('reason', '')[:200]}")
     lines.append("")
     lines.append("Latency: unary = whole call, stream = time to first message (µs, medians over rounds).")
-    lines.append("cpu/msg = proxy utime+stime µs per message; all cpu = client+backend+proxy (schedstat) µs per message,")
+    lines.append("cpu/msg = proxy CPU µs per message (/proc schedstat; ticks of /proc/<pid>/stat in results.json);")
+    lines.append("all cpu = client+backend+proxy µs per message,")
     lines.append("which also catches kernel work a splice moves out of the proxy; xN = ratio to nginx in this run.")
     hdr = f"{'scenario':11s} {'metadata':8s} {'path':15s} {'p50':>7s} {'p99':>7s} {'added':>7s} {'÷nginx':>7s} {'cpu/msg':>8s} {'÷nginx':>7s} {'all cpu':>8s} {'msgs/s':>8s}"
     lines.append(hdr)

@@ -61,8 +61,8 @@ def test_tiny_run_writes_the_documented_schema(tmp_path, absent_path, capsys):
         assert r["latency_cdf_us"] and r["latency_cdf_us"][0][0] == 0 and r["latency_cdf_us"][-1][0] == 100
         if r["path"] == "nginx":
             # 0.1 s windows are ~10 clock ticks: the tick count may round to 0, the scheduler's ns may not
-            assert r["proxy_cpu_us_per_msg"] is not None and r["proxy_cpu_us_per_msg"] >= 0
-            assert r["proxy_cpu_us_per_msg_sched"] > 0
+            assert r["proxy_cpu_us_per_msg_stat"] is not None and r["proxy_cpu_us_per_msg_stat"] >= 0
+            assert r["proxy_cpu_us_per_msg"] == r["proxy_cpu_us_per_msg_sched"] > 0
         else:
             assert r["proxy_cpu_us_per_msg"] is None
     for s in result["summary_vs_nginx"]:
