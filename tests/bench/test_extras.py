@@ -16,23 +16,12 @@ def test_a_failing_measure_is_a_note_with_its_error(tmp_path):
     assert "failed" in res["note"] and "measure" in res["note"]
 
 
-def test_rows_come_back_from_the_child(tmp_path):
+def test_rows_come_back_from_the_child(tmp_path, monkeypatch):
     # a module of our own, importable by the child through PYTHONPATH
     import os
-    import sys
 
-    mod = tmp_path / "bench_extra_probe.py"
-    mod.write_text("def measure(quick=False):\n    return [{'quick': quick, 'value': 42}]\n")
-
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(tmp_path) + (os.pathsep + old if old else "")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        res = extras.run_measure("bench_extra_probe", {"quick": True}, 30, tmp_path / "work")
-    finally:
-        sys.path.remove(str(tmp_path))
-        if old is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = old
+    (tmp_path / "bench_extra_probe.py").write_text("def measure(quick=False):\n    return [{'quick': quick, 'value': 42}]\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = extras.run_measure("bench_extra_probe", {"quick": True}, 30, tmp_path / "work")
     assert res == {"available": True, "rows": [{"quick": True, "value": 42}], "note": "", "seconds": res["seconds"]}
