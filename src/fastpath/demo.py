@@ -86,6 +86,55 @@ def proxy_view(metrics_listen: str, timeout_s: float = 2.0) -> dict:
             for name in PROXY_COUNTERS}
 
 
+class TelemetrySampler:
+    """Polls the controller's ListBackends in a thread while the workload runs.
+
+    It gives the site's own view of a burst (sequences running and waiting
+    against its slots) beside what the clients saw.
+    """
+
+    def __init__(self, address: str, interval_s: float = 0.1) -> None:
+        import threading
+
+        self.address = address
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, str, float, float, float]] = []  # (t, site, running, waiting, slots)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fastpath-demo-telemetry", daemon=True)
+
+    def _run(self) -> None:
+        import grpc
+
+        from fastpath.gen import control_pb2, control_pb2_grpc
+
+        with grpc.insecure_channel(self.address) as ch:
+            stub = control_pb2_grpc.ControlStub(ch)
+            while not self._stop.wait(self.interval_s):
+                try:
+                    fleet = stub.ListBackends(control_pb2.ListBackendsRequest(), timeout=1.0)
+                except grpc.RpcError:
+                    continue
+                now = time.monotonic()
+                for b in fleet.backends:
+                    self.samples.append((now, b.name, b.num_requests_running, b.num_requests_waiting, b.max_num_seqs))
+
+    def __enter__(self) -> "TelemetrySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3.0)
+
+    def peak(self, site: str, start: float, end: float) -> dict | None:
+        """The site's busiest sample between two monotonic times, or None if none was taken."""
+        rows = [r for r in self.samples if r[1] == site and start <= r[0] <= end]
+        if not rows:
+            return None
+        t, _, running, waiting, slots = max(rows, key=lambda r: (r[2] + r[3], r[0]))
+        return {"running": int(running), "waiting": int(waiting), "slots": int(slots), "samples": len(rows)}
+
+
 def _say(msg: str) -> None:
     print(f"fastpath demo: {msg}", file=sys.stderr, flush=True)
 
@@ -113,9 +162,16 @@ def run(args: argparse.Namespace) -> int:
         with Stack(config, controller=not args.no_controller, progress=_say, echo=echo, faults=args.fault,
                    log_level="WARNING" if not args.logs else args.log_level) as stack:
             _say(f"sending {plan.total} requests to {stack.proxy_address} (seed {plan.seed})")
+            sampler = TelemetrySampler(stack.control_address) if stack.with_controller else None
             t0 = time.monotonic()
-            results = run_workload(stack.proxy_address, plan, time_budget_s=args.time_budget,
-                                   progress=lambda m: _say(f"workload: {m}"))
+            if sampler:
+                sampler.__enter__()
+            try:
+                results = run_workload(stack.proxy_address, plan, time_budget_s=args.time_budget,
+                                       progress=lambda m: _say(f"workload: {m}"))
+            finally:
+                if sampler:
+                    sampler.__exit__()
             duration = time.monotonic() - t0
             died = [c.exit_description() for c in stack.dead()]
             control = controller_view(stack.control_address) if stack.with_controller and not died else None
@@ -132,6 +188,17 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old)
     summary = summarize(config, plan, results, duration_s=duration, startup_s=startup)
     summary["died"] = died
+    burst = summary.get("burst")
+    burst_results = [r for r in results if r.spec.phase == "burst"]
+    if sampler and burst and burst_results:
+        peak = sampler.peak(burst["site"], t0 + min(r.started_s for r in burst_results),
+                            t0 + max(r.ended_s for r in burst_results))
+        burst["site_telemetry_peak"] = peak
+        if peak and burst["ok"]:
+            summary["observations"].insert(
+                next((i + 1 for i, o in enumerate(summary["observations"]) if o.startswith("burst:")), 0),
+                f"burst, as the controller saw it: {burst['site']} peaked at {peak['running']} running and "
+                f"{peak['waiting']} waiting for {peak['slots']} slots ({peak['samples']} samples).")
     summary["controller"] = control
     summary["proxy"] = proxy
     if proxy and "error" not in proxy:
