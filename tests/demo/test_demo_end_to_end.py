@@ -78,6 +78,10 @@ def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_
     sessions = [r for r in results if r["spec"]["session"]]
     assert sessions and all(len({x["backend"] for x in sessions if x["spec"]["session"] == r["spec"]["session"]}) == 1
                             for r in sessions), "a session moved between sites at low load"
+    # The burst filled its near site and the rest spilled elsewhere, to sites serving the model.
+    burst = s["burst"]
+    assert burst["requests"] > burst["slots"] and burst["stayed"] >= 1, burst
+    assert burst["spilled"] and burst["site"] not in burst["spilled"], burst
     # Requests with a cost ceiling never went to a site priced above it.
     assert s["budget"]["requests"] > 0 and not s["budget"]["over_ceiling"]
     # The stack had its processes while running, and none is left.
