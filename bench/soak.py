@@ -17,7 +17,7 @@ At the end it checks, and exits 1 when a check fails:
   client cancelled it, UNAVAILABLE naming the backend (`backend NAME`) when a
   site failed under it; nothing else (no DEADLINE_EXCEEDED, INTERNAL, ...);
 - few failures: UNAVAILABLE is at most 10% of the requests;
-- the proxy's RSS under load is flat: end <= start + max(16 MiB, 20%);
+- the proxy's RSS under load is flat: end <= start + max(4 MiB, 10%);
 - no descriptor or connection leak: once the clients have left, the proxy
   holds at most 2 more fds than before they came (pooled upstream
   connections aside), and reports no open client
@@ -51,8 +51,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-RSS_SLACK_MIB = 16.0
-RSS_SLACK_FRACTION = 0.20
+RSS_SLACK_MIB = 4.0
+RSS_SLACK_FRACTION = 0.10
 FD_SLACK = 2
 MAX_UNAVAILABLE_FRACTION = 0.10
 CALL_TIMEOUT_S = 30.0
