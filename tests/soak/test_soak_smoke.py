@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,11 +15,12 @@ KNOWN_GAP = ("pinned mode: when a backend dies under a pinned connection the pro
 
 @pytest.fixture(scope="module")
 def soak(tmp_path_factory):
-    out = tmp_path_factory.mktemp("soak") / "summary.json"
+    work = tmp_path_factory.mktemp("soak")
+    out = work / "summary.json"
     proc = subprocess.run(
         [sys.executable, "-m", "fastpath.bench.soak", "--seconds", "15", "--connections", "10", "--clients", "2",
          "--session-share", "0.4", "--progress-every", "5", "--json", str(out)],
-        capture_output=True, text=True, timeout=110)
+        capture_output=True, text=True, timeout=110, env={**os.environ, "TMPDIR": str(work)})  # logs land in tmp_path
     assert out.exists(), f"no summary (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc, json.loads(out.read_text())
 
