@@ -1,4 +1,4 @@
-"""The soak: fastpath under hours-in-minutes of mixed traffic, a site killed and restarted, every request accounted for.
+"""The soak: fastpath under sustained mixed traffic, a site killed and restarted, every request accounted for.
 
     python -m fastpath.bench.soak [--seconds S] [--connections C] [--clients N] [--quick] [--json FILE]
 
@@ -70,6 +70,8 @@ CLEAR = (OK, CANCELLED, UNAVAILABLE_NAMED)
 # -- the client process ----------------------------------------------------------------------------
 @dataclass
 class WorkerStats:
+    """What one client process did; printed as a JSON line every second, so a client that dies still reported."""
+
     started: int = 0
     connections: int = 0
     outcomes: Counter = field(default_factory=Counter)
@@ -94,6 +96,7 @@ class WorkerStats:
 
 
 def _classify(code: Any, details: str, cancelled_by_client: bool, backends: list[str]) -> str:
+    """The outcome of a finished call from its gRPC status; anything not in CLEAR fails the soak."""
     import grpc
 
     if code == grpc.StatusCode.OK:
@@ -107,6 +110,7 @@ def _classify(code: Any, details: str, cancelled_by_client: bool, backends: list
 
 
 async def _worker_main(args: argparse.Namespace) -> int:
+    """One client process: its share of the connections, each a loop of calls until the deadline."""
     import grpc
 
     from fastpath.gen import grpc_service_pb2 as pb
@@ -259,6 +263,8 @@ def _port_block(n: int) -> int:
 
 @dataclass
 class ProcSample:
+    """The proxy's footprint at one moment (t: seconds since the load started)."""
+
     t: float
     rss_mib: float
     fds: int
@@ -317,6 +323,8 @@ def _sum_counters(workers: list[_WorkerProc], key: str) -> Counter:
 
 @dataclass
 class Check:
+    """One end-of-run check, as printed and as written to the summary."""
+
     name: str
     ok: bool
     detail: str
@@ -613,7 +621,17 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         return uvloop.run(_worker_main(args))
-    summary = run_soak(args)
+    from fastpath.config import ConfigError
+    from fastpath.sim.fleet import FleetError
+
+    try:
+        summary = run_soak(args)
+    except ConfigError as e:
+        print(f"fastpath soak: {e}", file=sys.stderr)
+        return 2
+    except (FleetError, RuntimeError, TimeoutError) as e:
+        print(f"fastpath soak: the stack did not come up: {e}", file=sys.stderr)
+        return 1
     text = json.dumps(summary, indent=2)
     print(text, flush=True)
     if args.json:
