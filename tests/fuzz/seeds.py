@@ -1,6 +1,6 @@
 """The seed corpus: inputs for each fuzz target built from real traffic, written in each target's layout.
 
-`python -m tests.fuzz.seeds` (re)writes tests/fuzz/corpus/<target>/. Sources:
+`python -m tests.fuzz.seeds [TARGET...]` (re)writes tests/fuzz/corpus/<target>/. Sources:
 a stock grpcio client and server recorded on the wire (traffic_capture),
 header blocks from the reference `hpack` encoder (Huffman on and off, table
 sizes that force eviction), real ModelInferRequests, and the Prometheus
@@ -122,17 +122,38 @@ def _promtext_seeds() -> list[bytes]:
             b"\xff\xfe not utf-8\nok 1\n"]
 
 
+def _hpack_encoder_seeds(cap: Capture) -> list[bytes]:
+    from . import target_hpack_encoder as te
+
+    def record(name: bytes, value: bytes) -> bytes:
+        sel = bytes((te.NAMES.index(name),)) if name in te.NAMES else b"\xf0" + chunk(name)
+        return sel + chunk(value)
+
+    dec = hpack.Decoder()
+    lists = [[(bytes(n), bytes(v)) for n, v in dec.decode(b, raw=True)] for b in _header_blocks(cap)]
+    out = []
+    for peer in (b"", b"\x81", b"\x82", b"\x81\x80"):  # peer table: as is, 0, 100, 0 then back to 4096
+        ops = peer
+        for headers in lists:
+            ops += bytes((8 | min(7, len(headers)),)) + b"".join(record(n, v) for n, v in headers[:7])
+        out.append(ops)
+    return out
+
+
 def build() -> dict[str, list[bytes]]:
     """Seed inputs per target name, built fresh (about a second: it makes real gRPC calls)."""
     cap = capture()
-    return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "features": _features_seeds(cap),
+    return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
+            "features": _features_seeds(cap),
             "model_name": _model_seeds(cap), "promtext": _promtext_seeds()}
 
 
-def write(root: Path = CORPUS) -> dict[str, int]:
-    """Writes each seed as corpus/<target>/seed-<sha1 prefix>; returns how many per target."""
+def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:
+    """Writes each seed as corpus/<target>/seed-<sha1 prefix> (of the `only` targets, or all); returns how many per target."""
     counts = {}
     for target, seeds in build().items():
+        if only and target not in only:
+            continue
         d = root / target
         d.mkdir(parents=True, exist_ok=True)
         for old in d.glob("seed-*"):
@@ -150,6 +171,7 @@ def load(target: str, root: Path = CORPUS) -> list[bytes]:
 
 
 if __name__ == "__main__":
-    for name, n in write().items():
+    # Captured traffic differs a little run to run (PINGs, window updates): name targets to rewrite only those.
+    for name, n in write(only=sys.argv[1:] or None).items():
         print(f"{name}: {n} seeds in {CORPUS / name}")
     sys.exit(0)
