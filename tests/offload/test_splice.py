@@ -376,7 +376,9 @@ def test_a_reset_from_the_client_aborts_only_its_flow(driver, servers):
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
     client.close()  # RST
     assert installed.wait(10), "flow did not end after the client's reset"
-    assert installed.end_reason == "client socket error: Connection reset by peer"
+    # The reset itself, or the kernel's send of the echo into the dead socket, whichever is seen first.
+    assert installed.end_reason in {"client socket error: Connection reset by peer", "client socket error: Broken pipe",
+                                    "client connection reset"}, installed.end_reason
     exchange(other, MB)
     other.close()
     assert other_installed.wait(10)
