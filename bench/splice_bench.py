@@ -39,6 +39,16 @@ CONCURRENCY = (1, 64)
 # ---- child roles ----------------------------------------------------------------------
 
 
+def _die_with_parent(parent: int) -> None:
+    """Children of a benchmark run end with it, even when it is killed (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the run ended before the line above
+        os._exit(1)
+
+
 def _role_echo() -> None:
     """uvloop echo server."""
     import asyncio
@@ -158,9 +168,14 @@ def _role_splicerelay(backend_port: int) -> None:
 # ---- measurement --------------------------------------------------------------------
 
 
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "FASTPATH_BENCH_PARENT": str(os.getpid())}
+
+
 def _spawn(role: str, *args: str, cgroup: Any = None) -> tuple[subprocess.Popen, int]:
     argv = [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", role, *args]
-    p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_child_env())
     ready, _, _ = select.select([p.stdout], [], [], 20)
     line = p.stdout.readline().strip() if ready else ""
     if not line.isdigit():
@@ -272,7 +287,8 @@ def _role_client(port: int, conns: int, seconds: float, relay_pid: int) -> None:
 def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None) -> dict[str, float]:
     argv = [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", "client",
             str(port), str(conns), str(seconds), str(relay_pid)]
-    p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_child_env())
     try:
         out, err = p.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
@@ -357,6 +373,11 @@ def shortcut_unavailable() -> str:
 def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]:
     """Rows: one per (path, concurrency) with medians over rounds, plus one switching-latency row."""
     rounds, seconds = (2, 0.5) if quick else (3, 2.0)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # a SIGTERM still cleans up (children, cgroup)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     why_not = splice_unavailable()
     why_not_msg = why_not or shortcut_unavailable()
     cgroup = None
@@ -371,8 +392,15 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
 
     try:
         if not why_not_msg:
-            from fastpath.offload.skmsg import Cgroup
+            from fastpath.offload.skmsg import Cgroup, cgroup2_root
 
+            for old in cgroup2_root().glob("fastpath-bench-*"):  # left by runs that were killed
+                pid = old.name.rsplit("-", 1)[-1]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    try:
+                        old.rmdir()
+                    except OSError:
+                        pass  # still has processes in it
             cgroup = Cgroup(f"fastpath-bench-{os.getpid()}")
         _, echo_port = spawn("echo", in_cgroup=True)
         relays["direct"] = (echo_port, 0)
@@ -447,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.role:
+        _die_with_parent(int(os.environ.get("FASTPATH_BENCH_PARENT", os.getppid())))
         a = args.role_args
         {"echo": lambda: _role_echo(),
          "pyrelay": lambda: _role_pyrelay(int(a[0]), a[1] if len(a) > 1 else ""),
