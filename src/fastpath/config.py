@@ -73,6 +73,7 @@ class ControlConfig:
     scrape_interval_ms: float = 50.0
     health_interval_ms: float = 250.0
     health_timeout_ms: float = 200.0
+    token_file: str = "~/.config/fastpath/control.token"  # bearer token for calls that change routing
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         scrape_interval_ms=_num(ct, "scrape_interval_ms", "control", 50),
         health_interval_ms=_num(ct, "health_interval_ms", "control", 250),
         health_timeout_ms=_num(ct, "health_timeout_ms", "control", 200),
+        token_file=_str(ct, "token_file", "control", ControlConfig.token_file),
     )
     split_hostport(control.listen, "control.listen")
     driver = _str(data.get("offload", {}), "driver", "offload", "none")

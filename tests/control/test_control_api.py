@@ -13,6 +13,9 @@ from control_support import PY, MetricsServer, ReadyServer, eventually, free_por
 from fastpath.control.controller import Controller, ControllerError
 from fastpath.gen import control_pb2 as pb
 from fastpath.gen import control_pb2_grpc
+from fastpath.control.auth import metadata as _control_metadata
+
+CONTROL_MD = _control_metadata(__import__("os").environ["FASTPATH_CONTROL_TOKEN"])
 
 PAGE = 'vllm:num_requests_running{model_name="m"} %d\nvllm:num_requests_waiting{model_name="m"} %d\n'
 
@@ -22,7 +25,7 @@ def obs(backend: str, ttft: float = 100.0, ok: bool = True, session: str = "", r
 
 
 async def report(stub, *batches: list[pb.Observation], proxy_id: str = "p1") -> int:
-    ack = await stub.ReportObservations(iter([pb.ObservationBatch(proxy_id=proxy_id, observations=b) for b in batches]), timeout=5)
+    ack = await stub.ReportObservations(iter([pb.ObservationBatch(proxy_id=proxy_id, observations=b) for b in batches]), timeout=5, metadata=CONTROL_MD)
     return ack.accepted
 
 
@@ -121,21 +124,21 @@ def test_set_policy_validates_and_overrides_in_memory() -> None:
             ]
             for policy, words in bad:
                 with pytest.raises(grpc.aio.AioRpcError) as e:
-                    await stub.SetPolicy(policy)
+                    await stub.SetPolicy(policy, metadata=CONTROL_MD)
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert words in e.value.details()
             # An axis this controller does not know (a newer client's field 7).
             raw = pb.Policy(name="future", ttft=1).SerializeToString() + bytes([7 << 3 | 1]) + bytes(8)
             set_raw = ch.unary_unary("/fastpath.v1.Control/SetPolicy", response_deserializer=pb.PolicyList.FromString)
             with pytest.raises(grpc.aio.AioRpcError) as e:
-                await set_raw(raw)
+                await set_raw(raw, metadata=CONTROL_MD)
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown axis" in e.value.details()
 
-            listed = await stub.SetPolicy(pb.Policy(name="balanced", ttft=3, proximity=1))
+            listed = await stub.SetPolicy(pb.Policy(name="balanced", ttft=3, proximity=1), metadata=CONTROL_MD)
             by_name = {p.name: p for p in listed.policies}
             assert by_name["balanced"].ttft == pytest.approx(0.75) and by_name["balanced"].proximity == pytest.approx(0.25)
             assert by_name["balanced"].cost == 0
-            await stub.SetPolicy(pb.Policy(name="green", capacity=1))
+            await stub.SetPolicy(pb.Policy(name="green", capacity=1), metadata=CONTROL_MD)
             listed = await stub.ListPolicies(pb.ListPoliciesRequest())
             assert {p.name for p in listed.policies} == {"balanced", "green"}
             assert listed.default_policy == "balanced"
@@ -150,15 +153,15 @@ def test_set_flow_path_without_an_offload_driver_says_so() -> None:
             stub = control_pb2_grpc.ControlStub(ch)
             await report(stub, [obs("a", session="s1")])
             with pytest.raises(grpc.aio.AioRpcError) as e:
-                await stub.SetFlowPath(pb.SetFlowPathRequest(session="s1", path="kernel"))
+                await stub.SetFlowPath(pb.SetFlowPathRequest(session="s1", path="kernel"), metadata=CONTROL_MD)
             assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "offload driver none" in e.value.details()
             with pytest.raises(grpc.aio.AioRpcError) as e:
-                await stub.SetFlowPath(pb.SetFlowPathRequest(session="nobody", path="kernel"))
+                await stub.SetFlowPath(pb.SetFlowPathRequest(session="nobody", path="kernel"), metadata=CONTROL_MD)
             assert e.value.code() == grpc.StatusCode.NOT_FOUND and "fastpath flows" in e.value.details()
             with pytest.raises(grpc.aio.AioRpcError) as e:
-                await stub.SetFlowPath(pb.SetFlowPathRequest(session="s1", path="warp"))
+                await stub.SetFlowPath(pb.SetFlowPathRequest(session="s1", path="warp"), metadata=CONTROL_MD)
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            flow = await stub.SetFlowPath(pb.SetFlowPathRequest(session="s1", path="python"))
+            flow = await stub.SetFlowPath(pb.SetFlowPathRequest(session="s1", path="python"), metadata=CONTROL_MD)
             assert flow.path == "python" and flow.backend == "a"
 
     asyncio.run(main())
@@ -221,3 +224,26 @@ def test_observations_of_a_backend_nobody_calls_any_more_are_forgotten() -> None
             assert b.ttft_ms_observed == 40.0
 
     asyncio.run(main())
+
+
+def test_calls_that_steer_need_the_token():
+    from fastpath.config import load_config, with_ports
+
+    from control_support import free_port_base
+
+    cfg = with_ports(load_config(), free_port_base(20))
+
+    async def go():
+        async with Controller(cfg) as ctl, grpc.aio.insecure_channel(ctl.address) as ch:
+            stub = control_pb2_grpc.ControlStub(ch)
+            for call in (lambda: stub.SetPolicy(pb.Policy(name="x", ttft=1)),
+                         lambda: stub.SetFlowPath(pb.SetFlowPathRequest(session="s", path="kernel")),
+                         lambda: stub.SetPolicy(pb.Policy(name="x", ttft=1), metadata=(("authorization", "Bearer no"),))):
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await call()
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert "authorization: Bearer" in e.value.details()
+            # Reading needs no token.
+            assert (await stub.ListBackends(pb.ListBackendsRequest(), timeout=5)).backends
+
+    asyncio.run(go())

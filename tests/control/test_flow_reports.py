@@ -12,6 +12,9 @@ from fastpath.control.controller import Controller
 from fastpath.control.watcher import FleetWatcher
 from fastpath.gen import control_pb2 as pb
 from fastpath.gen import control_pb2_grpc
+from fastpath.control.auth import metadata as _control_metadata
+
+CONTROL_MD = _control_metadata(__import__("os").environ["FASTPATH_CONTROL_TOKEN"])
 
 SUPPORTED = FLOW_REPORTS_SUPPORTED and OFFLOAD_REQUESTS_SUPPORTED
 
@@ -50,7 +53,7 @@ def test_flow_reports_fill_the_table_and_set_flow_path_offloads_through_the_prox
                 if not SUPPORTED:  # a control API without flow reports: no offload through the controller
                     await eventually(lambda: w.connected, what="connected")
                     with pytest.raises(grpc.aio.AioRpcError) as e:
-                        await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-1", path="kernel"))
+                        await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-1", path="kernel"), metadata=CONTROL_MD)
                     assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
                     return
                 await eventually(lambda: _sessions(stub, {"chat-1", "chat-2"}), what="both pinned sessions listed")
@@ -60,7 +63,7 @@ def test_flow_reports_fill_the_table_and_set_flow_path_offloads_through_the_prox
                     "127.0.0.1:40000", "a", "python", 5000, "proxy-1")
                 assert one.age_s >= 3.0  # the proxy knows when the connection started
 
-                moved = await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-1", path="kernel"), timeout=10)
+                moved = await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-1", path="kernel"), timeout=10, metadata=CONTROL_MD)
                 assert moved.path == "kernel" and moved.bytes_offload == 1
                 assert proxy.offloaded == ["chat-1"]
                 # Done: the request leaves the snapshots.
@@ -68,10 +71,10 @@ def test_flow_reports_fill_the_table_and_set_flow_path_offloads_through_the_prox
 
                 # The DPU path needs the dpu driver; back to python is not possible while spliced.
                 with pytest.raises(grpc.aio.AioRpcError) as e:
-                    await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-2", path="dpu"))
+                    await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-2", path="dpu"), metadata=CONTROL_MD)
                 assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and 'driver = "dpu"' in e.value.details()
                 with pytest.raises(grpc.aio.AioRpcError) as e:
-                    await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-1", path="python"))
+                    await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-1", path="python"), metadata=CONTROL_MD)
                 assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "until it closes" in e.value.details()
 
                 # A connection the proxy no longer reports has closed: it leaves the table.
@@ -94,9 +97,10 @@ def test_a_session_only_seen_in_observations_cannot_be_offloaded() -> None:
         async with Controller(cfg) as ctl, grpc.aio.insecure_channel(ctl.address) as ch:
             stub = control_pb2_grpc.ControlStub(ch)
             await stub.ReportObservations(iter([pb.ObservationBatch(proxy_id="p", observations=[
-                pb.Observation(backend="a", region="eu-west", session="routed-1", ttft_ms=10, ok=True)])]))
+                pb.Observation(backend="a", region="eu-west", session="routed-1", ttft_ms=10, ok=True)])]),
+                metadata=CONTROL_MD)
             with pytest.raises(grpc.aio.AioRpcError) as e:
-                await stub.SetFlowPath(pb.SetFlowPathRequest(session="routed-1", path="kernel"))
+                await stub.SetFlowPath(pb.SetFlowPathRequest(session="routed-1", path="kernel"), metadata=CONTROL_MD)
             assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "pinned" in e.value.details()
 
     asyncio.run(main())

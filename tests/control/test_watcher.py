@@ -12,6 +12,9 @@ from control_support import MetricsServer, ReadyServer, eventually, make_config,
 
 from fastpath.control.watcher import FleetWatcher
 from fastpath.gen import control_pb2 as pb
+from fastpath.control.auth import metadata as _control_metadata
+
+CONTROL_MD = _control_metadata(__import__("os").environ["FASTPATH_CONTROL_TOKEN"])
 
 
 def test_watcher_survives_a_killed_controller_keeps_its_snapshot_and_reconnects(tmp_path, caplog) -> None:
@@ -169,7 +172,7 @@ def test_policies_set_on_the_controller_reach_the_watcher() -> None:
                 await eventually(lambda: seen, what="the config's policies")
                 assert [p.name for p in seen[0].policies] == ["balanced"]
                 async with grpc.aio.insecure_channel(ctl.address) as ch:
-                    await control_pb2_grpc.ControlStub(ch).SetPolicy(pb.Policy(name="green", capacity=2, proximity=2))
+                    await control_pb2_grpc.ControlStub(ch).SetPolicy(pb.Policy(name="green", capacity=2, proximity=2), metadata=CONTROL_MD)
                 await eventually(lambda: len(seen) == 2, what="the new policy")
                 green = next(p for p in seen[1].policies if p.name == "green")
                 assert (green.capacity, green.proximity, green.ttft) == (0.5, 0.5, 0.0)

@@ -21,6 +21,9 @@ from fastpath.sim.fleet import FleetProcess
 
 from .test_kserve_fleet import infer_request, port_block
 from .test_pinned import bpf_ready  # noqa: F401 (fixture)
+from fastpath.control.auth import metadata as _control_metadata
+
+CONTROL_MD = _control_metadata(__import__("os").environ["FASTPATH_CONTROL_TOKEN"])
 
 
 def start(args, path):
@@ -97,7 +100,7 @@ def test_set_flow_path_moves_a_live_session_into_the_kernel(tmp_path, bpf_ready)
                 assert stream_tokens(stub, 8, "sess-42") == 8
                 flow = wait_for(lambda: flow_of(control, "sess-42"))
                 assert flow.path == "python" and flow.backend == "euw1-a100" and flow.bytes_python > 0
-                moved = control.SetFlowPath(control_pb2.SetFlowPathRequest(session="sess-42", path="kernel"), timeout=10)
+                moved = control.SetFlowPath(control_pb2.SetFlowPathRequest(session="sess-42", path="kernel"), timeout=10, metadata=CONTROL_MD)
                 assert moved.path == "kernel"
                 before = wait_for(lambda: (f := flow_of(control, "sess-42")) and f.path == "kernel" and f)
                 # The controller dies; the kernel keeps carrying the session.

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from fastpath.config import Config, ConfigError, load_config, split_hostport
+from fastpath.control import auth
 from fastpath.control.api_features import FLOW_REPORTS_SUPPORTED, OFFLOAD_REQUESTS_SUPPORTED
 from fastpath.control.fleet_state import FleetState
 from fastpath.control.flow_table import PATHS
@@ -200,7 +201,9 @@ class Controller:
 
     async def start(self) -> str:
         """Binds the control API and starts scraping and probing; returns host:port."""
-        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+        self.token = auth.ensure_token(self.config)
+        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+                                 interceptors=[auth.TokenInterceptor(self.token, str(auth.token_path(self.config)))])
         control_pb2_grpc.add_ControlServicer_to_server(ControlService(self), server)
         host, _ = split_hostport(self.listen, "control.listen")
         try:

@@ -12,6 +12,7 @@ handed over too, since the fleet snapshot does not carry them.
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import random
 from collections import deque
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 import grpc
 
 from fastpath.control.api_features import FLOW_REPORTS_SUPPORTED
+from fastpath.control import auth
 from fastpath.gen import control_pb2, control_pb2_grpc
 
 log = logging.getLogger("fastpath.control.watcher")
@@ -59,6 +61,7 @@ class FleetWatcher:
         on_policies: Callable[[control_pb2.PolicyList], None] | None = None,
         policy_interval_s: float = 2.0,
         flows_provider: Callable[[], Iterable[control_pb2.Flow]] | None = None,
+        token: Callable[[], str] | str | None = None,
         flows_interval_s: float = 1.0,
     ) -> None:
         self.target = target
@@ -80,6 +83,13 @@ class FleetWatcher:
         # The proxy's pinned sessions, reported with the observations about once a second
         # (the controller lists them and asks for offloads through the snapshots).
         self.flows_provider = flows_provider
+        # Read at each report: the token file may appear after the proxy starts. None: $FASTPATH_CONTROL_TOKEN.
+        if token is None:
+            self._token: Callable[[], str] = lambda: os.environ.get(auth.ENV, "")
+        elif callable(token):
+            self._token = token
+        else:
+            self._token = lambda: token
         self.flows_interval_s = flows_interval_s
         self._flows_due = 0.0
         self._provider_failing = False
@@ -247,7 +257,7 @@ class FleetWatcher:
                 batch.flows.extend(flows)
                 batch.flows_included = True
         try:
-            ack = await stub.ReportObservations(iter((batch,)), timeout=timeout_s)
+            ack = await stub.ReportObservations(iter((batch,)), timeout=timeout_s, metadata=auth.metadata(self._token()))
         except (grpc.aio.AioRpcError, asyncio.TimeoutError) as e:
             # Observations feed moving averages: losing some during an outage is fine, piling them up is not.
             self.dropped += n

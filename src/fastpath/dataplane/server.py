@@ -31,10 +31,12 @@ async def serve(args: argparse.Namespace) -> int:
     host, port = await proxy.start(args.listen)
     watcher = None
     if not args.no_controller:
+        from fastpath.control.auth import read_token
         from fastpath.control.watcher import FleetWatcher
 
         target = args.controller or config.control.listen
-        watcher = FleetWatcher(target, proxy.proxy_id, proxy.set_telemetry, flows_provider=proxy.flow_messages)
+        watcher = FleetWatcher(target, proxy.proxy_id, proxy.set_telemetry, flows_provider=proxy.flow_messages,
+                               token=lambda: read_token(config))
         proxy.watcher = watcher
         task = asyncio.get_running_loop().create_task(watcher.run())
         proxy.tasks.add(task)

@@ -1,0 +1,5 @@
+"""Settings every test process (and the processes tests start) shares."""
+import os
+
+# Calls that change routing need the control token; tests share one through the environment.
+os.environ.setdefault("FASTPATH_CONTROL_TOKEN", "fastpath-test-token")
