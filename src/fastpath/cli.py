@@ -36,6 +36,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                 importlib.import_module(module).add_arguments(p)
             except ModuleNotFoundError as e:
                 p.set_defaults(_missing=str(e))
+                p.add_argument("rest", nargs=argparse.REMAINDER)  # so the message below is what the user sees
     return parser
 
 

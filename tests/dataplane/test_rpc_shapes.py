@@ -126,3 +126,21 @@ def test_tls_listener_with_alpn_h2(harness, tmp_path):
             assert unary(ch)(b"s", metadata=(("x-fastpath-session", "tls-1"),), timeout=5) == b"a:s"
     finally:
         harness.loop.run(proxy.drain(0.5))
+
+
+def test_unknown_policy_is_invalid_argument(harness):
+    harness.simple("a")
+    with pytest.raises(grpc.RpcError) as e:
+        unary(harness.channel())(b"x", metadata=(("x-fastpath-policy", "warp-speed"),), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "warp-speed" in e.value.details()
+
+
+def test_policies_from_the_controller_take_effect(harness):
+    from fastpath.gen import control_pb2
+
+    proxy = harness.simple("a", "b")
+    msg = control_pb2.PolicyList(default_policy="far-first", policies=[control_pb2.Policy(name="far-first", proximity=1)])
+    harness.loop.call(lambda: proxy.set_policies(msg))
+    _, call = unary(harness.channel()).with_call(b"x", metadata=(("x-fastpath-region", "far"),), timeout=5)
+    assert dict(call.trailing_metadata())["x-fastpath-decision"].startswith("policy=far-first;")

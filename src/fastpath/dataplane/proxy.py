@@ -81,6 +81,19 @@ class Proxy:
             if i in self._unreachable and self.snapshot_healthy(i):
                 del self._unreachable[i]
 
+    def set_policies(self, policy_list: Any) -> None:
+        """Applies the controller's policies (SetPolicy) to this proxy's router."""
+        from fastpath.config import AXES, Policy
+
+        policies = {p.name: Policy(p.name, {a: float(getattr(p, a)) for a in AXES}) for p in policy_list.policies}
+        default = policy_list.default_policy or self.config.default_policy
+        try:
+            self.router.set_policies(policies, default)
+        except ValueError as e:
+            log.warning("policies from the controller not applied: %s", e)
+            return
+        log.info("policies now %s (default %s)", sorted(policies), default)
+
     def snapshot_healthy(self, i: int) -> bool:
         healthy = getattr(self.snapshot, "healthy", None)
         return bool(healthy[i]) if healthy is not None else True

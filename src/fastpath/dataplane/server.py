@@ -36,7 +36,7 @@ async def serve(args: argparse.Namespace) -> int:
 
         target = args.controller or config.control.listen
         watcher = FleetWatcher(target, proxy.proxy_id, proxy.set_telemetry, flows_provider=proxy.flow_messages,
-                               token=lambda: read_token(config))
+                               on_policies=proxy.set_policies, token=lambda: read_token(config))
         proxy.watcher = watcher
         task = asyncio.get_running_loop().create_task(watcher.run())
         proxy.tasks.add(task)

@@ -162,7 +162,8 @@ class ProxyStream:
         decision = proxy.router.route(self.features, proxy.snapshot, proxy.live)
         self.decision = decision
         if not decision.ranked:
-            self.fail_before_routing(gs.UNAVAILABLE, f"no backend for this call: {decision.reason}", self.req.end)
+            code = gs.INVALID_ARGUMENT if getattr(decision, "invalid", False) else gs.UNAVAILABLE
+            self.fail_before_routing(code, f"no backend for this call: {decision.reason}", self.req.end)
             return
         self.state = ROUTED
         self.position = 0
