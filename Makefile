@@ -9,7 +9,7 @@ BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
 APT_TEST := clang llvm libbpf-dev bpftool iproute2 openssl nginx-light haproxy
 APT_BENCH := nginx-light haproxy
 
-.PHONY: setup demo up test test-fast bench bench-quick soak fuzz bpf proto clean sysdeps bench-sysdeps
+.PHONY: setup demo up test bench bench-quick soak fuzz bpf proto clean sysdeps bench-sysdeps
 
 setup: $(STAMP) sysdeps bpf
 
@@ -55,6 +55,16 @@ bench: setup bench-sysdeps
 
 bench-quick: setup bench-sysdeps
 	$(VENV)/bin/fastpath bench --quick
+
+# Minutes of mixed traffic with cancels and a site killed: every call accounted for, RSS and fds flat.
+soak: setup
+	$(PY) -m fastpath.bench.soak --controller
+
+# Coverage-guided fuzzing (atheris) of every parser, FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 proto: $(STAMP)
 	PYTHON=$(PY) proto/generate.sh
