@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help=f"results folder (default {DEFAULT_OUT})")
     parser.add_argument("--duration", type=float, help="seconds per measured window (default 1.2, quick 0.25)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up before each window (default 0.3, quick 0.1)")
-    parser.add_argument("--time-budget", type=float, help="stop starting rounds after this many seconds (default 570, quick 100)")
+    parser.add_argument("--time-budget", type=float, help="stop starting rounds after this many seconds (default 570, quick 110)")
     parser.add_argument("--stream-messages", type=int, default=50, help="messages per streaming call (default 50)")
     parser.add_argument("--message-size", type=int, default=128, help="bytes per response message (default 128)")
     parser.add_argument("--client", choices=load.CLIENTS, default="h2",
@@ -99,7 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rounds=args.rounds if getattr(args, "rounds", None) is not None else (2 if quick else 3),
         duration_s=args.duration if getattr(args, "duration", None) is not None else (0.25 if quick else 1.2),
         warmup_s=args.warmup if getattr(args, "warmup", None) is not None else (0.1 if quick else 0.3),
-        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (100.0 if quick else 570.0),
+        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (110.0 if quick else 570.0),
         stream_messages=getattr(args, "stream_messages", 50),
         message_size=getattr(args, "message_size", 128),
         client=getattr(args, "client", "h2"),
@@ -340,9 +340,10 @@ class BenchRun:
         started = dt.datetime.now(dt.timezone.utc)
         machine = machine_info()
         sections = {k: k not in s.skip for k in ("router_cost", "splice", "fleet")}
-        reserve = {"router_cost": 5 if s.quick else 40, "splice": 20 if s.quick else 60, "fleet": 25 if s.quick else 110}
+        # seconds each later section takes on an idle 2-core machine (measured), so rounds leave room for them
+        reserve = {"router_cost": 4 if s.quick else 40, "splice": 15 if s.quick else 60, "fleet": 22 if s.quick else 110}
         # plots and the report come after everything else and take a few CPU seconds (matplotlib)
-        report_s = 0.0 if not s.plots else (8.0 if s.quick else 15.0)
+        report_s = 0.0 if not s.plots else (6.0 if s.quick else 15.0)
         reserve_s = sum(v for k, v in reserve.items() if sections[k]) + report_s
         per_measure = s.warmup_s + s.duration_s + 0.25
         est = len(s.paths) * len(SCENARIOS) * len(METADATA_MODES) * s.rounds
