@@ -51,7 +51,7 @@ class Half:
     bytes that went out, so a slow reader slows only its own stream.
     """
 
-    __slots__ = ("conn", "sid", "window", "pending", "pending_bytes", "end", "trailers", "done",
+    __slots__ = ("conn", "sid", "window", "pending", "pending_bytes", "end", "trailers", "trailers_extra", "done",
                  "on_sent", "skip_credit", "blocked", "started")
 
     def __init__(self, on_sent: Callable[[int], None]) -> None:
@@ -62,6 +62,7 @@ class Half:
         self.pending_bytes = 0
         self.end = False          # END_STREAM to send once pending is out
         self.trailers: list | None = None  # header list to close with instead of an empty DATA
+        self.trailers_extra: list | None = None  # fields of the trailers unique to this stream (literals)
         self.done = False         # END_STREAM sent
         self.on_sent = on_sent
         self.skip_credit = 0      # replayed bytes that were credited to the source already
@@ -76,6 +77,27 @@ class Half:
 
     def push(self, data: bytes, end: bool) -> None:
         """Queues `data` (and END_STREAM if `end`) and sends what the windows allow now."""
+        n = len(data)
+        if n and not self.pending and self.started and not self.done:
+            conn = self.conn
+            if n <= self.window and n <= conn.send_window and n <= conn.peer_max_frame and not conn.closed:
+                # The common case, one frame that fits: no queueing.
+                last = end and self.trailers is None
+                conn.send(_data_hdr(n >> 8, n & 0xFF, _DATA, _END if last else 0, self.sid) + data)
+                self.window -= n
+                conn.send_window -= n
+                if self.skip_credit:
+                    used = min(self.skip_credit, n)
+                    self.skip_credit -= used
+                    n -= used
+                if n:
+                    self.on_sent(n)
+                if last:
+                    self.done = True
+                elif end:
+                    self.end = True
+                    self.pump()  # trailers
+                return
         if data:
             self.pending.append(data)
             self.pending_bytes += len(data)
@@ -128,7 +150,7 @@ class Half:
                 self.on_sent(sent_total)
         if not pending and self.end and not self.done:
             if self.trailers is not None:
-                conn.send_headers(sid, self.trailers, end_stream=True)
+                conn.send_headers(sid, self.trailers, end_stream=True, extra=self.trailers_extra)
                 self.trailers = None
             else:
                 conn.send(_data_hdr(0, 0, _DATA, _END, sid))
@@ -161,6 +183,7 @@ class H2Connection(asyncio.Protocol):
         self.peer_goaway: int | None = None  # last stream id the peer said it will process
         self.peer: str = "?"
         self.control_bucket = TokenBucket(limits.control_frames_per_s, limits.control_burst)
+        self.conn_update_at = limits.connection_window >> 2  # WINDOW_UPDATE once this much was consumed
 
     # -- output --------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -176,8 +199,12 @@ class H2Connection(asyncio.Protocol):
             raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "peer does not read our frames (PING/SETTINGS ACKs piling up)")
         self.send(frame)
 
-    def send_headers(self, sid: int, headers: list, end_stream: bool) -> None:
+    def send_headers(self, sid: int, headers: list, end_stream: bool, extra: list | None = None) -> None:
+        """HEADERS for `headers`; `extra` fields (values unique to this message) go as literals."""
         block = self.encoder.encode(headers)
+        if extra:
+            lit = self.encoder.literal
+            block += b"".join(lit(n, v) for n, v in extra)
         self.send(fr.headers_frames(sid, block, end_stream, self.peer_max_frame))
 
     def initial_frames(self) -> bytes:
@@ -272,7 +299,7 @@ class H2Connection(asyncio.Protocol):
             if self.recv_window < 0:
                 raise fr.H2Error(fr.FLOW_CONTROL_ERROR, "peer sent more DATA than the connection window allows")
             self.recv_unacked += n
-            if self.recv_unacked >= self.limits.connection_window >> 2:
+            if self.recv_unacked >= self.conn_update_at:
                 self.send(fr.window_update_frame(0, self.recv_unacked))
                 self.recv_window += self.recv_unacked
                 self.recv_unacked = 0

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from copy import copy
 from typing import Any
 
 from fastpath.config import Config, ConfigError, split_hostport
@@ -52,6 +53,7 @@ class Proxy:
         self._unreachable: dict[int, str] = {}
         self._last_log = 0.0
         self._last_limit_log = 0.0
+        self._features: dict[int, tuple[list, RequestFeatures]] = {}
         self.pin_sessions = config.proxy.pin_sessions
         self.offload: Any = None  # the steering table (fastpath.offload), opened by start()
         self.pinned: dict[str, PinnedFlow] = {}
@@ -60,7 +62,18 @@ class Proxy:
 
     # -- routing inputs --------------------------------------------------------
     def features_for(self, headers: list) -> RequestFeatures:
-        return features_from_headers(headers)
+        """Routing inputs of a header list; a repeated header block (same cached list) is parsed once.
+
+        The caller gets its own copy, since it may fill in the model later.
+        """
+        hit = self._features.get(id(headers))
+        if hit is not None and hit[0] is headers:
+            return copy(hit[1])
+        f = features_from_headers(headers)
+        if len(self._features) >= 1024:
+            self._features.clear()
+        self._features[id(headers)] = (headers, f)  # keeps `headers` alive, so its id stays unique
+        return copy(f)
 
     def model_for_path(self, path: bytes) -> str:
         model = model_from_path(path)
@@ -102,11 +115,16 @@ class Proxy:
         return self.addresses[i]
 
     def decision_trailers(self, stream: Any) -> list[tuple[bytes, bytes]]:
+        return self.backend_trailer(stream) + (self.decision_trailer(stream) or [])
+
+    def backend_trailer(self, stream: Any) -> list[tuple[bytes, bytes]]:
+        return [(b"x-fastpath-backend", self.name_bytes[stream.backend])]
+
+    def decision_trailer(self, stream: Any) -> list[tuple[bytes, bytes]] | None:
         decision = stream.decision
-        out = [(b"x-fastpath-backend", self.name_bytes[stream.backend])]
-        if decision is not None:
-            out.append((b"x-fastpath-decision", decision.header(stream.position)))
-        return out
+        if decision is None:
+            return None
+        return [(b"x-fastpath-decision", decision.header(stream.position))]
 
     # -- bookkeeping -----------------------------------------------------------
     def observe(self, stream: Any, ok: bool, ttft_ms: float) -> None:

@@ -279,7 +279,8 @@ class ProxyStream:
     def _close_response(self, trailers: list) -> None:
         self.ok = _grpc_status(trailers) in (b"0", None)
         resp = self.resp
-        resp.trailers = trailers + self.proxy.decision_trailers(self)
+        resp.trailers = trailers + self.proxy.backend_trailer(self)
+        resp.trailers_extra = self.proxy.decision_trailer(self)
         resp.push(b"", True)
         self._response_complete()
 

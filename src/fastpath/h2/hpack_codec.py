@@ -241,6 +241,19 @@ class HpackEncoder:
             self._blocks[key] = (gen, block)
         return block
 
+    def literal(self, name: bytes, value: bytes) -> bytes:
+        """One field as a literal without indexing: appended to any block, it leaves the table as it was.
+
+        For values that differ on every message (the decision trailer), so the
+        rest of the block stays a cache hit.
+        """
+        name_idx = _STATIC_NAME.get(name, 0)
+        out = [encode_int(name_idx, 4, 0x00)]
+        if not name_idx:
+            out += [encode_int(len(name), 7, 0), name]
+        out += [encode_int(len(value), 7, 0), value]
+        return b"".join(out)
+
     def _encode(self, headers: tuple[Header, ...]) -> bytes:
         out: list[bytes] = []
         if self._pending_resize is not None:
