@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import time
-from copy import copy
 from typing import Any
 
 from fastpath.config import Config, ConfigError, split_hostport
@@ -64,16 +63,20 @@ class Proxy:
     def features_for(self, headers: list) -> RequestFeatures:
         """Routing inputs of a header list; a repeated header block (same cached list) is parsed once.
 
-        The caller gets its own copy, since it may fill in the model later.
+        The result is shared: use `with_model` rather than changing it.
         """
         hit = self._features.get(id(headers))
         if hit is not None and hit[0] is headers:
-            return copy(hit[1])
+            return hit[1]
         f = features_from_headers(headers)
         if len(self._features) >= 1024:
             self._features.clear()
         self._features[id(headers)] = (headers, f)  # keeps `headers` alive, so its id stays unique
-        return copy(f)
+        return f
+
+    @staticmethod
+    def with_model(f: RequestFeatures, model: str) -> RequestFeatures:
+        return RequestFeatures(model, f.region, f.session, f.policy, f.slo_ttft_ms, f.max_cost, f.allow_regions)
 
     def model_for_path(self, path: bytes) -> str:
         model = model_from_path(path)
@@ -192,7 +195,8 @@ class Proxy:
         except ValueError:
             return False
         if not features.model:
-            features.model = model or self.model_for_path(next((v for k, v in headers if k == b":path"), b""))
+            features = self.with_model(features, model or self.model_for_path(
+                next((v for k, v in headers if k == b":path"), b"")))
         decision = self.router.route(features, self.snapshot, self.live)
         if not decision.ranked or conn.transport is None:
             return False

@@ -112,7 +112,7 @@ class ProxyStream:
             self.state = WAIT_MODEL
             return
         if not self.features.model:
-            self.features.model = proxy.model_for_path(path)
+            self.features = proxy.with_model(self.features, proxy.model_for_path(path))
         self.route()
 
     def on_request_data(self, data: bytes, end: bool, padding: int) -> None:
@@ -138,7 +138,7 @@ class ProxyStream:
             model = self.proxy.model_from_body(self.req.pending)
             if model is None and not end and self.req.pending_bytes < _WAIT_MODEL_MAX:
                 return
-            self.features.model = model or ""
+            self.features = self.proxy.with_model(self.features, model or "")
             self.route()
 
     def on_request_trailers(self, headers: list, end: bool) -> None:

@@ -25,6 +25,7 @@ for _i, (_n, _v) in reversed(list(enumerate(STATIC_TABLE))):
     _STATIC_NAME[_n] = _i + 1
 
 Header = tuple[bytes, bytes]
+_LITERALS: dict[Header, bytes] = {}  # literal-without-indexing encodings (independent of any table)
 NEVER_INDEX = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
 
 
@@ -191,7 +192,7 @@ class HpackEncoder:
     """Encodes header lists for one connection (one direction), never Huffman-coding."""
 
     __slots__ = ("entries", "size", "max_size", "_pairs", "_names", "_inserted", "_last_value",
-                 "_volatile", "_pending_resize", "generation", "_blocks")
+                 "_volatile", "_pending_resize", "generation", "_blocks", "_fields")
 
     def __init__(self) -> None:
         self.entries: deque[Header] = deque()  # newest first
@@ -205,6 +206,9 @@ class HpackEncoder:
         self._pending_resize: int | None = None
         self.generation = 0
         self._blocks: dict[tuple[Header, ...], tuple[int, bytes]] = {}
+        # Per field: its encoding while the table is unchanged (a block with one new value still
+        # reuses the others).
+        self._fields: dict[Header, tuple[int, bytes]] = {}
 
     def set_max_table_size(self, size: int) -> None:
         """Applies the peer's SETTINGS_HEADER_TABLE_SIZE (we use at most 4096)."""
@@ -241,33 +245,56 @@ class HpackEncoder:
             self._blocks[key] = (gen, block)
         return block
 
+    def _remember(self, pair: Header, rep: bytes) -> None:
+        fields = self._fields
+        if len(fields) >= 1024:
+            fields.clear()
+        fields[pair] = (self.generation, rep)
+
     def literal(self, name: bytes, value: bytes) -> bytes:
         """One field as a literal without indexing: appended to any block, it leaves the table as it was.
 
         For values that differ on every message (the decision trailer), so the
         rest of the block stays a cache hit.
         """
+        key = (name, value)
+        hit = _LITERALS.get(key)
+        if hit is not None:
+            return hit
         name_idx = _STATIC_NAME.get(name, 0)
         out = [encode_int(name_idx, 4, 0x00)]
         if not name_idx:
             out += [encode_int(len(name), 7, 0), name]
         out += [encode_int(len(value), 7, 0), value]
-        return b"".join(out)
+        block = b"".join(out)
+        if len(_LITERALS) >= 4096:
+            _LITERALS.clear()
+        _LITERALS[key] = block  # the same decision under steady load repeats
+        return block
 
     def _encode(self, headers: tuple[Header, ...]) -> bytes:
         out: list[bytes] = []
         if self._pending_resize is not None:
             out.append(encode_int(self._pending_resize, 5, 0x20))
             self._pending_resize = None
+        fields = self._fields
         for pair in headers:
+            hit = fields.get(pair)
+            if hit is not None and hit[0] == self.generation:
+                out.append(hit[1])
+                continue
             name, value = pair
             idx = _STATIC_PAIR.get(pair)
             if idx is not None:
-                out.append(encode_int(idx, 7, 0x80))
+                rep = encode_int(idx, 7, 0x80)
+                self._remember(pair, rep)
+                out.append(rep)
                 continue
             ins = self._pairs.get(pair)
             if ins is not None:
-                out.append(encode_int(self._dyn_index(ins), 7, 0x80))
+                rep = encode_int(self._dyn_index(ins), 7, 0x80)
+                self._remember(pair, rep)
+                out.append(rep)
                 continue
             name_idx = _STATIC_NAME.get(name, 0)
             if not name_idx:
