@@ -31,7 +31,6 @@ import copy
 import importlib.util
 import json
 import random
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -81,24 +80,10 @@ def central_layout(config):
     return parse_config(data, config.source + " (central)")
 
 
-def _free_base(count: int, attempts: int = 50) -> int:
-    """A base port with `count` consecutive free loopback ports after it."""
-    rng = random.Random()
-    for _ in range(attempts):
-        base = rng.randrange(20000, 40000)
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no run of {count} free ports found")
+def _free_base(count: int) -> int:
+    from fastpath.ports import free_port_block
+
+    return free_port_block(count)
 
 
 # ---------------------------------------------------------------- choosers

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -13,34 +11,15 @@ from pathlib import Path
 import grpc
 
 from fastpath.config import Config, parse_config
+from fastpath.ports import free_port, free_port_block
 from fastpath.gen import grpc_service_pb2, grpc_service_pb2_grpc
 
 PY = sys.executable
 
 
 def free_port_base(n: int) -> int:
-    """A base port with n free consecutive ports below the ephemeral range (for config.with_ports)."""
-    for _ in range(500):
-        base = random.randrange(15000, 32000 - n)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports found")
+    return free_port_block(n)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_config(backends: list[dict], control_port: int | None = None, offload_driver: str = "none",

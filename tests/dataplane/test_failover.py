@@ -1,5 +1,4 @@
 """Failover: invisible before the first response byte, a clear status after it."""
-import socket
 import subprocess
 import sys
 import time
@@ -8,15 +7,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from fastpath.ports import free_port
+
 from .conftest import NEAR, server_stream, unary
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_backend_refusing_connections_fails_over_invisibly(harness):

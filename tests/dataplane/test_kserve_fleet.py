@@ -1,5 +1,4 @@
 """A stock KServe v2 client, pointed at `fastpath proxy`, works unchanged against the simulated fleet."""
-import os
 import signal
 import subprocess
 import sys
@@ -13,28 +12,13 @@ from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.sim.fleet import FleetProcess
 
-from .test_failover import free_port
+from fastpath.ports import free_port_block
 
 SITES = ["use1-a100", "use1-l4", "euw1-l4"]
 
 
 def port_block(n: int) -> int:
-    import socket
-
-    for base in range(free_port(), 65000 - n, 97):
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block")
+    return free_port_block(n)
 
 
 @pytest.fixture(scope="module")

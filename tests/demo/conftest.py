@@ -4,29 +4,18 @@ from __future__ import annotations
 import ctypes
 import os
 import random
-import socket
 
 import pytest
 
 from fastpath.config import Config, load_config, with_ports
+from fastpath.ports import block_is_free
 from fastpath.up import listen_addresses
 
 PR_SET_CHILD_SUBREAPER = 36
 
 
 def _block_free(base: int, n: int) -> bool:
-    socks = []
-    try:
-        for p in range(base, base + n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", p))
-        return True
-    except OSError:
-        return False
-    finally:
-        for s in socks:
-            s.close()
+    return block_is_free(base, n)
 
 
 def free_config(rng: random.Random | None = None) -> Config:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -34,26 +32,6 @@ async def running_site(b: Backend | None = None, **kw: object) -> AsyncIterator[
             yield site, pb_grpc.GRPCInferenceServiceStub(ch)
     finally:
         await site.stop(grace=None)
-
-
-def free_port_block(n: int) -> int:
-    """A base port such that base..base+n-1 are free now (with_ports needs a contiguous block)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no block of {n} free ports found")
 
 
 async def http(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, str]:

@@ -20,7 +20,7 @@ from fastpath.sim.fleet import FleetError, FleetProcess, ReadyLine
 from fastpath.sim.llm_request import make_request, text_output
 from fastpath.sim.tokens import completion_tokens
 
-from sim_helpers import free_port_block
+from fastpath.ports import free_port_block
 
 
 def two_site_config() -> Config:
