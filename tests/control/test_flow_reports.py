@@ -7,7 +7,6 @@ import grpc
 import pytest
 from control_support import eventually, make_config
 
-from fastpath.control.api_features import FLOW_REPORTS_SUPPORTED, OFFLOAD_REQUESTS_SUPPORTED
 from fastpath.control.controller import Controller
 from fastpath.control.watcher import FleetWatcher
 from fastpath.gen import control_pb2 as pb
@@ -15,8 +14,6 @@ from fastpath.gen import control_pb2_grpc
 from fastpath.control.auth import metadata as _control_metadata
 
 CONTROL_MD = _control_metadata(__import__("os").environ["FASTPATH_CONTROL_TOKEN"])
-
-SUPPORTED = FLOW_REPORTS_SUPPORTED and OFFLOAD_REQUESTS_SUPPORTED
 
 
 class PinnedSessions:
@@ -50,12 +47,6 @@ def test_flow_reports_fill_the_table_and_set_flow_path_offloads_through_the_prox
             w = FleetWatcher(ctl.address, "proxy-1", proxy.on_update, flows_provider=proxy.report, flows_interval_s=0.1)
             task = asyncio.create_task(w.run())
             try:
-                if not SUPPORTED:  # a control API without flow reports: no offload through the controller
-                    await eventually(lambda: w.connected, what="connected")
-                    with pytest.raises(grpc.aio.AioRpcError) as e:
-                        await stub.SetFlowPath(pb.SetFlowPathRequest(session="chat-1", path="kernel"), metadata=CONTROL_MD)
-                    assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
-                    return
                 await eventually(lambda: _sessions(stub, {"chat-1", "chat-2"}), what="both pinned sessions listed")
                 flows = {f.session: f for f in (await stub.ListFlows(pb.ListFlowsRequest())).flows}
                 one = flows["chat-1"]

@@ -20,7 +20,6 @@ import grpc
 
 from fastpath.config import Config, ConfigError, load_config, split_hostport
 from fastpath.control import auth
-from fastpath.control.api_features import FLOW_REPORTS_SUPPORTED, OFFLOAD_REQUESTS_SUPPORTED
 from fastpath.control.fleet_state import FleetState
 from fastpath.control.flow_table import PATHS
 from fastpath.control.health import HealthProber
@@ -89,7 +88,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             for obs in batch.observations:
                 n += state.observe(obs, batch.proxy_id)
             settled = False
-            if FLOW_REPORTS_SUPPORTED and batch.flows_included:
+            if batch.flows_included:
                 state.flows.replace_reported(batch.proxy_id, batch.flows)
                 settled = state.settle_offloads()
             if n or settled:
@@ -139,7 +138,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 f"offload driver {driver}: sessions cannot move to the {path} path; "
                 f"set [offload] driver = \"{hint}\" in the config of the controller and the proxies",
             )
-        if not flow.reported or not OFFLOAD_REQUESTS_SUPPORTED:
+        if not flow.reported:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"session {session!r} has no pinned connection reported by a proxy; only pinned sessions "

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fastpath.config import Config
-from fastpath.control.api_features import OFFLOAD_REQUESTS_SUPPORTED
 from fastpath.control.flow_table import FlowTable
 from fastpath.control.health import HealthState
 from fastpath.control.scraper import BackendMetrics
@@ -209,7 +208,7 @@ class FleetState:
             backends=[self.backend_telemetry(b.name) for b in self.config.backends],
             session_backend=self.sessions,
         )
-        if OFFLOAD_REQUESTS_SUPPORTED and self.offload_requests:
+        if self.offload_requests:
             msg.offload_sessions.extend(self.offload_requests)
         self._cache = (self.version, msg)
         return msg

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-from fastpath.control.api_features import FLOW_REPORTS_SUPPORTED
 from fastpath.control import auth
 from fastpath.gen import control_pb2, control_pb2_grpc
 
@@ -219,8 +218,7 @@ class FleetWatcher:
                     break
 
     def _flows_report_due(self) -> bool:
-        return (self.flows_provider is not None and FLOW_REPORTS_SUPPORTED
-                and time.monotonic() >= self._flows_due)
+        return self.flows_provider is not None and time.monotonic() >= self._flows_due
 
     def _flows(self) -> list[control_pb2.Flow] | None:
         """The proxy's flows now, or None when its provider failed (logged once until it works)."""
