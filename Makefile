@@ -18,7 +18,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml setup.py
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,fuzz]'
 	touch $@
 
 # As root, install what is missing; as a user, say what to install.

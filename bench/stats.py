@@ -16,7 +16,9 @@ def percentile(sorted_samples: Sequence[float], q: float) -> float | None:
     lo = math.floor(pos)
     hi = min(lo + 1, n - 1)
     frac = pos - lo
-    return float(sorted_samples[lo] * (1 - frac) + sorted_samples[hi] * frac)
+    a, b = sorted_samples[lo], sorted_samples[hi]
+    # a + (b - a) * frac is monotone in q under rounding (a weighted sum is not); clamp to [a, b].
+    return float(min(max(a + (b - a) * frac, a), b))
 
 
 def median(values: Iterable[float | None]) -> float | None:

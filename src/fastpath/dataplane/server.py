@@ -32,14 +32,12 @@ async def serve(args: argparse.Namespace) -> int:
     watcher = None
     if not args.no_controller:
         from fastpath.control.auth import read_token
-        from fastpath.control.watcher import FleetWatcher
 
-        target = args.controller or config.control.listen
-        watcher = FleetWatcher(target, proxy.proxy_id, proxy.set_telemetry, flows_provider=proxy.flow_messages,
-                               on_policies=proxy.set_policies, token=lambda: read_token(config))
+        from .controller_link import ControllerLink
+
+        watcher = ControllerLink(args.controller or config.control.listen, proxy, lambda: read_token(config))
         proxy.watcher = watcher
-        task = asyncio.get_running_loop().create_task(watcher.run())
-        proxy.tasks.add(task)
+        watcher.start()
     print(f"fastpath proxy listening on {host}:{port}"
           + (f" (controller {args.controller or config.control.listen})" if watcher else " (no controller)"),
           flush=True)
