@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 import uuid
 from pathlib import Path
@@ -57,6 +58,10 @@ def test_load_status_unload(bpf_ready):
         r = fastpath("bpf", "unload", "--pin-dir", str(pin_dir))
         assert r.returncode == 0, r.stderr
         assert not pin_dir.exists()
+        # The kernel frees unpinned objects from a work queue: give it a moment.
+        deadline = time.monotonic() + 5
+        while (prog_id in bpftool_ids("prog") or map_ids & bpftool_ids("map")) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert prog_id not in bpftool_ids("prog")
         assert not map_ids & bpftool_ids("map")
         assert "nothing pinned" in fastpath("bpf", "unload", "--pin-dir", str(pin_dir)).stdout
