@@ -39,6 +39,7 @@ _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _NAME_RE = re.compile(_NAME)
 _LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _BLANK = " \t"
+_LEADING = " \t\r"  # what parse() strips from the start of a line
 # A sample line once the metric name is known: optional label block, value, optional timestamp.
 _LABEL_PAIR_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*(,?)')
 _FLOAT_RE = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity))|(?i:nan)")
@@ -233,9 +234,9 @@ def _wanted_lines(text: str, wanted: tuple[frozenset[str], tuple[str, ...]]) -> 
     names, prefixes = wanted
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.startswith(prefixes):
-            if not line or line[0] not in _BLANK or not line.lstrip(_BLANK).startswith(prefixes):
+            if not line or line[0] not in _LEADING or not line.lstrip(_LEADING).startswith(prefixes):
                 continue
-        body = line.lstrip(_BLANK)
+        body = line.lstrip(_LEADING)
         if body[0] != "#" and _sample_name_prefix(body) not in names:
             continue  # a longer name that merely starts like a wanted one
         yield lineno, line
