@@ -66,8 +66,7 @@ def _violation(text: str) -> str:
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if "Uncaught Python exception" in line:
-            tail = [l for l in lines[i + 1 : i + 40] if l.strip() and not l.startswith(("==", "MS:", "base64:", "0x"))]
-            return " | ".join(tail[-3:])[:600]
+            return next((l.strip() for l in lines[i + 1 : i + 5] if l.strip()), "")[:600]
     return ""
 
 
