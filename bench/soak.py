@@ -39,7 +39,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -242,23 +241,9 @@ async def _unary(stub: Any, req: Any, metadata: tuple) -> tuple[Any, Any]:
 
 # -- the stack -------------------------------------------------------------------------------------
 def _port_block(n: int) -> int:
-    """The first port of n consecutive free loopback ports."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no block of {n} free ports on 127.0.0.1")
+    from fastpath.ports import free_port_block
+
+    return free_port_block(n)
 
 
 @dataclass

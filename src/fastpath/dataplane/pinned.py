@@ -215,6 +215,8 @@ class PinnedFlow:
     # -- end -------------------------------------------------------------------
     def half_closed(self, to_backend: bool) -> None:
         """FIN from one side: pass it on (write EOF) once what we hold for it is written."""
+        if not to_backend:
+            self._backend_gone()
         self.eof[to_backend] = True
         if self.eof[True] and self.eof[False]:  # both sides are done sending: the flow is over
             self.side_lost(to_backend, None)
@@ -223,7 +225,17 @@ class PinnedFlow:
         if t is not None and not t.is_closing() and t.can_write_eof():
             t.write_eof()
 
+    def _backend_gone(self) -> None:
+        """The backend left with calls in flight: a GOAWAY naming it, so those calls end UNAVAILABLE saying why."""
+        t, scan = self.client.transport, self.resp_scan
+        if self.closed or not self.stream_start or t is None or t.is_closing() or scan.skip or scan.head:
+            return  # nothing in flight, or mid-frame (more bytes would corrupt the client's framing)
+        name = self.proxy.names[self.backend]
+        t.write(fr.goaway_frame(0, fr.INTERNAL_ERROR, f"backend {name} closed the connection mid-stream".encode()))
+
     def side_lost(self, to_backend: bool, exc: Exception | None) -> None:
+        if not to_backend:
+            self._backend_gone()
         for side in (self.client, self.upstream):
             t = side.transport
             if t is not None and not t.is_closing():
