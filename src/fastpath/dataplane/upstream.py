@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from fastpath.h2 import frames as fr
 
 from .conn import H2Connection, flush_dirty
+from .stream import DONE
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -57,7 +58,7 @@ class UpstreamConnection(H2Connection):
         waiting = self.waiting
         while waiting and self.connected and not self.closed and len(self.streams) < self.peer_max_streams:
             stream = waiting.popleft()
-            if stream.state != 3 and stream.up is None:  # still wants a backend
+            if stream.state != DONE and stream.up is None:  # still wants a backend
                 self._start(stream)
 
     def stream_closed(self, sid: int) -> None:
