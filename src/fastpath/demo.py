@@ -8,6 +8,7 @@ how fast its first tokens came and what it cost (`fastpath.report`).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import signal
 import sys
@@ -144,6 +145,10 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.offload is None and args.config is None and os.geteuid() == 0:
+        # The embedded demo shows the whole path: as root, repeat sessions go to the kernel
+        # (the proxy falls back to Python, saying why, where BPF cannot run).
+        args.offload = "ebpf"
     try:
         config = config_from_args(args)
         plan = plan_workload(config, args.requests, args.seed)
