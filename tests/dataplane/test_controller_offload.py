@@ -5,7 +5,6 @@ KServe gRPC client. After SetFlowPath the session's bytes are moved by the
 kernel (Python's count stays flat, the kernel's grows); killing the controller
 does not disturb it.
 """
-import os
 import signal
 import subprocess
 import sys

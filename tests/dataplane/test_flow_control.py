@@ -4,7 +4,7 @@ import time
 from fastpath.h2 import frames as fr
 
 from .conftest import unary
-from .rawh2 import RawH2, grpc_message
+from .rawh2 import RawH2
 
 
 def pending_bytes(proxy) -> int:

@@ -79,7 +79,7 @@ def test_control_frame_floods_get_enhance_your_calm(harness, flood):
     harness.simple("a", limits=Limits(control_frames_per_s=100, control_burst=200))
     c = RawH2(harness.address)
     if flood == "empty_data":
-        sid = c.headers("/test.Echo/ClientStream")
+        c.headers("/test.Echo/ClientStream")  # stream 1, for the empty DATA frames below
     frame = {
         "ping": fr.ping_frame(b"12345678"),
         "settings": fr.settings_frame({fr.SETTINGS_MAX_FRAME_SIZE: 16384}),
