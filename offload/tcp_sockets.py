@@ -48,43 +48,37 @@ def bytes_written(sock: socket.socket) -> int:
     return acked + outq
 
 
-def read_round(sock: socket.socket, limit: int) -> tuple[bytes, bool]:
-    """Reads until the queue is empty or `limit` bytes; and whether it ended on an empty queue.
-
-    EOF and errors count as empty: nothing more will arrive to be split.
-    """
+def _read_now(sock: socket.socket, limit: int) -> tuple[bytes, str]:
+    """Non-blocking reads until the queue is empty, EOF/error, or `limit` bytes: (data, "empty"|"eof"|"limit")."""
     chunks: list[bytes] = []
     total = 0
     while total < limit:
         try:
             data = sock.recv(min(1 << 20, limit - total), socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return b"".join(chunks), True
+            return b"".join(chunks), "empty"
         except ConnectionError:
-            return b"".join(chunks), True
+            return b"".join(chunks), "eof"
         if not data:
-            return b"".join(chunks), True
+            return b"".join(chunks), "eof"
         chunks.append(data)
         total += len(data)
-    return b"".join(chunks), False
+    return b"".join(chunks), "limit"
+
+
+def read_round(sock: socket.socket, limit: int) -> tuple[bytes, bool]:
+    """Reads until the queue is empty or `limit` bytes; and whether it ended on an empty queue.
+
+    EOF and errors count as empty: nothing more will arrive to be split.
+    """
+    data, end = _read_now(sock, limit)
+    return data, end != "limit"
 
 
 def read_available(sock: socket.socket, limit: int = 64 << 20) -> tuple[bytes, bool]:
     """Everything readable now, without blocking; and whether EOF was seen."""
-    chunks: list[bytes] = []
-    total = 0
-    while total < limit:
-        try:
-            data = sock.recv(65536, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return b"".join(chunks), False
-        except ConnectionError:
-            return b"".join(chunks), True
-        if not data:
-            return b"".join(chunks), True
-        chunks.append(data)
-        total += len(data)
-    return b"".join(chunks), False
+    data, end = _read_now(sock, limit)
+    return data, end == "eof"
 
 
 def send_all(sock: socket.socket, data: bytes, timeout: float = 5.0) -> None:
