@@ -12,7 +12,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import IO, Sequence
@@ -115,5 +114,7 @@ def stop(proc: subprocess.Popen | None, timeout_s: float = 3.0) -> None:
 
 
 def python_module_argv(module: str, *args: str) -> list[str]:
-    """argv that runs `python -m module args` with this interpreter."""
-    return [sys.executable, "-m", module, *args]
+    """argv that runs `python -m module args` with this interpreter (never from the cwd)."""
+    from fastpath.launch import python_argv
+
+    return python_argv(module, *args)

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastpath.launch import python_argv
+
 MSG = 64
 PATHS = ("direct", "python-relay", "kernel-splice", "sk_msg-shortcut")
 CONCURRENCY = (1, 64)
@@ -173,7 +175,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _spawn(role: str, *args: str, cgroup: Any = None) -> tuple[subprocess.Popen, int]:
-    argv = [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", role, *args]
+    argv = python_argv("fastpath.bench.splice_bench", "--role", role, *args)
     p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=_child_env())
     ready, _, _ = select.select([p.stdout], [], [], 20)
@@ -285,8 +287,8 @@ def _role_client(port: int, conns: int, seconds: float, relay_pid: int) -> None:
 
 
 def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None) -> dict[str, float]:
-    argv = [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", "client",
-            str(port), str(conns), str(seconds), str(relay_pid)]
+    argv = python_argv("fastpath.bench.splice_bench", "--role", "client",
+            str(port), str(conns), str(seconds), str(relay_pid))
     p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=_child_env())
     try:
@@ -358,10 +360,10 @@ def splice_unavailable() -> str:
 
 def shortcut_unavailable() -> str:
     """Why the sk_msg shortcut cannot be measured here ('' when it can)."""
-    from fastpath.offload.maps import bpf_dir
+    from fastpath.offload.bpf_files import bpf_object
     from fastpath.offload.skmsg import OBJECT_NAME, cgroup2_root
 
-    if not (bpf_dir() / "build" / OBJECT_NAME).exists():
+    if not bpf_object(OBJECT_NAME).exists():
         return f"bpf/build/{OBJECT_NAME} not built: make bpf"
     try:
         cgroup2_root()

@@ -46,6 +46,34 @@ def missing_privileges() -> str:
     return " and ".join(missing)
 
 
+def ebpf_problem() -> str | None:
+    """Why the ebpf driver cannot run here and what fixes it, in one line; None when nothing is in the way.
+
+    Checked before a stack starts, so `fastpath up --offload ebpf` says it at once
+    instead of the proxy quietly relaying every flow in Python.
+    """
+    from fastpath.offload import libbpf
+    from fastpath.offload.bpf_files import bpf_header, missing_objects
+    from fastpath.offload.loader import OBJECT_NAME
+
+    missing = missing_privileges()
+    if missing:
+        return (f"this process lacks {missing}; fix: run it as root, or grant the capabilities "
+                "(setcap cap_bpf,cap_net_admin+ep on the interpreter, or the container's securityContext)")
+    if not bpf_header().is_file():
+        return (f"the BPF header {bpf_header()} is missing; fix: reinstall fastpath, "
+                "or set FASTPATH_BPF_DIR to a bpf/ folder")
+    objects = missing_objects(OBJECT_NAME)
+    if objects:
+        return (f"the BPF object {objects[0]} is not built; fix: install clang and libbpf-dev, then `make bpf` "
+                "in a checkout, or rebuild the wheel with clang present")
+    try:
+        libbpf.lib()
+    except Exception as e:  # noqa: BLE001 - any failure to load libbpf is the reason
+        return f"libbpf cannot be loaded ({str(e).splitlines()[0]}); fix: apt-get install libbpf1"
+    return None
+
+
 def open_ebpf(**kwargs: Any) -> SteeringTable:
     """The ebpf driver; raises with a clear message when it cannot work here."""
     missing = missing_privileges()

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from fastpath.offload import libbpf
 from fastpath.offload.libbpf import BpfError, Map, ObjInfo
-from fastpath.offload.maps import Layout, bpf_dir, load_layout
+from fastpath.offload.bpf_files import bpf_object
+from fastpath.offload.maps import Layout, load_layout
 
 OBJECT_NAME = "sockmap_splice.bpf.o"
 
 
 def object_path() -> Path:
-    return bpf_dir() / "build" / OBJECT_NAME
+    return bpf_object(OBJECT_NAME)
 
 
 def default_pin_dir() -> Path:

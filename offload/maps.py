@@ -8,11 +8,12 @@ a second hand-written copy that could drift.
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from fastpath.offload.bpf_files import bpf_dir  # the one locator (re-exported: callers import it from here too)
 
 # C field types the header may use, and their ctypes equivalents.
 CTYPES: dict[str, type] = {
@@ -115,11 +116,6 @@ def parse_header(text: str, source: str = "<text>") -> Layout:
         structs[sname] = type(sname, (ctypes.Structure,), {"_fields_": fields})
     return Layout(constants=constants, structs=structs, source=source)
 
-
-def bpf_dir() -> Path:
-    """The bpf/ folder: $FASTPATH_BPF_DIR, else next to this package in the source tree."""
-    env = os.environ.get("FASTPATH_BPF_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "bpf"
 
 
 @lru_cache(maxsize=4)

@@ -41,7 +41,8 @@ from typing import Self
 
 from fastpath.offload import libbpf
 from fastpath.offload.libbpf import BPF_NOEXIST, BpfError, Map
-from fastpath.offload.maps import bpf_dir, load_layout
+from fastpath.offload.bpf_files import bpf_object
+from fastpath.offload.maps import load_layout
 from fastpath.offload.steering import Flow, FlowStats, Installed, addr_of
 
 BPF_CGROUP_SOCK_OPS = 3
@@ -70,7 +71,7 @@ class MsgShortcuts:
         layout = load_layout()
         self.layout = layout
         sizes = {layout.str("FP_MAP_MSG_FLOWS"): max_flows} if max_flows else None
-        self.obj = libbpf.BpfObject(bpf_dir() / "build" / OBJECT_NAME, sizes)
+        self.obj = libbpf.BpfObject(bpf_object(OBJECT_NAME), sizes)
         self.cgroup = Path(cgroup)
         self._cg_fd = -1
         try:

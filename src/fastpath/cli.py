@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from fastpath import logfmt
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("fastpath.up", "start the default fleet, controller and proxy; run until interrupted"),
@@ -27,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastpath", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-format", choices=logfmt.FORMATS, default=logfmt.default_format(),
+                        help="text (default) or json: one JSON object per log line, also for child processes")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logfmt.configure(args.log_level, args.log_format)
     if getattr(args, "_missing", None):
         print(f"fastpath {args.command}: not available in this install ({args._missing})", file=sys.stderr)
         return 2

@@ -6,8 +6,9 @@ Errors name the offending key and say what to write instead.
 """
 from __future__ import annotations
 
+import difflib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,32 @@ class Config:
         return sorted({m for b in self.backends for m in b.models})
 
 
+TOP_LEVEL_KEYS = ("proxy", "control", "offload", "router", "policies", "regions", "backends")
+OFFLOAD_KEYS = ("driver",)
+ROUTER_KEYS = ("default_policy", "affinity_max_utilisation")
+REGIONS_KEYS = ("rtt_ms",)
+BACKEND_KEYS = tuple(f.name for f in fields(Backend))
+
+
+def _keys_of(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def check_keys(table: Any, known: tuple[str, ...] | list[str], where: str, what: str = "key",
+               whats: str = "keys") -> None:
+    """Refuses a key this table does not have, naming it and the nearest known key (a typo is not ignored)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {table!r}")
+    for key in table:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        place = f"[{where}]" if where else "the top level"
+        raise ConfigError(f"{where + '.' if where else ''}{key}: unknown {what} in {place}; {hint}"
+                          f"{whats} are {', '.join(known)}")
+
+
 def split_hostport(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -163,6 +190,7 @@ def _backend(i: int, t: dict[str, Any]) -> Backend:
         raise ConfigError(f"{where}: expected a table ([[backends]])")
     name = _str(t, "name", where)
     where = f"backends[{i}] ({name})"
+    check_keys(t, BACKEND_KEYS, where)
     address = _str(t, "address", where)
     split_hostport(address, f"{where}.address")
     models = t.get("models")
@@ -172,6 +200,7 @@ def _backend(i: int, t: dict[str, Any]) -> Backend:
     if "sim" in t:
         s = t["sim"]
         sw = f"{where}.sim"
+        check_keys(s, _keys_of(SimSpec), sw)
         sim = SimSpec(
             slots=int(_num(s, "slots", sw, SimSpec.slots)),
             tokens_per_s=_num(s, "tokens_per_s", sw, SimSpec.tokens_per_s),
@@ -195,6 +224,10 @@ def _backend(i: int, t: dict[str, Any]) -> Backend:
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validates a parsed TOML document and builds a Config."""
+    check_keys(data, TOP_LEVEL_KEYS, "")
+    for table, known in (("proxy", _keys_of(ProxyConfig)), ("control", _keys_of(ControlConfig)),
+                         ("offload", OFFLOAD_KEYS), ("router", ROUTER_KEYS), ("regions", REGIONS_KEYS)):
+        check_keys(data.get(table, {}), known, table)
     px = data.get("proxy", {})
     proxy = ProxyConfig(
         listen=_str(px, "listen", "proxy", ProxyConfig.listen),
@@ -223,9 +256,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
 
     policies: dict[str, Policy] = {}
     for pname, table in data.get("policies", {}).items():
-        unknown = set(table) - set(AXES)
-        if unknown:
-            raise ConfigError(f"policies.{pname}: unknown axis {sorted(unknown)}; axes are {list(AXES)}")
+        check_keys(table, AXES, f"policies.{pname}", "axis", "axes")
         w = {a: _num(table, a, f"policies.{pname}", 0.0) for a in AXES}
         total = sum(w.values())
         if total <= 0:

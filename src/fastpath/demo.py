@@ -16,7 +16,8 @@ import time
 
 from fastpath.config import ConfigError
 from fastpath.report import render_table, summarize
-from fastpath.up import Stack, StackError, add_fault_argument, add_offload_argument, config_from_args, parse_faults
+from fastpath.up import (Stack, StackError, add_fault_argument, add_offload_argument, config_from_args,
+                         offload_warning, parse_faults)
 from fastpath.workload import plan_workload, run_workload
 
 
@@ -156,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as e:
         _say(str(e))
         return 2
+    warning = offload_warning(config)
+    if warning:
+        _say(warning)
     old = signal.signal(signal.SIGTERM, _terminate)
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.logs else None
     died: list[str] = []

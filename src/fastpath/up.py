@@ -31,6 +31,7 @@ import grpc
 from fastpath.config import Config, ConfigError, load_config, split_hostport, with_ports
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
+from fastpath.launch import fastpath_argv
 
 TAIL_LINES = 30
 PR_SET_PDEATHSIG = 1
@@ -158,8 +159,49 @@ def server_ready(address: str, timeout: float = 0.5) -> bool:
             return False
 
 
-def server_live(address: str, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(address) as ch:
+def tls_server_name(address: str, cert_path: str, timeout: float = 1.0) -> str | None:
+    """The name the TLS listener at address presents (first DNS SAN, else CN), trusting cert_path.
+
+    The proxy's own certificate is the trust anchor (a partial chain is accepted),
+    so a self-signed certificate and a CA-issued one both verify; None when the
+    handshake fails or does not select h2.
+    """
+    import ssl
+
+    host, port = split_hostport(address, "address")
+    ctx = ssl.create_default_context(cafile=cert_path)
+    ctx.check_hostname = False
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, ctx.wrap_socket(raw) as tls:
+            if tls.selected_alpn_protocol() != "h2":
+                return None
+            cert = tls.getpeercert() or {}
+    except (OSError, ssl.SSLError):
+        return None
+    names = [v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+    cn = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    return (names or cn or [host])[0]
+
+
+def channel(address: str, tls_cert: str = "") -> grpc.Channel:
+    """A channel to a fastpath listener: plain h2c, or TLS trusting the listener's own certificate."""
+    if not tls_cert:
+        return grpc.insecure_channel(address)
+    name = tls_server_name(address, tls_cert) or split_hostport(address, "address")[0]
+    with open(tls_cert, "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", name)])
+
+
+def server_live(address: str, timeout: float = 1.0, tls_cert: str = "") -> bool:
+    """True when ServerLive through address answers live=true; over TLS when tls_cert is given."""
+    try:
+        ch = channel(address, tls_cert)
+    except OSError:
+        return False
+    with ch:
         try:
             return pb_grpc.GRPCInferenceServiceStub(ch).ServerLive(pb.ServerLiveRequest(), timeout=timeout).live
         except grpc.RpcError:
@@ -412,7 +454,7 @@ class Stack:
             self._tmpdir = None
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        argv = [sys.executable, "-m", "fastpath.cli", "--log-level", self.log_level, *args]
+        argv = fastpath_argv("--log-level", self.log_level, *args)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
             argv,
@@ -476,7 +518,7 @@ class Stack:
                 if printed:
                     self.proxy_address = printed
                 # With every site faulted nothing can answer through the proxy: its listening is all there is.
-                if (server_live(self.proxy_address, timeout=0.5) if sim_sites
+                if (server_live(self.proxy_address, timeout=0.5, tls_cert=self.config.proxy.tls_cert) if sim_sites
                         else printed is not None and port_open(self.proxy_address)):
                     proxy_ok = True
                     self.progress(f"proxy ready on {self.proxy_address} ({time.monotonic() - t0:.1f} s)")
@@ -574,6 +616,16 @@ def describe(stack: Stack) -> str:
     return "\n".join(lines)
 
 
+def offload_warning(config: Config) -> str | None:
+    """One line when the configured offload driver cannot work here: why, the fix, and what happens instead."""
+    if config.offload_driver != "ebpf":
+        return None
+    from fastpath.offload.drivers import ebpf_problem
+
+    why = ebpf_problem()
+    return f"offload ebpf cannot work here: {why}. Until then every flow stays on the Python relay." if why else None
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """--config and --base-port, validated; raises ConfigError with what to fix."""
     config = load_config(args.config)
@@ -608,6 +660,9 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     say = lambda msg: print(f"fastpath up: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    warning = offload_warning(config)
+    if warning:
+        say(warning)
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.logs else None
     try:
         stack = Stack(config, controller=not args.no_controller, ready_timeout_s=args.ready_timeout,

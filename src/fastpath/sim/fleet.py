@@ -166,7 +166,9 @@ async def _serve_in_process(backends: list[Backend], config: Config, faults: dic
 
 
 def _site_command(config_path: str | None, name: str, faults: dict[str, Fault], log_level: str) -> list[str]:
-    cmd = [sys.executable, "-m", "fastpath.cli", "--log-level", log_level, "sim"]
+    from fastpath.launch import fastpath_argv
+
+    cmd = fastpath_argv("--log-level", log_level, "sim")
     if config_path:
         cmd += ["--config", config_path]
     cmd += ["--site", name]

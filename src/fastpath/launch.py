@@ -1,0 +1,20 @@
+"""How fastpath starts its own child processes: always the installed package.
+
+`python -m fastpath.cli` puts the current directory first on sys.path, so a
+folder named `fastpath` there (a checkout's parent, say) would be imported
+instead of the installed package. `-P` (Python 3.11+) leaves the current
+directory off sys.path; every child fastpath starts goes through here.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    """argv that runs `python -m module args` with this interpreter, never importing from the cwd."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
+def fastpath_argv(*args: str) -> list[str]:
+    """argv of the `fastpath` command itself (`fastpath ARGS`), as a child of this process."""
+    return python_argv("fastpath.cli", *args)
