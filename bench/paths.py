@@ -150,7 +150,8 @@ def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
         conf, metrics = fastpath_config(ctx.backend, ctx.workdir, OFFLOAD_DRIVER.get(mode, "none"))
         log = ctx.workdir / "fastpath-proxy.log"
         argv = procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
-                                        "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1")
+                                        "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1",
+                                        "--workers", "1")  # one process: its CPU is the proxy's cost
         proc = procs.spawn(argv, log_path=log, stdout_pipe=True, cwd=ctx.workdir)
         metadata: tuple[tuple[str, str], ...] = ()
         if mode != "routed":

@@ -347,7 +347,7 @@ def run_soak(opts: argparse.Namespace, log=lambda m: print(m, file=sys.stderr, f
                 controller = procs.spawn(procs.python_module_argv("fastpath.cli", "controller", "--config", str(cfg_path)),
                                          log_path=workdir / "controller.log", stdout_pipe=True)
                 procs.read_line_until(controller, "fastpath controller listening", 30)
-            proxy_args = ["proxy", "--config", str(cfg_path)] + ([] if opts.controller else ["--no-controller"])
+            proxy_args = ["proxy", "--config", str(cfg_path), "--workers", "1"] + ([] if opts.controller else ["--no-controller"])
             proxy = procs.spawn(procs.python_module_argv("fastpath.cli", *proxy_args), log_path=workdir / "proxy.log",
                                 stdout_pipe=True)
             procs.read_line_until(proxy, "fastpath proxy listening", 30)

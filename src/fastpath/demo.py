@@ -17,7 +17,7 @@ import time
 from fastpath.config import ConfigError
 from fastpath.report import render_table, summarize
 from fastpath.up import (Stack, StackError, add_fault_argument, add_offload_argument, config_from_args,
-                         offload_warning, parse_faults)
+                         add_workers_argument, offload_warning, parse_faults)
 from fastpath.workload import plan_workload, run_workload
 
 
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs", action="store_true", help="echo the children's output to stderr")
     add_fault_argument(parser)
     add_offload_argument(parser)
+    add_workers_argument(parser)
 
 
 def controller_view(address: str, timeout_s: float = 2.0) -> dict:
@@ -169,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         if args.fault:
             _say(f"injecting faults: {', '.join(args.fault)}")
         with Stack(config, controller=not args.no_controller, progress=_say, echo=echo, faults=args.fault,
+                   workers=args.workers,
                    log_level="WARNING" if not args.logs else args.log_level) as stack:
             _say(f"sending {plan.total} requests to {stack.proxy_address} (seed {plan.seed})")
             sampler = TelemetrySampler(stack.control_address) if stack.with_controller else None

@@ -306,6 +306,7 @@ class Stack:
         progress: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
         faults: tuple[str, ...] | list[str] = (),
+        workers: int | None = None,
     ) -> None:
         """`faults`: `SITE=MODE[&k=v]` specs handed to `fastpath sim --fault` (ValueError if malformed)."""
         self.config = config
@@ -332,6 +333,7 @@ class Stack:
         self._tracking = threading.Event()
         self._tracker: threading.Thread | None = None
         self.config_path: Path | None = None
+        self.workers = workers  # proxy worker processes (None: the proxy's default, one per core)
 
     # -- public ---------------------------------------------------------
     @property
@@ -363,7 +365,8 @@ class Stack:
         self._spawn("sim", ["sim", *cfg, *(a for f in self.faults for a in ("--fault", f))])
         if self.with_controller:
             self._spawn("controller", ["controller", *cfg])
-        self._spawn("proxy", ["proxy", *cfg] + ([] if self.with_controller else ["--no-controller"]))
+        workers = [] if self.workers is None else ["--workers", str(self.workers)]
+        self._spawn("proxy", ["proxy", *cfg, *workers] + ([] if self.with_controller else ["--no-controller"]))
         self._tracker = threading.Thread(target=self._track, name="fastpath-stack-tracker", daemon=True)
         self._tracker.start()
         self._wait_ready(t0)
@@ -577,12 +580,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs", action="store_true", help="echo the children's output, prefixed by their name")
     add_fault_argument(parser)
     add_offload_argument(parser)
+    add_workers_argument(parser)
     parser.add_argument("--ready-timeout", type=float, default=60.0, metavar="S", help="seconds to wait for readiness (60)")
 
 
 def add_offload_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offload", choices=("none", "ebpf", "dpu"),
                         help="the offload driver for repeat sessions (default: the config's; ebpf needs root)")
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="proxy worker processes on one SO_REUSEPORT port (default: one per core)")
 
 
 def add_fault_argument(parser: argparse.ArgumentParser) -> None:
@@ -666,7 +675,8 @@ def run(args: argparse.Namespace) -> int:
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.logs else None
     try:
         stack = Stack(config, controller=not args.no_controller, ready_timeout_s=args.ready_timeout,
-                      log_level=args.log_level, echo=echo, progress=say, cancel=stop, faults=args.fault)
+                      log_level=args.log_level, echo=echo, progress=say, cancel=stop, faults=args.fault,
+                      workers=args.workers)
     except ValueError as e:
         say(str(e))
         return 2

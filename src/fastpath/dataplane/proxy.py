@@ -16,6 +16,7 @@ from typing import Any
 from fastpath.config import Config, ConfigError, split_hostport
 from fastpath.router.features import (RequestFeatures, features_from_headers, model_from_infer_request,
                                       model_from_path)
+from fastpath.router import rendezvous
 from fastpath.router.live import LiveStats
 from fastpath.router.router import Router
 from fastpath.router.snapshot import FleetSnapshot, build_snapshot
@@ -58,6 +59,8 @@ class Proxy:
         self.pinned: dict[str, PinnedFlow] = {}
         self.sessions_seen: dict[str, None] = {}  # sessions pinned before (bounded, oldest dropped)
         self._pin_seq = 0
+        self.config_regions = [b.region for b in config.backends]  # for rendezvous.session_backend
+        self.reuse_port = False  # True in a worker: the listener shares its port (SO_REUSEPORT)
 
     # -- routing inputs --------------------------------------------------------
     def features_for(self, headers: list) -> RequestFeatures:
@@ -206,6 +209,10 @@ class Proxy:
         # found that backend over its bound (affinity 0) or filtered it out.
         if x is not None and x.sticky >= 0 and x.sticky_affinity > 0 and x.sticky in decision.ranked:
             position = decision.ranked.index(x.sticky)
+        elif x is None or x.sticky < 0:  # a new session: the same backend whichever worker or proxy takes it
+            position = decision.ranked.index(rendezvous.session_backend(
+                features.session, decision.ranked, self.names, self.config_regions,
+                self.config.rtt_ms.get(features.region)))
         backend = decision.ranked[position]
         self._pin_seq += 1
         key = f"{features.session}#{self._pin_seq}"
@@ -290,7 +297,7 @@ class Proxy:
         host, port = split_hostport(listen or self.config.proxy.listen, "proxy.listen")
         ssl_ctx = self.tls_context()
         server = await loop.create_server(lambda: DownstreamConnection(self), host, port, backlog=1024,
-                                          reuse_address=True, ssl=ssl_ctx)
+                                          reuse_address=True, reuse_port=self.reuse_port or None, ssl=ssl_ctx)
         self.servers.append(server)
         bound = server.sockets[0].getsockname()[:2]
         mlisten = self.config.proxy.metrics_listen if metrics_listen is None else metrics_listen

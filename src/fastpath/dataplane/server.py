@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -23,12 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="route on the config and what this proxy observes, without a controller")
     parser.add_argument("--drain-timeout", type=float, default=30.0,
                         help="seconds to let in-flight calls finish after SIGTERM (default 30)")
+    # Workers: N processes on one SO_REUSEPORT listener (fastpath.dataplane.workers).
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="worker processes sharing the listen port (default 0: one per core)")
+    parser.add_argument("--metrics-listen", help="override proxy.metrics_listen (host:port; \"\" = none)")
+    parser.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
 
 
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    proxy = Proxy(config)
-    host, port = await proxy.start(args.listen)
+    worker = getattr(args, "worker_id", None)
+    proxy = Proxy(config, proxy_id=None if worker is None else f"proxy-{os.getppid()}-w{worker}")
+    proxy.reuse_port = worker is not None
+    host, port = await proxy.start(args.listen, getattr(args, "metrics_listen", None))
+    if worker is not None and len(proxy.servers) > 1:  # the supervisor gathers each worker's /metrics
+        mhost, mport = proxy.servers[1].sockets[0].getsockname()[:2]
+        print(f"fastpath proxy worker {worker} metrics on {mhost}:{mport}", flush=True)
     watcher = None
     if not args.no_controller:
         from fastpath.control.auth import read_token
@@ -60,6 +71,13 @@ async def serve(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import uvloop
+
+    from .workers import worker_count
+
+    if getattr(args, "worker_id", None) is None and worker_count(getattr(args, "workers", 1)) > 1:
+        from .workers import supervise
+
+        return supervise(args)
 
     try:
         return uvloop.run(serve(args))
