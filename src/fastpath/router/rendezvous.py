@@ -22,7 +22,8 @@ from hashlib import blake2b
 
 def weight(key: bytes, name: bytes) -> int:
     """The 64-bit weight of backend `name` for session `key` (stable across processes and runs)."""
-    return int.from_bytes(blake2b(name, key=key[:64], digest_size=8).digest(), "big")
+    # Length-prefixed, so ("ab", "c") and ("a", "bc") differ; any session length is hashed whole.
+    return int.from_bytes(blake2b(len(key).to_bytes(4, "big") + key + name, digest_size=8).digest(), "big")
 
 
 def rank(key: str, names: Sequence[str]) -> list[int]:
