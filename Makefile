@@ -9,7 +9,7 @@ BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
 APT_TEST := clang llvm libbpf-dev bpftool iproute2 openssl nginx-light haproxy
 APT_BENCH := nginx-light haproxy
 
-.PHONY: setup demo up test bench bench-quick soak fuzz bpf proto clean sysdeps bench-sysdeps
+.PHONY: setup demo up test bench bench-quick bench-workers soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
 
 setup: $(STAMP) sysdeps bpf
 
@@ -52,6 +52,15 @@ test: setup
 
 bench: setup bench-sysdeps
 	$(VENV)/bin/fastpath bench
+	$(PY) -m fastpath.bench.workers_bench
+
+# Streamed messages/s at c=64 through 1 and 2 proxy workers (SO_REUSEPORT), with the ratio.
+bench-workers: setup
+	$(PY) -m fastpath.bench.workers_bench
+
+# The wheel users install (BPF objects compiled into it when clang is present), in dist/.
+wheel: $(PY)
+	$(PY) -m pip wheel --no-deps -w dist .
 
 bench-quick: setup bench-sysdeps
 	$(VENV)/bin/fastpath bench --quick

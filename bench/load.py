@@ -43,6 +43,7 @@ class Workload:
     unique_ids: bool = False  # a unique x-request-id per call
     client: str = "h2"        # "h2" (lean HTTP/2 client, see h2_client) or "grpcio" (grpc.aio)
     extra_metadata: tuple[tuple[str, str], ...] = ()  # sent on every call (e.g. a path's x-fastpath-session)
+    connections: int = 1      # h2 client: calls spread round-robin over this many connections (proxy workers)
 
     def validate(self) -> None:
         if self.client not in CLIENTS:
@@ -85,14 +86,20 @@ class _H2Caller(_Caller):
         from . import h2_client
         from .backend import STREAM, UNARY
 
-        self.conn = await h2_client.connect(w.target)
+        self.conns = [await h2_client.connect(w.target) for _ in range(max(1, w.connections))]
+        self.conn = self.conns[0]
+        self.next = 0
         self.path = STREAM if w.kind == "stream" else UNARY
 
     async def call(self, body: bytes, md: tuple, timeout: float) -> tuple[float, int]:
-        return await self.conn.call(self.path, body, md, timeout)
+        if len(self.conns) == 1:
+            return await self.conn.call(self.path, body, md, timeout)
+        self.next = (self.next + 1) % len(self.conns)
+        return await self.conns[self.next].call(self.path, body, md, timeout)
 
     async def close(self) -> None:
-        self.conn.close()
+        for c in self.conns:
+            c.close()
 
 
 class _GrpcioCaller(_Caller):
