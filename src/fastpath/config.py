@@ -315,6 +315,15 @@ def load_config(path: str | Path | None = None) -> Config:
     return parse_config(data, str(p))
 
 
+def with_offload(config: Config, driver: str) -> Config:
+    """A copy of `config` whose [offload] driver is `driver` (a command line's --offload)."""
+    import copy
+
+    data = copy.deepcopy(config.raw)
+    data.setdefault("offload", {})["driver"] = driver
+    return parse_config(data, config.source + f" (offload {driver})")
+
+
 def with_ports(config: Config, base_port: int) -> Config:
     """A copy of `config` with every listening port moved to base_port, base_port+1, ...
 

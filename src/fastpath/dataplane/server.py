@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from fastpath.config import ConfigError, load_config
+from fastpath.config import ConfigError, load_config, with_offload
 
 from .proxy import Proxy
 
@@ -29,10 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes sharing the listen port (default 0: one per core)")
     parser.add_argument("--metrics-listen", help="override proxy.metrics_listen (host:port; \"\" = none)")
     parser.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    parser.add_argument("--offload", choices=("none", "ebpf", "dpu"), help="override [offload] driver")
 
 
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if getattr(args, "offload", None):
+        config = with_offload(config, args.offload)
     worker = getattr(args, "worker_id", None)
     proxy = Proxy(config, proxy_id=None if worker is None else f"proxy-{os.getppid()}-w{worker}")
     proxy.reuse_port = worker is not None

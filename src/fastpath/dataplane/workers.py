@@ -253,6 +253,8 @@ def worker_args(args: argparse.Namespace, listen: str, metrics: bool) -> list[st
            "--drain-timeout", str(args.drain_timeout), "--metrics-listen", "127.0.0.1:0" if metrics else ""]
     if args.config:
         out += ["--config", args.config]
+    if getattr(args, "offload", None):
+        out += ["--offload", args.offload]
     if args.no_controller:
         out.append("--no-controller")
     elif args.controller:
