@@ -97,7 +97,8 @@ def test_set_flow_path_moves_a_live_session_into_the_kernel(tmp_path, bpf_ready)
             with grpc.insecure_channel(cfg.proxy.listen) as ch:
                 stub = pb_grpc.GRPCInferenceServiceStub(ch)
                 assert stream_tokens(stub, 8, "sess-42") == 8
-                flow = wait_for(lambda: flow_of(control, "sess-42"))
+                # An observation can list the session before the proxy's flow report brings its bytes.
+                flow = wait_for(lambda: (f := flow_of(control, "sess-42")) and f.bytes_python > 0 and f)
                 assert flow.path == "python" and flow.backend == "euw1-a100" and flow.bytes_python > 0
                 moved = control.SetFlowPath(control_pb2.SetFlowPathRequest(session="sess-42", path="kernel"), timeout=10, metadata=CONTROL_MD)
                 assert moved.path == "kernel"

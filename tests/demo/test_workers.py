@@ -149,3 +149,17 @@ def _worker_pids_now(stack: Stack) -> list[int]:
     from fastpath.up import children_of
 
     return children_of(stack.pids["proxy"])
+
+
+def test_workers_that_cannot_start_stop_the_proxy_with_the_reason(config, tmp_path):
+    """A worker failing before it listens (here: a certificate that is not there) is not restarted in a loop."""
+    data = dict(config.raw)
+    data["proxy"] = dict(data["proxy"], tls_cert=str(tmp_path / "missing.pem"), tls_key=str(tmp_path / "missing.key"))
+    from fastpath.config import parse_config
+
+    path = parse_config(data, "bad tls").write(tmp_path / "fastpath.toml")
+    out = subprocess.run(fastpath_argv("proxy", "--config", str(path), "--no-controller", "--workers", "2"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "missing.pem" in out.stderr and "before listening" in out.stderr
+    assert "restarting" not in out.stderr

@@ -79,6 +79,7 @@ class Worker:
     restarts: int = 0
     backoff_s: float = BACKOFF_FIRST_S
     listening: bool = False
+    ever_listened: bool = False  # a worker that fails before it ever listens is not restarted
     metrics: str = ""  # host:port of this worker's own /metrics
     done: bool = False  # exited and not to be restarted
     reader: asyncio.Task | None = field(default=None, repr=False)
@@ -98,6 +99,7 @@ class Supervisor:
         self.stopping = False
         self.announced = False
         self.changed = asyncio.Event()
+        self.failed_rc = 0
 
     def argv(self, w: Worker) -> list[str]:
         return fastpath_argv(*self.base_args, "--worker-id", str(w.index))
@@ -118,7 +120,7 @@ class Supervisor:
                 break
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith("fastpath proxy listening on "):
-                w.listening = True
+                w.listening = w.ever_listened = True
                 self._announce()
             elif line.startswith(f"fastpath proxy worker {w.index} metrics on "):
                 w.metrics = line.rsplit(" ", 1)[1]
@@ -175,6 +177,13 @@ class Supervisor:
                 if self.stopping or rc == 0:
                     w.done = True
                     continue
+                if not w.ever_listened:  # it could not start (bad certificate, port taken...): neither can the rest
+                    log.error("worker %d (pid %d) exited with code %s before listening; stopping every worker "
+                              "(its own message above says why)", w.index, w.proc.pid, rc)
+                    self.failed_rc = rc if rc > 0 else 1
+                    self.stop()
+                    w.done = True
+                    continue
                 up = time.monotonic() - w.started
                 delay = BACKOFF_FIRST_S if up >= STABLE_S else w.backoff_s
                 w.backoff_s = min(BACKOFF_MAX_S, delay * 2)  # the next quick crash waits longer
@@ -193,9 +202,7 @@ class Supervisor:
                 break
         if metrics_server is not None:
             metrics_server.close()
-        failed = [w for w in self.workers if w.proc is not None and w.proc.returncode not in (0, None)
-                  and not self.stopping]
-        return 1 if failed else 0
+        return self.failed_rc
 
     def _restart(self, w: Worker, restarts: dict[int, asyncio.TimerHandle]) -> None:
         async def go() -> None:
