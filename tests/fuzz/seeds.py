@@ -145,7 +145,7 @@ def build() -> dict[str, list[bytes]]:
     cap = capture()
     return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
             "features": _features_seeds(cap),
-            "model_name": _model_seeds(cap), "promtext": _promtext_seeds()}
+            "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds()}
 
 
 def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:

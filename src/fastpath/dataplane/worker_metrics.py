@@ -8,17 +8,21 @@ on a scrape (not the hot path); no parser library is needed for it.
 """
 from __future__ import annotations
 
+import re
+
+
+SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created", "_gsum", "_gcount")  # series of one family
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
 
 def _name(sample: str) -> str:
-    end = len(sample)
-    for ch in "{ ":
-        i = sample.find(ch)
-        if i != -1:
-            end = min(end, i)
-    return sample[:end]
+    """The metric name a sample line starts with (the text format's name grammar)."""
+    m = _NAME.match(sample.lstrip(" \t"))
+    return m.group(0) if m else ""
 
 
 def _label(sample: str, worker: str) -> str:
+    sample = sample.lstrip(" \t")
     name = _name(sample)
     rest = sample[len(name):]
     label = f'worker="{worker}"'
@@ -31,29 +35,27 @@ def _label(sample: str, worker: str) -> str:
 
 def merge_expositions(texts: list[tuple[str, str]]) -> str:
     """(worker id, exposition text) pairs -> one exposition with a worker label on every sample."""
-    headers: dict[str, list[str]] = {}
+    headers: dict[str, dict[str, str]] = {}  # family -> HELP/TYPE line (the first worker's wins)
     samples: dict[str, list[str]] = {}
     for worker, text in texts:
         family = ""
-        for line in text.splitlines():
+        for line in text.split("\n"):  # the format's only line break (not str.splitlines' many)
             if not line.strip():
                 continue
             if line.startswith("#"):
                 parts = line.split(None, 3)
                 if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
                     family = parts[2]
-                    headers.setdefault(family, [])
+                    headers.setdefault(family, {}).setdefault(parts[1], line)
                     samples.setdefault(family, [])
-                    if line not in headers[family]:
-                        headers[family].append(line)
                 continue
             name = _name(line)
-            if not family or not name.startswith(family):
+            if name != family and not (name.startswith(family) and name[len(family):] in SUFFIXES):
                 family = name  # a sample without a header of its own
-                headers.setdefault(family, [])
+                headers.setdefault(family, {})
             samples.setdefault(family, []).append(_label(line, worker))
     out: list[str] = []
     for family in headers:
-        out += headers[family]
+        out += [headers[family][k] for k in ("HELP", "TYPE") if k in headers[family]]
         out += samples.get(family, [])
     return "\n".join(out) + "\n" if out else ""
