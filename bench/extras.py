@@ -50,7 +50,7 @@ def run_measure(module: str, kwargs: dict[str, Any], timeout_s: float, workdir: 
     out = workdir / f"{module.rsplit('.', 1)[-1]}.json"
     log = workdir / f"{module.rsplit('.', 1)[-1]}.log"
     t0 = time.monotonic()
-    proc = procs.spawn([sys.executable, "-c", _CHILD, module, json.dumps(kwargs), str(out)], log_path=log, cwd=workdir)
+    proc = procs.spawn([sys.executable, "-P", "-c", _CHILD, module, json.dumps(kwargs), str(out)], log_path=log, cwd=workdir)
     try:
         code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

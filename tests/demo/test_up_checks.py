@@ -118,3 +118,17 @@ def test_log_format_is_validated():
 @pytest.fixture(autouse=True)
 def _no_token_prompt(monkeypatch):
     monkeypatch.setenv("FASTPATH_CONTROL_TOKEN", os.environ.get("FASTPATH_CONTROL_TOKEN", "fastpath-test-token"))
+
+
+def test_no_child_is_started_with_the_cwd_on_its_import_path():
+    """Every `python -m`/`-c` child in the package goes through fastpath.launch (or passes -P itself)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    bad = []
+    for folder in ("src", "offload", "bench"):
+        for f in (root / folder).rglob("*.py"):
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                if re.search(r'sys\.executable,\s*"-[mc]"', line):
+                    bad.append(f"{f.relative_to(root)}:{n}: {line.strip()}")
+    assert not bad, bad
