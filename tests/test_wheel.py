@@ -59,6 +59,9 @@ def test_wheel_carries_the_bpf_headers_and_objects(installed):
         want = {f"fastpath/bpf/build/{p.name[:-2]}.o" for p in (ROOT / "bpf").glob("*.bpf.c")}
         assert want <= set(objects), (want, objects)
     assert not any(n.startswith("tests/") for n in names)
+    # A compiled (mypyc) module, when setup.py's COMPILED_MODULES lists any, ships beside its pure-Python source.
+    for so in (n for n in names if n.startswith("fastpath/") and n.endswith(".so")):
+        assert so.split(".", 1)[0] + ".py" in names, f"{so} without its pure-Python fallback"
     # Installed: the package and its BPF files come from the venv, not from this checkout or the cwd.
     probe = ("import fastpath, fastpath.offload.bpf_files as b; "
              "print(fastpath.__file__); print(b.bpf_dir()); print(b.bpf_object('sockmap_splice.bpf.o').is_file())")
