@@ -555,6 +555,14 @@ class Stack:
                 return line.split(marker, 1)[1].split()[0].strip().rstrip(",")
         return None
 
+    def proxy_workers(self) -> str:
+        """`N workers, pids A, B` from the proxy's listening line ("" for a single-process proxy)."""
+        child = self.children.get("proxy")
+        for line in list(child.stdout) if child else []:
+            if line.startswith("fastpath proxy listening on ") and " workers, pids " in line:
+                return line.split("(", 1)[1].split(";", 1)[0]
+        return ""
+
     def _discover_models(self) -> None:
         served: dict[str, list[str]] = {m: [] for m in self.config.models}
         for b in self.config.backends:
@@ -603,8 +611,9 @@ def add_fault_argument(parser: argparse.ArgumentParser) -> None:
 def describe(stack: Stack) -> str:
     """What a person needs to use the running stack: addresses and who serves which model."""
     cfg = stack.config
-    lines = [f"fastpath proxy listening on {stack.proxy_address}  (pid {stack.pids['proxy']}; "
-             f"gRPC inference.GRPCInferenceService, KServe v2)"]
+    workers = stack.proxy_workers()
+    lines = [f"fastpath proxy listening on {stack.proxy_address}  (pid {stack.pids['proxy']}"
+             + (f", {workers}" if workers else "") + "; gRPC inference.GRPCInferenceService, KServe v2)"]
     if "controller" in stack.pids:
         lines.append(f"fastpath control API on {stack.control_address}  (pid {stack.pids['controller']}; "
                      f"try: fastpath flows --control {stack.control_address})")
