@@ -74,6 +74,7 @@ class ControlConfig:
     health_interval_ms: float = 250.0
     health_timeout_ms: float = 200.0
     token_file: str = "~/.config/fastpath/control.token"  # bearer token for calls that change routing
+    metrics_listen: str = "127.0.0.1:9102"  # the controller's own /metrics; "" = off
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,10 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         health_interval_ms=_num(ct, "health_interval_ms", "control", 250),
         health_timeout_ms=_num(ct, "health_timeout_ms", "control", 200),
         token_file=_str(ct, "token_file", "control", ControlConfig.token_file),
+        metrics_listen=_str(ct, "metrics_listen", "control", ControlConfig.metrics_listen),
     )
+    if control.metrics_listen:
+        split_hostport(control.metrics_listen, "control.metrics_listen")
     split_hostport(control.listen, "control.listen")
     driver = _str(data.get("offload", {}), "driver", "offload", "none")
     if driver not in ("none", "ebpf", "dpu"):
@@ -302,6 +306,7 @@ def with_ports(config: Config, base_port: int) -> Config:
     data.setdefault("proxy", {})["listen"] = f"127.0.0.1:{nxt()}"
     data["proxy"]["metrics_listen"] = f"127.0.0.1:{nxt()}"
     data.setdefault("control", {})["listen"] = f"127.0.0.1:{nxt()}"
+    data["control"]["metrics_listen"] = "127.0.0.1:0"  # any free port (the controller logs which)
     for b in data["backends"]:
         b["address"] = f"127.0.0.1:{nxt()}"
         if b.get("metrics_url"):

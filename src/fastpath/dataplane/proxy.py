@@ -23,7 +23,7 @@ from fastpath.router.snapshot import FleetSnapshot, build_snapshot
 from .conn import flush_dirty
 from .downstream import DownstreamConnection
 from .limits import Limits
-from .metrics import MetricsServer, ProxyMetrics
+from .metrics import ProxyCollector, ProxyMetrics
 from .pinned import PinnedFlow
 from .upstream import UpstreamPool
 
@@ -46,6 +46,9 @@ class Proxy:
         self.connections: set[DownstreamConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.metrics = ProxyMetrics()
+        self.metrics.backend_names = self.names
+        self.metrics.gauges = self.metric_gauges
+        self.metrics.open_flows = self.flows
         self.draining = False
         self.watcher: Any = None  # fastpath.control.watcher.FleetWatcher when a controller is used
         self.servers: list[asyncio.base_events.Server] = []
@@ -58,6 +61,7 @@ class Proxy:
         self.pinned: dict[str, PinnedFlow] = {}
         self.sessions_seen: dict[str, None] = {}  # sessions pinned before (bounded, oldest dropped)
         self._pin_seq = 0
+        self._registry: Any = None
 
     # -- routing inputs --------------------------------------------------------
     def features_for(self, headers: list) -> RequestFeatures:
@@ -110,6 +114,34 @@ class Proxy:
             return
         log.info("policies now %s (default %s)", sorted(policies), default)
 
+    def apply_config(self, config: Config) -> None:
+        """Takes backends and router settings pushed by the controller (a reload); calls in flight go on.
+
+        Backends are only ever appended, never moved (the controller link keeps a
+        removed one in place, reported unhealthy), so every backend index held by a
+        stream, a pinned flow or an upstream connection stays valid. A changed address
+        applies to connections opened from now on.
+        """
+        names = [b.name for b in config.backends]
+        if names[:len(self.names)] != self.names:
+            log.warning("pushed config not applied: it reorders backends %s -> %s", self.names, names)
+            return
+        old_n = len(self.names)
+        self.config = config
+        self.names.extend(names[old_n:])  # in place: the metrics read this list
+        self.name_bytes = [n.encode() for n in self.names]
+        self.addresses = [split_hostport(b.address, b.name) for b in config.backends]
+        self.models = frozenset(config.models)
+        if len(names) > old_n:
+            old, live = self.live, LiveStats(len(names))
+            for a in ("inflight", "ttft_ewma_ms", "error_ewma", "consecutive_failures", "cooldown_until"):
+                getattr(live, a)[:old_n] = getattr(old, a)
+            live.n_cooling, live.sessions = old.n_cooling, old.sessions
+            self.live = live
+        self.router = Router(config)  # the pushed policies are in the config
+        self.snapshot = build_snapshot(config, None)
+        log.info("config from the controller applied: %d backends (%s)", len(names), ", ".join(names))
+
     def snapshot_healthy(self, i: int) -> bool:
         healthy = getattr(self.snapshot, "healthy", None)
         return bool(healthy[i]) if healthy is not None else True
@@ -134,6 +166,8 @@ class Proxy:
         name = self.names[stream.backend]
         self.metrics.requests[(name, "ok" if ok else "error")] += 1
         f = stream.features
+        self.metrics.call_finished(stream.backend, f.model if f is not None else "", ok,
+                                   time.monotonic() - stream.t_start, ttft_ms / 1000.0)
         if ok and f is not None and f.session:
             self.live.remember_session(f.session, stream.backend)
         if self.watcher is not None and f is not None:
@@ -176,12 +210,26 @@ class Proxy:
         self.connections.discard(conn)
         self.metrics.connections_open = len(self.connections)
 
-    def render_metrics(self) -> str:
-        return self.metrics.render({
+    def metric_gauges(self) -> dict[str, float]:
+        return {
             "fastpath_streams_active": sum(len(c.streams) for c in self.connections),
             "fastpath_upstream_connections": sum(len(v) for v in self.pool.conns.values()),
             "fastpath_snapshot_version": getattr(self.snapshot, "version", 0),
-        })
+        }
+
+    def metrics_registry(self) -> Any:
+        """The prometheus_client registry /metrics serves (made on first use)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(ProxyCollector(self.metrics))
+        return self._registry
+
+    def render_metrics(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.metrics_registry()).decode()
 
     # -- pinned mode -------------------------------------------------------------
     def start_pinned(self, conn: DownstreamConnection, headers: list, model: str, raw: bytes) -> bool:
@@ -197,7 +245,9 @@ class Proxy:
         if not features.model:
             features = self.with_model(features, model or self.model_for_path(
                 next((v for k, v in headers if k == b":path"), b"")))
+        t0 = time.perf_counter()
         decision = self.router.route(features, self.snapshot, self.live)
+        self.metrics.decided(decision, time.perf_counter() - t0)
         if not decision.ranked or conn.transport is None:
             return False
         position = 0
@@ -260,12 +310,19 @@ class Proxy:
             log.warning("session %s stays on the Python relay: %s", flow.features.session, reason)
 
     def pinned_closed(self, flow: PinnedFlow) -> None:
-        self.pinned.pop(flow.key, None)
+        if self.pinned.pop(flow.key, None) is not None:
+            try:
+                row = flow.stats()
+            except Exception:  # the counters of a flow that could not be read are lost, not the close
+                log.debug("stats of closed flow %s not readable", flow.key, exc_info=True)
+            else:
+                self.metrics.flow_closed(row["path"], row["bytes_python"], row["bytes_offload"])
 
-    def observe_pinned(self, flow: PinnedFlow, ok: bool, ttft_ms: float) -> None:
+    def observe_pinned(self, flow: PinnedFlow, ok: bool, ttft_ms: float, duration_s: float = -1.0) -> None:
         name = self.names[flow.backend]
         self.metrics.requests[(name, "ok" if ok else "error")] += 1
         f = flow.features
+        self.metrics.call_finished(flow.backend, f.model, ok, duration_s, ttft_ms / 1000.0)
         if self.watcher is not None:
             self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model)
 
@@ -296,9 +353,10 @@ class Proxy:
         mlisten = self.config.proxy.metrics_listen if metrics_listen is None else metrics_listen
         if mlisten:
             mhost, mport = split_hostport(mlisten, "proxy.metrics_listen")
+            from fastpath.metrics_http import serve_metrics
+
             try:
-                self.servers.append(await loop.create_server(lambda: MetricsServer(self.render_metrics),
-                                                             mhost, mport, reuse_address=True))
+                self.servers.append(await serve_metrics(self.metrics_registry(), mhost, mport))
             except OSError as e:
                 log.warning("metrics endpoint %s not started: %s", mlisten, e.strerror)
         return bound[0], bound[1]
