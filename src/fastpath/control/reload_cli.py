@@ -10,7 +10,7 @@ import sys
 
 import grpc
 
-from fastpath.config import ConfigError, load_config
+from fastpath.config import Config, ConfigError, default_config_text, load_config
 from fastpath.control import auth
 from fastpath.gen import control_pb2, control_pb2_grpc
 
@@ -24,12 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="give up after S seconds (default 10)")
 
 
+def _control_only(path: str | None) -> "Config":
+    import tomllib
+
+    from fastpath.config import parse_config
+
+    data = tomllib.loads(default_config_text())
+    try:
+        with open(path or "", "rb") as f:
+            control = tomllib.load(f).get("control", {})
+        if isinstance(control, dict):
+            data["control"] = {k: v for k, v in control.items() if k in ("listen", "token_file")}
+        return parse_config(data, str(path))
+    except (OSError, ValueError):
+        return parse_config(tomllib.loads(default_config_text()), "<embedded default>")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-    except ConfigError as e:
-        print(f"fastpath reload: {e}", file=sys.stderr)
-        return 2
+    except ConfigError:
+        # The file being reloaded may be the broken one: the controller will say why. Find the
+        # controller and the token from what still reads ([control] of the file, else the defaults).
+        config = _control_only(args.config)
     target = args.control or config.control.listen
     with grpc.insecure_channel(target) as ch:
         try:
