@@ -249,3 +249,27 @@ def test_metrics_of_proxy_and_controller_parse_and_hold_the_histograms(stack) ->
     assert _hist_count(ctl["fastpath_controller_push_latency_seconds"]) > 0
     assert ctl["fastpath_controller_subscribers"].samples[0].value >= 3
     assert ctl["fastpath_controller_state_version"].samples[0].value > 0
+
+
+def test_top_once_against_the_running_stack(stack) -> None:
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            _try_infer(stack["proxies"][1], region="eu-west")
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        time.sleep(1.5)  # the proxies report their decision counts about once a second
+        r = subprocess.run([sys.executable, "-m", "fastpath.cli", "top", "--once", "--control", stack["control"],
+                            "--interval", "2.5"], capture_output=True, text=True, timeout=30)
+    finally:
+        stop.set()
+        t.join(15)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert {"use1-a100", "use1-l4", "euw1-l4"} <= {line.split()[0] for line in lines if line}
+    rates = next(line for line in lines if line.startswith("decisions/s")).split()[1:]
+    assert sum(float(v) for v in rates[1::2]) > 0, lines

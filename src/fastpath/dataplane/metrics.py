@@ -74,16 +74,22 @@ def winning_axis(decision: Any) -> str:
     if not decision.ranked:
         return "none"
     try:
-        row = decision._row(0)  # (score, *axes, predicted ms): what the decision trailer shows
+        _, a, b, c, d, e, _ = decision._row(0)  # the axis scores the decision trailer shows
         w = decision.explain.entry.weights
-    except (AttributeError, IndexError, TypeError):
+    except (AttributeError, IndexError, TypeError, ValueError):
         return "unknown"
-    best, axis = -1.0, "none"
-    for i, a in enumerate(AXES):
-        v = w[i] * row[1 + i]
-        if v > best:
-            best, axis = v, a
-    return axis
+    a *= w[0]
+    b *= w[1]
+    c *= w[2]
+    d *= w[3]
+    e *= w[4]
+    if a >= b and a >= c and a >= d and a >= e:
+        return "ttft"
+    if b >= c and b >= d and b >= e:
+        return "cost"
+    if c >= d and c >= e:
+        return "affinity"
+    return "capacity" if d >= e else "proximity"
 
 
 class ProxyMetrics:
@@ -104,7 +110,8 @@ class ProxyMetrics:
         self.duration = Histograms(DURATION_BUCKETS)  # (backend index, model, status)
         self.ttft = Histograms(TTFT_BUCKETS)
         self.decision_time = Histograms(DECISION_BUCKETS)  # () -> one series
-        self.decisions: Counter[tuple[str, str]] = Counter()  # (policy, winning axis)
+        self._decision_buckets = self.decision_time.series[()] = Buckets(len(DECISION_BUCKETS))
+        self.decisions: dict[tuple[str, str], int] = {}  # (policy, winning axis) -> decisions
         self.hedges: Counter[str] = Counter()  # outcome
         self.sheds: Counter[tuple[str, str]] = Counter()  # (priority, reason)
         self.budget_refusals: Counter[str] = Counter()  # budget
@@ -118,21 +125,25 @@ class ProxyMetrics:
     # -- recording (hot path: ints and list slots only) -----------------------------
     def call_finished(self, backend: int, model: str, ok: bool, duration_s: float, ttft_s: float) -> None:
         """One call (or one failed attempt) ended on backend index `backend`."""
-        key = (backend, model, "ok" if ok else "error")
-        d = self.duration
-        if key not in d.series and len(d.series) >= MAX_SERIES:
-            key = (backend, "other", key[2])
+        key = (backend, model, ok)
+        series = self.duration.series
+        b = series.get(key)
+        if b is None:
+            if len(series) >= MAX_SERIES:
+                key = (backend, "other", ok)
+            b = series.get(key) or series.setdefault(key, Buckets(len(DURATION_BUCKETS)))
         if duration_s >= 0.0:  # < 0: not known (pinned relays see TTFT only once offloaded)
-            d.observe(key, duration_s)
+            b.counts[bisect.bisect_left(DURATION_BUCKETS, duration_s)] += 1
+            b.sum += duration_s
         if ttft_s > 0.0:
             self.ttft.observe(key, ttft_s)
 
     def decided(self, decision: Any, seconds: float) -> None:
         """The router ranked backends for a call, taking `seconds`."""
-        self.decisions[(decision.policy, winning_axis(decision))] += 1
-        b = self.decision_time.series.get(())
-        if b is None:
-            b = self.decision_time.series[()] = Buckets(len(DECISION_BUCKETS))
+        key = (decision.policy, winning_axis(decision))
+        d = self.decisions
+        d[key] = d.get(key, 0) + 1
+        b = self._decision_buckets
         b.counts[bisect.bisect_left(DECISION_BUCKETS, seconds)] += 1
         b.sum += seconds
 
@@ -181,9 +192,11 @@ class ProxyCollector(Collector):
     def _hist(self, name: str, doc: str, h: Histograms) -> HistogramMetricFamily:
         fam = HistogramMetricFamily(name, doc, labels=["backend", "gen_ai_request_model", "status"])
         names = self.m.backend_names
-        for (i, model, status), b in sorted(h.series.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        for (i, model, ok), b in sorted(h.series.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+            if not any(b.counts):
+                continue
             backend = names[i] if 0 <= i < len(names) else str(i)
-            fam.add_metric([backend, model, status], b.cumulative(h.bounds), b.sum)
+            fam.add_metric([backend, model, "ok" if ok else "error"], b.cumulative(h.bounds), b.sum)
         return fam
 
     def collect(self) -> Iterable[Any]:
@@ -193,9 +206,8 @@ class ProxyCollector(Collector):
         yield self._hist("gen_ai_server_time_to_first_token_seconds",
                          "Time from a call's HEADERS to the backend's first response message", m.ttft)
         fam = HistogramMetricFamily("fastpath_router_decision_seconds", "Time the router took to rank backends for a call")
-        b = m.decision_time.series.get(())
-        if b is not None:
-            fam.add_metric([], b.cumulative(DECISION_BUCKETS), b.sum)
+        b = m._decision_buckets
+        fam.add_metric([], b.cumulative(DECISION_BUCKETS), b.sum)
         yield fam
         yield _counter("fastpath_requests", "Calls (and failed attempts) by backend and result",
                        ["backend", "result"], sorted(m.requests.items()))
