@@ -97,7 +97,9 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchFleet(self, request, context):
-        """A stream of fleet telemetry snapshots: one at once, then one per change.
+        """A stream of fleet telemetry snapshots: one at once, then one per change,
+        each with the whole session map. Proxies use Subscribe (deltas); this
+        stays for tools that want whole snapshots.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
