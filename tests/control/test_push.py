@@ -156,3 +156,24 @@ def test_a_policy_change_is_pushed_to_three_subscribers_from_one_host() -> None:
                 await asyncio.gather(*tasks)
 
     asyncio.run(main())
+
+
+def test_pushed_backends_keep_the_proxys_indices_when_one_leaves_and_one_joins() -> None:
+    base = make_config([{"name": n, "address": f"127.0.0.1:{i + 1}"} for i, n in enumerate(NAMES)])
+    edited = make_config([{"name": n, "address": f"127.0.0.1:{i + 10}"} for i, n in enumerate(["c", "d", "a"])])
+    held = PushedState()
+    held.apply(pb.ConfigUpdate(version=1, full_state=True,
+                               resources=list(config_resources(edited, PolicyStore(edited)).values())))
+    cfg = held.config(base, keep=["a", "b", "c", "d"])
+    assert [b.name for b in cfg.backends] == ["a", "b", "c", "d"]  # b left but keeps its place; d is appended
+    assert cfg.backend("a").address == "127.0.0.1:12" and cfg.backend("b").address == "127.0.0.1:2"
+    broken = PushedState()
+    broken.apply(pb.ConfigUpdate(version=2, full_state=True, resources=[
+        pb.Resource(type="backend", name="x", backend=pb.BackendSpec(name="x", address="nohost", region="r",
+                                                                      models=["m"]))]))
+    import pytest
+
+    from fastpath.config import ConfigError
+
+    with pytest.raises(ConfigError, match="host:port"):
+        broken.config(base, keep=["x"])
