@@ -111,8 +111,10 @@ def stack(tmp_path_factory):
                 _stop(p)
 
 
-def _infer(listen: str, model: str = "mistral-7b", policy: str = "", region: str = "us-east", tokens: int = 4):
+def _infer(listen: str, model: str = "mistral-7b", policy: str = "", region: str = "us-east", tokens: int = 4,
+           session: str = ""):
     md = [("x-fastpath-region", region)] + ([("x-fastpath-policy", policy)] if policy else [])
+    md += [("x-fastpath-session", session)] if session else []
     with grpc.insecure_channel(listen) as ch:
         return pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer.with_call(
             infer_request(model, "hello there", tokens), metadata=md, timeout=10)
@@ -232,7 +234,12 @@ def test_metrics_of_proxy_and_controller_parse_and_hold_the_histograms(stack) ->
     proxy = stack["proxies"][0]  # the first proxy holds [proxy] metrics_listen
     for i in range(30):
         _infer(proxy, model="mistral-7b" if i % 2 else "llama-3-8b", region="eu-west" if i % 3 else "us-east")
-    fams = _wait(lambda: _families(stack["proxy_metrics"]), what="proxy metrics")
+    for i in range(3):  # pinned sessions: relayed verbatim, their bytes counted by path when they close
+        _infer(proxy, session=f"metrics-{i}")
+    fams = _wait(lambda: (f := _families(stack["proxy_metrics"]))
+                 and sum(s.value for s in f["fastpath_flow_bytes"].samples if s.labels["path"] == "python") > 0
+                 and f, what="proxy metrics with the closed sessions' bytes")
+    assert fams["fastpath_pinned"].samples[0].value >= 3
     for name in ("gen_ai_server_request_duration_seconds", "gen_ai_server_time_to_first_token_seconds",
                  "fastpath_router_decision_seconds"):
         assert fams[name].type == "histogram" and _hist_count(fams[name]) >= 30, name
