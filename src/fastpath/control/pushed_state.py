@@ -69,8 +69,8 @@ class PushedState:
             for t, named in old.items():  # anything held that the full state lacks is a change
                 if named:
                     self._mark(ch, t)
-            if self.sessions:
-                self.sessions.clear()
+            if self.sessions:  # a new dict: the router, reading the old one meanwhile, never sees it half empty
+                self.sessions = {}
                 ch.sessions = True
         for r in msg.resources:
             if r.type == "session":
