@@ -177,3 +177,50 @@ def test_pushed_backends_keep_the_proxys_indices_when_one_leaves_and_one_joins()
 
     with pytest.raises(ConfigError, match="host:port"):
         broken.config(base, keep=["x"])
+
+
+def test_reload_needs_the_token_removes_a_backend_and_its_sessions_and_refuses_fixed_keys(tmp_path) -> None:
+    async def main() -> None:
+        ready = await ReadyServer().start()
+        metrics = await MetricsServer('vllm:num_requests_running{model_name="m"} 2\n').start()
+        cfg = make_config([{"name": "a", "address": ready.address, "metrics_url": metrics.url},
+                           {"name": "b", "address": ready.address}])
+        path = cfg.write(tmp_path / "c.toml")
+        async with Controller(cfg, config_path=str(path)) as ctl:
+            w = FleetWatcher(ctl.address, "proxy-reload", lambda v: None)
+            task = asyncio.create_task(w.run())
+            try:
+                ctl.state.observe(pb.Observation(backend="b", session="on-b", ttft_ms=5, ok=True), "p")
+                ctl.state.bump()
+                await eventually(lambda: w.state.sessions.get("on-b") == "b", what="session on b pushed")
+                async with grpc.aio.insecure_channel(ctl.address) as ch:
+                    stub = control_pb2_grpc.ControlStub(ch)
+                    try:
+                        await stub.Reload(pb.ReloadRequest())
+                        raise AssertionError("Reload without the token was accepted")
+                    except grpc.aio.AioRpcError as e:
+                        assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+                    data = dict(cfg.raw)
+                    data["backends"] = [cfg.raw["backends"][0]]
+                    from fastpath.config import parse_config
+
+                    parse_config(data).write(path)
+                    reply = await stub.Reload(pb.ReloadRequest(), metadata=CONTROL_MD)
+                    assert reply.applied and "backends removed ['b']" in reply.message, reply.message
+                    await eventually(lambda: "b" not in w.state.named("backend") and "on-b" not in w.state.sessions,
+                                     what="b and its session removed on the subscriber")
+                    assert ctl.state.sessions.get("on-b") is None
+                    before = ctl.scraper.metrics["a"].scrapes
+                    await eventually(lambda: ctl.scraper.metrics["a"].scrapes > before + 2, what="a still scraped")
+                    data["control"] = dict(cfg.raw["control"], listen="127.0.0.1:1")
+                    parse_config(data).write(path)
+                    reply = await stub.Reload(pb.ReloadRequest(), metadata=CONTROL_MD)
+                    assert not reply.applied and "control.listen cannot change" in reply.message
+                    assert reply.config_generation == 2
+            finally:
+                await w.close()
+                await asyncio.wait_for(task, 10)
+        await metrics.stop()
+        await ready.stop()
+
+    asyncio.run(main())
