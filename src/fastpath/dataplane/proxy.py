@@ -62,6 +62,7 @@ class Proxy:
         self.sessions_seen: dict[str, None] = {}  # sessions pinned before (bounded, oldest dropped)
         self._pin_seq = 0
         self._registry: Any = None
+        self.telemetry: Any = None  # the latest fleet telemetry from the controller
 
     # -- routing inputs --------------------------------------------------------
     def features_for(self, headers: list) -> RequestFeatures:
@@ -93,6 +94,7 @@ class Proxy:
 
     def set_telemetry(self, telemetry: Any) -> None:
         """Swaps in a new fleet snapshot (called by the controller watcher)."""
+        self.telemetry = telemetry
         self.snapshot = build_snapshot(self.config, telemetry)
         wanted = getattr(telemetry, "offload_sessions", None)
         if wanted:
@@ -139,7 +141,7 @@ class Proxy:
             live.n_cooling, live.sessions = old.n_cooling, old.sessions
             self.live = live
         self.router = Router(config)  # the pushed policies are in the config
-        self.snapshot = build_snapshot(config, None)
+        self.snapshot = build_snapshot(config, self.telemetry)  # new backends: healthy until telemetry says
         log.info("config from the controller applied: %d backends (%s)", len(names), ", ".join(names))
 
     def snapshot_healthy(self, i: int) -> bool:
