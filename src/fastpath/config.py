@@ -89,6 +89,7 @@ class Config:
     backends: tuple[Backend, ...]
     source: str = "<embedded default>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    limits: dict[str, float] = field(default_factory=dict)  # [limits]: overrides of the proxy's Limits defaults
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -194,6 +195,30 @@ def _backend(i: int, t: dict[str, Any]) -> Backend:
     )
 
 
+def _limits(table: Any) -> dict[str, float]:
+    """[limits]: per-connection and per-process limits of the proxy (names as in fastpath.dataplane.limits.Limits)."""
+    import dataclasses
+
+    from fastpath.dataplane.limits import Limits
+
+    if not isinstance(table, dict):
+        raise ConfigError("limits: expected a table ([limits])")
+    known = {f.name: f.type for f in dataclasses.fields(Limits)}
+    out: dict[str, float] = {}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"limits.{key}: unknown limit; known limits are {sorted(known)}")
+        value = _num(table, key, "limits")
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"limits.{key} = {table[key]!r}: must be a positive finite number")
+        if known[key] in (int, "int"):
+            if value != int(value):
+                raise ConfigError(f"limits.{key} = {table[key]!r}: expected a whole number")
+            value = int(value)
+        out[key] = value
+    return out
+
+
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validates a parsed TOML document and builds a Config."""
     px = data.get("proxy", {})
@@ -255,6 +280,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     if dupes:
         raise ConfigError(f"backend names must be unique; repeated: {dupes}")
     return Config(
+        limits=_limits(data.get("limits", {})),
         proxy=proxy,
         control=control,
         offload_driver=driver,

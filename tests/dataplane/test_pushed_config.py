@@ -36,11 +36,37 @@ START = ["use1-l4", "euw1-l4"]  # use1-a100 (the only one serving llama-3-70b he
 CONTROL_MD = control_metadata(os.environ["FASTPATH_CONTROL_TOKEN"])
 
 
-def _config(raw: dict, sites: list[str], p1: dict[str, float]) -> dict:
+def _config(raw: dict, sites: list[str], p1: dict[str, float], limits: dict | None = None) -> dict:
     data = copy.deepcopy(raw)
     data["backends"] = [b for b in raw["backends"] if b["name"] in sites]
     data["policies"]["p1"] = p1
+    if limits:
+        data["limits"] = limits
     return data
+
+
+def _advertised_streams(listen: str) -> int:
+    """SETTINGS_MAX_CONCURRENT_STREAMS the proxy tells a new connection (routed mode: after its first call)."""
+    import struct
+
+    from fastpath.h2 import frames as fr
+
+    from .rawh2 import RawH2
+
+    def advertised(frames: list) -> int:
+        for ftype, flags, _, payload in frames:
+            if ftype == fr.SETTINGS and not flags & fr.ACK:
+                values = dict(struct.iter_unpack(">HI", bytes(payload)))
+                if fr.SETTINGS_MAX_CONCURRENT_STREAMS in values:
+                    return values[fr.SETTINGS_MAX_CONCURRENT_STREAMS]
+        return 0
+
+    h2 = RawH2(listen)
+    try:
+        h2.call("/inference.GRPCInferenceService/ServerLive", b"")
+        return advertised(h2.read_until(advertised))
+    finally:
+        h2.close()
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
@@ -172,7 +198,9 @@ def test_reload_changes_a_policy_and_adds_a_backend_with_calls_in_flight(stack) 
     try:
         _wait(lambda: len(done) >= 12, what="calls flowing")
         assert all(abs(float(d["score"]) - float(d["ttft"])) < 1e-3 for d in done)  # p1 = ttft only
-        parse_config(_config(stack["raw"], FLEET, {"cost": 1.0}), "edited").write(stack["path"])
+        assert all(_advertised_streams(listen) == 256 for listen in stack["proxies"])
+        parse_config(_config(stack["raw"], FLEET, {"cost": 1.0}, {"max_concurrent_streams": 77}),
+                     "edited").write(stack["path"])
         stack["controller"].send_signal(signal.SIGHUP)
         _wait(lambda: done and abs(float(done[-1]["score"]) - float(done[-1]["cost"])) < 1e-3, timeout=20,
               what="p1 = cost only, after the reload")
@@ -184,6 +212,8 @@ def test_reload_changes_a_policy_and_adds_a_backend_with_calls_in_flight(stack) 
             t.join(30)
     assert failures == []
     assert _status(stack).config_generation == 2
+    for listen in stack["proxies"]:  # the new limit, told to new connections
+        _wait(lambda: _advertised_streams(listen) == 77, what="max_concurrent_streams 77 from [limits]")
     for listen in stack["proxies"]:
         _, call = _wait(lambda: _try_infer(listen, model="llama-3-70b"), what="the added backend serves llama-3-70b")
         assert _decision(call)["backend"] == "use1-a100"

@@ -296,6 +296,8 @@ class Controller:
             parts.append(f"policies {sorted(new.policies)} (default {new.default_policy})")
         if old.control != new.control:
             parts.append("control intervals")
+        if old.limits != new.limits:
+            parts.append(f"limits {new.limits}")
         if old.rtt_ms != new.rtt_ms or old.affinity_max_utilisation != new.affinity_max_utilisation:
             parts.append("router settings")
         return "; ".join(parts) or "no change"

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 Key = tuple[str, str]
 SESSION = "session"
-TYPES = ("backend", "telemetry", "policy", "settings", "region", SESSION)
+TYPES = ("backend", "telemetry", "policy", "settings", "limits", "region", SESSION)
 _subscription_ids = itertools.count(1)
 
 
@@ -44,6 +44,7 @@ def config_resources(config: Config, policies: "PolicyStore") -> dict[Key, pb.Re
         out["policy", name] = pb.Resource(type="policy", name=name, policy=policy_message(policies.policies[name]))
     out["settings", "router"] = pb.Resource(type="settings", name="router", settings=pb.RouterSettings(
         default_policy=policies.default_policy, affinity_max_utilisation=config.affinity_max_utilisation))
+    out["limits", "proxy"] = pb.Resource(type="limits", name="proxy", limits=pb.LimitSettings(values=config.limits))
     for client, row in sorted(config.rtt_ms.items()):
         out["region", client] = pb.Resource(type="region", name=client, region=pb.RegionRtt(rtt_ms=row))
     return out

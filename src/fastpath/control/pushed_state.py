@@ -9,20 +9,21 @@ Resource types it does not know are kept (by name) and otherwise ignored.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastpath.config import AXES, Config, parse_config
 from fastpath.gen import control_pb2 as pb
 
-CONFIG_TYPES = frozenset({"backend", "settings", "region"})
+CONFIG_TYPES = frozenset({"backend", "settings", "limits", "region"})
 
 
 @dataclass
 class Changes:
     """What one update changed."""
 
-    config: bool = False  # backends, settings or regions
+    config: bool = False  # backends, settings, limits or regions
     policies: bool = False
     telemetry: bool = False
     sessions: bool = False
@@ -124,7 +125,7 @@ class PushedState:
                              policies=[r.policy for _, r in sorted(self.named("policy").items())])
 
     def config_data(self, base: dict[str, Any], keep: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-        """`base` (a parsed config file) with the pushed backends, policies, router settings and regions.
+        """`base` (a parsed config file) with the pushed backends, policies, router settings, limits and regions.
 
         Backends named in `keep` but no longer pushed stay, in their old place
         and with their old spec, when `base` has them: callers that index
@@ -158,6 +159,10 @@ class PushedState:
             router = data.setdefault("router", {})
             router["default_policy"] = settings.settings.default_policy
             router["affinity_max_utilisation"] = settings.settings.affinity_max_utilisation
+        limits = self.named("limits").get("proxy")
+        if limits is not None:
+            data["limits"] = {k: int(v) if math.isfinite(v) and v == int(v) else v
+                              for k, v in limits.limits.values.items()}
         regions = self.named("region")
         if regions:
             data.setdefault("regions", {})["rtt_ms"] = {n: dict(r.region.rtt_ms) for n, r in regions.items()}

@@ -42,7 +42,7 @@ class ControllerLink:
 
     @staticmethod
     def _routing(c: Any) -> tuple:
-        return (c.backends, c.policies, c.default_policy, c.rtt_ms, c.affinity_max_utilisation)
+        return (c.backends, c.policies, c.default_policy, c.rtt_ms, c.affinity_max_utilisation, c.limits)
 
     def start(self) -> None:
         self._thread.start()

@@ -8,6 +8,7 @@ its stream leaving for a backend.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -33,7 +34,9 @@ log = logging.getLogger("fastpath.dataplane")
 class Proxy:
     def __init__(self, config: Config, limits: Limits | None = None, proxy_id: str | None = None) -> None:
         self.config = config
-        self.limits = limits or Limits(upstream_connect_timeout_s=config.proxy.connect_timeout_ms / 1000.0)
+        # The config's [limits] over the given (or default) ones; kept apart so a reload can drop an override.
+        self._limits_base = limits or Limits(upstream_connect_timeout_s=config.proxy.connect_timeout_ms / 1000.0)
+        self.limits = dataclasses.replace(self._limits_base, **config.limits)
         self.proxy_id = proxy_id or f"proxy-{os.getpid()}"
         self.router = Router(config)
         self.snapshot: FleetSnapshot = build_snapshot(config, None)
@@ -140,6 +143,8 @@ class Proxy:
                 getattr(live, a)[:old_n] = getattr(old, a)
             live.n_cooling, live.sessions = old.n_cooling, old.sessions
             self.live = live
+        # New connections get the new limits; open ones keep what they were told in SETTINGS.
+        self.limits = dataclasses.replace(self._limits_base, **config.limits)
         self.router = Router(config)  # the pushed policies are in the config
         self.snapshot = build_snapshot(config, self.telemetry)  # new backends: healthy until telemetry says
         log.info("config from the controller applied: %d backends (%s)", len(names), ", ".join(names))

@@ -221,6 +221,19 @@ class RouterSettings(_message.Message):
     affinity_max_utilisation: float
     def __init__(self, default_policy: _Optional[str] = ..., affinity_max_utilisation: _Optional[float] = ...) -> None: ...
 
+class LimitSettings(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
 class RegionRtt(_message.Message):
     __slots__ = ("rtt_ms",)
     class RttMsEntry(_message.Message):
@@ -235,7 +248,7 @@ class RegionRtt(_message.Message):
     def __init__(self, rtt_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("type", "name", "backend", "telemetry", "policy", "session_backend", "settings", "region", "payload")
+    __slots__ = ("type", "name", "backend", "telemetry", "policy", "session_backend", "settings", "region", "limits", "payload")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +257,7 @@ class Resource(_message.Message):
     SESSION_BACKEND_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     type: str
     name: str
@@ -253,8 +267,9 @@ class Resource(_message.Message):
     session_backend: str
     settings: RouterSettings
     region: RegionRtt
+    limits: LimitSettings
     payload: bytes
-    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., backend: _Optional[_Union[BackendSpec, _Mapping]] = ..., telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., session_backend: _Optional[str] = ..., settings: _Optional[_Union[RouterSettings, _Mapping]] = ..., region: _Optional[_Union[RegionRtt, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., backend: _Optional[_Union[BackendSpec, _Mapping]] = ..., telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., session_backend: _Optional[str] = ..., settings: _Optional[_Union[RouterSettings, _Mapping]] = ..., region: _Optional[_Union[RegionRtt, _Mapping]] = ..., limits: _Optional[_Union[LimitSettings, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class ResourceRef(_message.Message):
     __slots__ = ("type", "name")
