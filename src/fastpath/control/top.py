@@ -78,7 +78,7 @@ def render(now: control_pb2.Status, before: control_pb2.Status | None, dt: float
                       f"{t.gpu_cache_usage_perc * 100:.0f}%" if t.has_metrics else "-",
                       f"{t.ttft_ms_observed:.0f}ms" if t.ttft_ms_observed > 0 else "-",
                       f"{b.cost_per_1k_tokens:.3g}", _headroom(t))
-    rates = Text("decisions/s ", style="bold")
+    rates = Text.assemble(("decisions/s", "bold"), " ")
     if before is None or dt <= 0:
         rates.append("(after the next refresh)")
     else:
@@ -86,7 +86,7 @@ def render(now: control_pb2.Status, before: control_pb2.Status | None, dt: float
             r = (now.decisions_by_axis.get(axis, 0) - before.decisions_by_axis.get(axis, 0)) / dt
             if axis != "none" or r > 0:
                 rates.append(f" {axis} {max(r, 0):.1f}")
-    flows = Text("flows       ", style="bold")
+    flows = Text.assemble(("flows", "bold"), "       ")
     for path in PATHS:
         flows.append(f" {path} {now.flows_by_path.get(path, 0)} ({human_bytes(now.bytes_by_path.get(path, 0))})")
     return Group(head, table, rates, flows)
