@@ -63,3 +63,18 @@ def test_counters_for_other_features_and_the_series_bound() -> None:
         "python": 100, "kernel": 5000, "dpu": 0}
     models = {s.labels["gen_ai_request_model"] for s in fams["gen_ai_server_request_duration_seconds"].samples}
     assert len(models) == MAX_SERIES + 1 and "other" in models
+
+
+def test_a_scrape_renders_a_copy_so_the_loop_may_go_on_counting() -> None:
+    m = ProxyMetrics()
+    m.backend_names = ["a"]
+    m.call_finished(0, "m", True, 0.1, 0.01)
+    m.hedge("sent")
+    copy = m.frozen()
+    for _ in range(5):  # what the loop records while another thread renders the copy
+        m.call_finished(0, "m", True, 0.1, 0.01)
+        m.hedge("sent")
+    fams = scrape(copy)
+    counts = [s.value for s in fams["gen_ai_server_request_duration_seconds"].samples if s.name.endswith("_count")]
+    assert counts == [1] and fams["fastpath_hedges"].samples[0].value == 1
+    assert [s.value for s in scrape(m)["fastpath_hedges"].samples] == [6]

@@ -141,7 +141,8 @@ def _infer(listen: str, model: str = "mistral-7b", policy: str = "", region: str
            session: str = ""):
     md = [("x-fastpath-region", region)] + ([("x-fastpath-policy", policy)] if policy else [])
     md += [("x-fastpath-session", session)] if session else []
-    with grpc.insecure_channel(listen) as ch:
+    # A connection of its own per call: gRPC would otherwise share one across channels (a pinned one, too).
+    with grpc.insecure_channel(listen, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
         return pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer.with_call(
             infer_request(model, "hello there", tokens), metadata=md, timeout=10)
 

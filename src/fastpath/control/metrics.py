@@ -56,7 +56,7 @@ class ControllerMetrics:
         import asyncio
 
         from fastpath.config import split_hostport
-        from fastpath.metrics_http import serve_metrics
+        from fastpath.metrics_http import in_place, serve_metrics
 
         listen = getattr(self.ctl.config.control, "metrics_listen", "")
         if not listen:
@@ -65,7 +65,7 @@ class ControllerMetrics:
 
         async def start() -> None:
             try:
-                self._server = await serve_metrics(self.registry, host, port)
+                self._server = await serve_metrics(in_place(self.registry), host, port)
                 log.info("controller metrics on http://%s/metrics", self.address)
             except OSError as e:
                 log.warning("controller metrics endpoint %s not started: %s", listen, e.strerror)

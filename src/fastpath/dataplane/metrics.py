@@ -172,6 +172,28 @@ class ProxyMetrics:
         if path != "python":
             self.flow_bytes_closed[path] += bytes_offload
 
+    def frozen(self) -> "ProxyMetrics":
+        """A copy of everything, taken on the proxy's loop, that a scrape can render in another thread."""
+        c = ProxyMetrics.__new__(ProxyMetrics)
+        c.__dict__.update(self.__dict__)
+        for name in ("requests", "limits_hit", "hedges", "sheds", "budget_refusals", "flow_bytes_closed",
+                     "flows_closed", "decisions", "queue_depth"):
+            setattr(c, name, type(getattr(self, name))(getattr(self, name)))
+        for name in ("duration", "ttft", "decision_time"):
+            h = getattr(self, name)
+            copy = Histograms(h.bounds)
+            for key, b in h.series.items():
+                nb = copy.series[key] = Buckets(len(h.bounds))
+                nb.counts[:] = b.counts
+                nb.sum = b.sum
+            setattr(c, name, copy)
+        c._decision_buckets = c.decision_time.series[()]
+        c.backend_names = tuple(self.backend_names)
+        gauges, flows = self.gauges(), list(self.open_flows())
+        c.gauges = lambda: gauges
+        c.open_flows = lambda: flows
+        return c
+
     def decisions_by_axis(self) -> dict[str, int]:
         out: Counter[str] = Counter()
         for (_, axis), n in self.decisions.items():

@@ -238,6 +238,14 @@ class Proxy:
 
         return generate_latest(self.metrics_registry()).decode()
 
+    async def render_metrics_off_loop(self) -> bytes:
+        """/metrics: counters copied here, rendered by prometheus_client in a worker thread (see metrics_http)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ProxyCollector(self.metrics.frozen()))
+        return await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+
     # -- pinned mode -------------------------------------------------------------
     def start_pinned(self, conn: DownstreamConnection, headers: list, model: str, raw: bytes) -> bool:
         """Routes a connection once, at its first call, and relays it verbatim from then on.
@@ -363,7 +371,7 @@ class Proxy:
             from fastpath.metrics_http import serve_metrics
 
             try:
-                self.servers.append(await serve_metrics(self.metrics_registry(), mhost, mport))
+                self.servers.append(await serve_metrics(self.render_metrics_off_loop, mhost, mport))
             except OSError as e:
                 log.warning("metrics endpoint %s not started: %s", mlisten, e.strerror)
         return bound[0], bound[1]
