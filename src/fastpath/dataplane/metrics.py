@@ -227,7 +227,8 @@ class ProxyCollector(Collector):
     def collect(self) -> Iterable[Any]:
         m = self.m
         yield self._hist("gen_ai_server_request_duration_seconds",
-                         "Time from a call's HEADERS to its end, by backend, model and status", m.duration)
+                         "Time from a call's HEADERS to its end, by backend, model and status "
+                         "(an attempt failed over to another backend counts as an error of the first)", m.duration)
         yield self._hist("gen_ai_server_time_to_first_token_seconds",
                          "Time from a call's HEADERS to the backend's first response message", m.ttft)
         fam = HistogramMetricFamily("fastpath_router_decision_seconds", "Time the router took to rank backends for a call")
