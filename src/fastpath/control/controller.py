@@ -90,11 +90,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
         log.info("proxy %s subscribed", sub.proxy_id)
         try:
             while not ctl.stopping:
-                changed_at = state.changed_at
+                # Push latency: from the change (or, for a full state, from the subscription) to the send.
+                since = state.changed_at if sub.sent else sub.connected_at
                 msg = sub.next_update(state, ctl.resources(), ctl.config_generation)
                 yield msg
                 if has_changes(msg):
-                    ctl.metrics.pushed(time.monotonic() - changed_at, msg.full_state)
+                    ctl.metrics.pushed(time.monotonic() - max(since, sub.connected_at), msg.full_state)
                 sent_at = time.monotonic()
                 if not await state.wait_newer(msg.version, ctl.heartbeat_s):
                     continue
