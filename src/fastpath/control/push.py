@@ -11,6 +11,10 @@ Sessions are the only large set. They come from the fleet state's ordered
 change log, so a delta costs what changed, not the size of the map; a
 subscriber that fell further behind than the log reaches gets the full state.
 Everything else is small and is compared resource by resource.
+
+Nothing queues per subscriber: each update is built when the previous one
+has been written, against the state as it is then, so a slow subscriber gets
+fewer, larger deltas and never holds the controller's memory or the others.
 """
 from __future__ import annotations
 
