@@ -9,7 +9,7 @@ BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
 APT_TEST := clang llvm libbpf-dev bpftool iproute2 openssl nginx-light haproxy
 APT_BENCH := nginx-light haproxy
 
-.PHONY: setup demo up test bench bench-quick bench-workers soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
+.PHONY: setup demo up test bench bench-quick bench-workers bench-control soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
 
 setup: $(STAMP) sysdeps bpf
 
@@ -64,6 +64,11 @@ wheel: $(PY)
 
 bench-quick: setup bench-sysdeps
 	$(VENV)/bin/fastpath bench --quick
+
+# Control plane: push latency to subscribed proxies, and the cost of a metrics scrape.
+bench-control: setup
+	$(PY) -m fastpath.bench.push_latency
+	$(PY) -m fastpath.bench.scrape_cost
 
 # Minutes of mixed traffic with cancels and a site killed: every call accounted for, RSS and fds flat.
 soak: setup

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("fastpath.sim.fleet", "run the simulated GPU fleet of a config"),
     "flows": ("fastpath.control.flows_cli", "list sessions and their data path"),
     "bpf": ("fastpath.offload.bpf_cli", "load, unload and inspect fastpath's BPF programs and maps"),
+    "reload": ("fastpath.control.reload_cli", "make the controller re-read its config file and push it to the proxies"),
+    "top": ("fastpath.control.top", "live view of backends, routing decisions and flows (from the controller)"),
     "bench": ("fastpath.bench.harness", "benchmark fastpath against direct, nginx, HAProxy and Envoy"),
 }
 

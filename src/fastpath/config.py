@@ -75,6 +75,7 @@ class ControlConfig:
     health_interval_ms: float = 250.0
     health_timeout_ms: float = 200.0
     token_file: str = "~/.config/fastpath/control.token"  # bearer token for calls that change routing
+    metrics_listen: str = "127.0.0.1:9102"  # the controller's own /metrics; "" = off
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Config:
     backends: tuple[Backend, ...]
     source: str = "<embedded default>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    limits: dict[str, float] = field(default_factory=dict)  # [limits]: overrides of the proxy's Limits defaults
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -222,6 +224,30 @@ def _backend(i: int, t: dict[str, Any]) -> Backend:
     )
 
 
+def _limits(table: Any) -> dict[str, float]:
+    """[limits]: per-connection and per-process limits of the proxy (names as in fastpath.dataplane.limits.Limits)."""
+    import dataclasses
+
+    from fastpath.dataplane.limits import Limits
+
+    if not isinstance(table, dict):
+        raise ConfigError("limits: expected a table ([limits])")
+    known = {f.name: f.type for f in dataclasses.fields(Limits)}
+    out: dict[str, float] = {}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"limits.{key}: unknown limit; known limits are {sorted(known)}")
+        value = _num(table, key, "limits")
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"limits.{key} = {table[key]!r}: must be a positive finite number")
+        if known[key] in (int, "int"):
+            if value != int(value):
+                raise ConfigError(f"limits.{key} = {table[key]!r}: expected a whole number")
+            value = int(value)
+        out[key] = value
+    return out
+
+
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validates a parsed TOML document and builds a Config."""
     check_keys(data, TOP_LEVEL_KEYS, "")
@@ -248,7 +274,10 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         health_interval_ms=_num(ct, "health_interval_ms", "control", 250),
         health_timeout_ms=_num(ct, "health_timeout_ms", "control", 200),
         token_file=_str(ct, "token_file", "control", ControlConfig.token_file),
+        metrics_listen=_str(ct, "metrics_listen", "control", ControlConfig.metrics_listen),
     )
+    if control.metrics_listen:
+        split_hostport(control.metrics_listen, "control.metrics_listen")
     split_hostport(control.listen, "control.listen")
     driver = _str(data.get("offload", {}), "driver", "offload", "none")
     if driver not in ("none", "ebpf", "dpu"):
@@ -282,6 +311,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     if dupes:
         raise ConfigError(f"backend names must be unique; repeated: {dupes}")
     return Config(
+        limits=_limits(data.get("limits", {})),
         proxy=proxy,
         control=control,
         offload_driver=driver,
@@ -342,6 +372,7 @@ def with_ports(config: Config, base_port: int) -> Config:
     data.setdefault("proxy", {})["listen"] = f"127.0.0.1:{nxt()}"
     data["proxy"]["metrics_listen"] = f"127.0.0.1:{nxt()}"
     data.setdefault("control", {})["listen"] = f"127.0.0.1:{nxt()}"
+    data["control"]["metrics_listen"] = "127.0.0.1:0"  # any free port (the controller logs which)
     for b in data["backends"]:
         b["address"] = f"127.0.0.1:{nxt()}"
         if b.get("metrics_url"):

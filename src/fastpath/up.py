@@ -618,6 +618,9 @@ def describe(stack: Stack) -> str:
         lines.append(f"fastpath control API on {stack.control_address}  (pid {stack.pids['controller']}; "
                      f"try: fastpath flows --control {stack.control_address})")
     lines.append(f"fastpath proxy metrics on http://{cfg.proxy.metrics_listen}/metrics")
+    if "controller" in stack.pids and cfg.control.metrics_listen:
+        lines.append(f"fastpath controller metrics on http://{cfg.control.metrics_listen}/metrics  "
+                     f"(live view: fastpath top --control {stack.control_address})")
     lines.append(f"fastpath fleet of {len(cfg.backends)} sites  (pid {stack.pids['sim']}; config {cfg.source})")
     lines.append("models:")
     width = max((len(m) for m in stack.served), default=0)

@@ -166,7 +166,7 @@ def test_policies_set_on_the_controller_reach_the_watcher() -> None:
         cfg = make_config([{"name": "a", "address": "127.0.0.1:1"}])
         seen: list[pb.PolicyList] = []
         async with Controller(cfg) as ctl:
-            w = FleetWatcher(ctl.address, "p", lambda s: None, on_policies=seen.append, policy_interval_s=0.05)
+            w = FleetWatcher(ctl.address, "p", lambda s: None, on_policies=seen.append)
             task = asyncio.create_task(w.run())
             try:
                 await eventually(lambda: seen, what="the config's policies")

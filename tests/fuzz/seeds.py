@@ -15,7 +15,8 @@ from pathlib import Path
 import hpack
 
 from fastpath.control import promtext
-from fastpath.dataplane.metrics import ProxyMetrics
+from fastpath.dataplane.metrics import ProxyCollector, ProxyMetrics
+from prometheus_client import CollectorRegistry, generate_latest
 from fastpath.h2 import frames as fr
 from fastpath.router import features as ft
 from fastpath.sim import metrics as sim_metrics
@@ -109,15 +110,19 @@ def _promtext_seeds() -> list[bytes]:
                               running={"mistral-7b": 1}, cache_usage=0.25, counters=counters, power_draw=2500.0,
                               power_budget=6000.0, slots=8, kv_hits=3, kv_misses=1, fault="none")
     proxy = ProxyMetrics()
+    proxy.backend_names = ["use1-a100"]
     proxy.requests[("use1-a100", "ok")] += 5
     proxy.limits_hit["rapid_reset"] += 1
+    proxy.call_finished(0, "llama-3-8b", True, 0.25, 0.04)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(proxy))
     hand = (
         '# HELP weird_total A help with \\\\ and \\n escapes\n# TYPE weird_total counter\n'
         'weird_total{path="/a\\"b\\\\c\\nd",code="200",} 1.5e3 1700000000000\n'
         'weird_total{path="x"} +Inf\nweird_total{path="y"} NaN\n  spaced:metric \t -0.5  \r\n'
         '# a comment\n\nbad{label=} 1\nname_only\n'
     )
-    return [page.encode(), proxy.render({"fastpath_sessions": 3.0}).encode(), hand.encode(),
+    return [page.encode(), generate_latest(registry), hand.encode(),
             promtext.format_sample(promtext.Sample("x", (("a", 'q"\n\\'),), float("-inf"), -5)).encode(),
             b"\xff\xfe not utf-8\nok 1\n"]
 
@@ -140,12 +145,56 @@ def _hpack_encoder_seeds(cap: Capture) -> list[bytes]:
     return out
 
 
+def _pushed_seeds() -> list[bytes]:
+    """Real update sequences from the controller's Subscription: full state, deltas, removals, a resync."""
+    import asyncio
+
+    from fastpath.config import parse_config
+    from fastpath.control.fleet_state import FleetState
+    from fastpath.control.health import HealthState
+    from fastpath.control.policies import PolicyStore
+    from fastpath.control.push import Subscription, config_resources
+    from fastpath.control.scraper import BackendMetrics
+    from fastpath.gen import control_pb2 as pb
+
+    def cfg(names: list[str]):
+        return parse_config({"regions": {"rtt_ms": {"us-east": {"r": 2.0}}}, "backends": [
+            {"name": n, "address": f"127.0.0.1:{i + 1}", "region": "r", "cost_per_1k_tokens": 1.0 + i,
+             "models": ["m"]} for i, n in enumerate(names)]}, "seed")
+
+    async def run() -> list[bytes]:
+        c = cfg(["a", "b"])
+        state = FleetState(c, {n: BackendMetrics(has_metrics=True) for n in "ab"},
+                           {n: HealthState(healthy=True, detail="", probed=True) for n in "ab"}, session_capacity=4)
+        policies = PolicyStore(c)
+        sub = Subscription("seed")
+        msgs = [sub.next_update(state, config_resources(c, policies), 1)]
+        for i in range(6):
+            state.observe(pb.Observation(backend="ab"[i % 2], session=f"s{i}", ttft_ms=20, ok=True), "p")
+        state.observe(pb.Observation(backend="b", session="s5", ttft_ms=0, ok=False), "p")
+        msgs.append(sub.next_update(state, config_resources(c, policies), 1))
+        policies.set(pb.Policy(name="green", cost=1))
+        state.request_offload("s4", "kernel")
+        msgs.append(sub.next_update(state, config_resources(c, policies), 1))
+        c2 = cfg(["b", "c"])
+        msgs.append(sub.next_update(state, config_resources(c2, PolicyStore(c2)), 2))
+        msgs.append(Subscription("seed").next_update(state, config_resources(c2, PolicyStore(c2)), 2))
+        return [m.SerializeToString() for m in msgs]
+
+    msgs = asyncio.run(run())
+    bad = pb.ConfigUpdate(version=9, resources=[pb.Resource(type="backend", name="x", backend=pb.BackendSpec(
+        name="x", address="nohost", region="r", models=["m"])), pb.Resource(type="prefix", name="p", payload=b"\x01")])
+    return [b"".join(chunk(m) for m in msgs), b"".join(chunk(m) for m in msgs[1:]), chunk(msgs[-1]) + chunk(msgs[0]),
+            chunk(bad.SerializeToString()) + chunk(msgs[0]), chunk(b"\xff\xff not protobuf") + chunk(msgs[2])]
+
+
 def build() -> dict[str, list[bytes]]:
     """Seed inputs per target name, built fresh (about a second: it makes real gRPC calls)."""
     cap = capture()
     return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
             "features": _features_seeds(cap),
-            "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds()}
+            "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds(),
+            "pushed": _pushed_seeds()}
 
 
 def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:

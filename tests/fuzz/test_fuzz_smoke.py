@@ -23,7 +23,7 @@ from .seeds import load
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOM_INPUTS = {"frames": 3000, "hpack": 2000, "hpack_encoder": 1500, "features": 3000, "model_name": 3000, "promtext": 1500,
-                 "worker_metrics": 1500}
+                 "worker_metrics": 1500, "pushed": 1500}
 
 
 def mutate(rng: random.Random, seeds: list[bytes], max_len: int) -> bytes:
@@ -101,6 +101,23 @@ def test_features_target_notices_an_unchecked_region(monkeypatch):
     monkeypatch.setitem(features._HANDLERS, features.REGION,
                         lambda f, name, value: setattr(f, "region", value.strip().decode("latin-1")))
     assert _caught("features")
+
+
+def test_pushed_target_notices_a_full_state_that_keeps_old_sessions(monkeypatch):
+    from fastpath.control.pushed_state import PushedState
+
+    real = PushedState.apply
+
+    def apply_keeping_sessions(self, msg):
+        kept = dict(self.sessions)
+        ch = real(self, msg)
+        if msg.full_state:
+            for s, b in kept.items():
+                self.sessions.setdefault(s, b)
+        return ch
+
+    monkeypatch.setattr(PushedState, "apply", apply_keeping_sessions)
+    assert _caught("pushed")
 
 
 def test_model_name_target_notices_first_instead_of_last(monkeypatch):

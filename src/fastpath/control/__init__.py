@@ -2,6 +2,7 @@
 
 The controller scrapes backends' metrics, probes their health, folds in what
 proxies observe, learns sessions, and serves `fastpath.v1.Control`; proxies
-follow it with `FleetWatcher` and keep routing on their last snapshot when it
-is gone.
+subscribe to its pushed configuration with `FleetWatcher` (push.py on the
+controller's side, pushed_state.py on theirs) and keep routing on what they
+have when it is gone.
 """

@@ -1,7 +1,7 @@
 """The control API's token: calls that change routing or steering must carry it.
 
 The controller listens on loopback by default; on top of that, SetPolicy,
-SetFlowPath and ReportObservations need `authorization: Bearer <token>`.
+SetFlowPath, Reload and ReportObservations need `authorization: Bearer <token>`.
 The token comes from $FASTPATH_CONTROL_TOKEN, else from `control.token_file`
 (created by the controller, mode 0600, on first start), so processes of the
 same user on the same host share it and nobody else can steer.
@@ -23,6 +23,7 @@ PROTECTED = frozenset({
     "/fastpath.v1.Control/SetPolicy",
     "/fastpath.v1.Control/SetFlowPath",
     "/fastpath.v1.Control/ReportObservations",
+    "/fastpath.v1.Control/Reload",
 })
 _STREAMING_REQUEST = frozenset({"/fastpath.v1.Control/ReportObservations"})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from fastpath.config import Config
@@ -73,12 +73,22 @@ class FleetState:
         self._last_bump = time.monotonic()
         self._event = asyncio.Event()
         self._cache: tuple[int, control_pb2.FleetTelemetry] | None = None
+        # When the latest version was made, and the latest version that must be pushed at once
+        # (config and policy changes; telemetry is pushed at most once per scrape interval).
+        self.changed_at = self._last_bump
+        self.urgent_version = 0
+        # Session affinity changes in order, so subscribers get deltas: (seq, session, backend or
+        # "" when forgotten). A subscriber older than the log's start gets the whole map again.
+        self.session_seq = 0
+        self.session_log: deque[tuple[int, str, str]] = deque(maxlen=max(1024, 4 * self.session_capacity))
 
     # -- change tracking -------------------------------------------------
-    def bump(self) -> None:
-        """Something changed: a new version, and every waiter wakes."""
+    def bump(self, urgent: bool = False) -> None:
+        """Something changed: a new version, and every waiter wakes (urgent: pushed without delay)."""
         self.version += 1
-        self._last_bump = time.monotonic()
+        self._last_bump = self.changed_at = time.monotonic()
+        if urgent:
+            self.urgent_version = self.version
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -126,15 +136,44 @@ class FleetState:
         session = obs.session[:MAX_SESSION_CHARS]
         if session:
             if obs.ok:
+                if self.sessions.get(session) != obs.backend:
+                    self._log_session(session, obs.backend)
                 self.sessions[session] = obs.backend
                 self.sessions.move_to_end(session)
                 while len(self.sessions) > self.session_capacity:
-                    self.sessions.popitem(last=False)
+                    self._log_session(self.sessions.popitem(last=False)[0], "")
             elif self.sessions.get(session) == obs.backend:
                 # The backend that held this session failed it: its cache is no reason to go back.
                 del self.sessions[session]
+                self._log_session(session, "")
             self.flows.touch(session, obs.region[:MAX_REGION_CHARS], obs.backend, proxy_id[:MAX_SESSION_CHARS])
         return True
+
+    def _log_session(self, session: str, backend: str) -> None:
+        self.session_seq += 1
+        self.session_log.append((self.session_seq, session, backend))
+
+    def forget_sessions_of(self, names: set[str]) -> int:
+        """Drops learned sessions held by backends that left the config; returns how many."""
+        gone = [s for s, b in self.sessions.items() if b in names]
+        for s in gone:
+            del self.sessions[s]
+            self._log_session(s, "")
+        return len(gone)
+
+    def session_changes(self, since: int) -> dict[str, str] | None:
+        """Sessions changed after seq `since` (latest backend, "" = forgotten); None when the log no longer reaches back."""
+        log = self.session_log
+        if since >= self.session_seq:
+            return {}
+        if not log or log[0][0] > since + 1:
+            return None
+        out: dict[str, str] = {}
+        for seq, session, backend in reversed(log):
+            if seq <= since:
+                break
+            out.setdefault(session, backend)
+        return out
 
     # -- offload requests ----------------------------------------------
     def request_offload(self, session: str, path: str) -> None:

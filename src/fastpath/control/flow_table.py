@@ -144,6 +144,9 @@ class FlowTable:
     def __len__(self) -> int:
         return len(self._flows)
 
+    def entries(self) -> list[FlowEntry]:
+        return list(self._flows.values())
+
     def to_message(self) -> control_pb2.FlowList:
         now = time.monotonic()
         self.expire(now)

@@ -5,6 +5,12 @@ TCP connection for each read would cost more than the read. This client keeps
 one connection open, bounds everything (a deadline per request, a maximum
 header and body size) and drops the connection on any error, so a backend
 that hangs or talks nonsense costs one timeout, never a stuck task.
+
+Measured against the standard library route (urllib in a worker thread, a
+connection per read; there is no async HTTP client among the dependencies),
+with the parsers included: 192 µs of CPU per scrape of a 7 KB page here
+against 2285 µs (`python -m fastpath.bench.scrape_cost`, load average 1.0),
+so at 20 scrapes/s over 5 backends 1.9% of a core against 23%.
 """
 from __future__ import annotations
 

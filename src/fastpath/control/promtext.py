@@ -22,6 +22,13 @@ and records `(line number, reason)` in `Exposition.skipped`: the scraper uses
 this, so one bad line from a backend costs that line, not the backend's whole
 telemetry. With `only=` the parser looks at the samples of those metric
 families alone; other lines are skipped unread (and so not validated).
+
+Why not prometheus_client's parser: measured side by side
+(`python -m fastpath.bench.scrape_cost`, load average 1.0, 2 cores), parsing a
+site's 7 KB page costs 109 µs here against 1287 µs with
+`prometheus_client.parser.text_string_to_metric_families` (11.8x), and a
+vLLM-sized 28 KB page 239 µs against 4977 µs (20.8x); at 20 scrapes/s over 5
+backends that is 3% of a core against 58%.
 """
 from __future__ import annotations
 

@@ -79,10 +79,12 @@ class Scraper:
         interval_s: float,
         timeout_s: float | None = None,
         on_change: Callable[[str, bool], None] | None = None,
+        on_scrape: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self.interval_s = max(interval_s, 0.005)
         self.timeout_s = timeout_s if timeout_s is not None else max(0.5, 4 * self.interval_s)
         self.on_change = on_change or (lambda name, changed: None)
+        self.on_scrape = on_scrape or (lambda name, seconds, ok: None)  # every read: how long, and whether it worked
         self.metrics: dict[str, BackendMetrics] = {}
         self._clients: dict[str, Http1Client] = {}
         for b in backends:
@@ -113,11 +115,14 @@ class Scraper:
         client = self._clients[name]
         m.scrapes += 1
         before = m.values()
+        t0 = time.perf_counter()
         try:
             body = await client.get()
         except HttpError as e:
+            self.on_scrape(name, time.perf_counter() - t0, False)
             self._failed(name, m, f"metrics {client.url}: {e}")
             return m
+        self.on_scrape(name, time.perf_counter() - t0, True)
         expo = promtext.parse(body, strict=False, only=WANTED)
         found = read_metrics(expo)
         for fname in METRIC_NAMES:

@@ -1,13 +1,15 @@
-"""The proxy's side of the control API: follow fleet snapshots, report observations.
+"""The proxy's side of the control API: follow pushed configuration, report observations.
 
-A proxy runs one `FleetWatcher` inside its uvloop event loop. `run()` keeps a
-WatchFleet stream open and hands each snapshot to `on_update`; when the
-controller is down or restarts it retries forever with capped backoff and
-the proxy keeps routing on the last snapshot. `observe()` is called on the
-request path, so it only appends a tuple to a bounded deque (the oldest is
-dropped when full); a background task sends batches every ~100 ms. With
-`on_policies`, policies changed on the controller (SetPolicy) are polled and
-handed over too, since the fleet snapshot does not carry them.
+A proxy runs one `FleetWatcher`. `run()` keeps a Subscribe stream open (the
+controller's pushed configuration: the full state first, then deltas; see
+fastpath.control.push) and folds each update into a `PushedState`; it calls
+`on_config` when backends, router settings or regions changed, `on_policies`
+when policies did, and `on_update` with the fleet telemetry (a FleetView)
+whenever the version moved. When the controller is down or restarts it
+retries forever with capped backoff, and the proxy keeps routing on what it
+has; a reconnect starts with the full state again. `observe()` is called on
+the request path, so it only appends a tuple to a bounded deque (the oldest
+is dropped when full); a background task sends batches every ~100 ms.
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ import random
 from collections import deque
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 
 from fastpath.control import auth
+from fastpath.control.pushed_state import PushedState
 from fastpath.gen import control_pb2, control_pb2_grpc
 
 log = logging.getLogger("fastpath.control.watcher")
@@ -58,10 +62,12 @@ class FleetWatcher:
         report_timeout_s: float = 1.0,
         stale_after_s: float = 5.0,
         on_policies: Callable[[control_pb2.PolicyList], None] | None = None,
-        policy_interval_s: float = 2.0,
         flows_provider: Callable[[], Iterable[control_pb2.Flow]] | None = None,
         token: Callable[[], str] | str | None = None,
         flows_interval_s: float = 1.0,
+        on_config: Callable[[PushedState], None] | None = None,
+        decisions_provider: Callable[[], dict[str, int]] | None = None,
+        on_push: Callable[[control_pb2.ConfigUpdate], None] | None = None,
     ) -> None:
         self.target = target
         self.proxy_id = proxy_id
@@ -75,10 +81,13 @@ class FleetWatcher:
         # long means it hangs (a stopped process still completes TCP handshakes), so reconnect.
         self.stale_after_s = stale_after_s
         self._handler_failing = False
-        # Policies changed with SetPolicy are not part of the fleet snapshot: poll them.
+        # Pushed policies (SetPolicy, a reload) and config (backends, settings, regions).
         self.on_policies = on_policies
-        self.policy_interval_s = policy_interval_s
+        self.on_config = on_config
+        self.on_push = on_push  # every update as received (tests, benchmarks)
+        self.decisions_provider = decisions_provider
         self.policies_seen: control_pb2.PolicyList | None = None
+        self.state = PushedState()
         # The proxy's pinned sessions, reported with the observations about once a second
         # (the controller lists them and asks for offloads through the snapshots).
         self.flows_provider = flows_provider
@@ -92,7 +101,7 @@ class FleetWatcher:
         self.flows_interval_s = flows_interval_s
         self._flows_due = 0.0
         self._provider_failing = False
-        self.latest: control_pb2.FleetTelemetry | None = None
+        self.latest: Any = None  # the latest FleetView
         self.connected = False
         self.updates = 0
         self.reconnects = 0
@@ -123,8 +132,6 @@ class FleetWatcher:
         self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         stub = control_pb2_grpc.ControlStub(self._channel)
         helpers = [asyncio.create_task(self._flush_loop(stub), name="fleetwatcher-flush")]
-        if self.on_policies is not None:
-            helpers.append(asyncio.create_task(self._policy_loop(stub), name="fleetwatcher-policies"))
         try:
             await self._watch_loop(stub)
         finally:
@@ -139,38 +146,28 @@ class FleetWatcher:
         while not self._closed.is_set():
             why = "stream ended"
             self.attempts += 1
-            call = stub.WatchFleet(control_pb2.WatchFleetRequest(proxy_id=self.proxy_id))
+            call = stub.Subscribe(control_pb2.SubscribeRequest(proxy_id=self.proxy_id))
             self._call = call
             try:
                 while True:
                     try:
                         async with asyncio.timeout(self.stale_after_s):
-                            snap = await call.read()
+                            msg = await call.read()
                     except TimeoutError:
                         call.cancel()
-                        why = f"no snapshot for {self.stale_after_s:g} s: the controller hangs"
+                        why = f"no update for {self.stale_after_s:g} s: the controller hangs"
                         break
-                    if snap is grpc.aio.EOF:
+                    if msg is grpc.aio.EOF:
                         break
                     if not self.connected:
                         self.connected = True
                         if self._down_logged:
                             self.reconnects += 1
                         self._down_logged = False
-                        log.info("following controller at %s (fleet version %d)", self.target, snap.version)
+                        log.info("following controller at %s (version %d, %d resources)", self.target,
+                                 msg.version, len(msg.resources))
                     backoff = self.backoff_initial_s
-                    if self.latest is not None and snap.version == self.latest.version:
-                        continue  # a heartbeat: nothing changed
-                    self.latest = snap
-                    self.updates += 1
-                    try:
-                        self.on_update(snap)
-                    except Exception:  # the proxy's callback must not end the subscription
-                        if not self._handler_failing:  # logged once until it works again
-                            log.exception("fleet update handler failed on version %d", snap.version)
-                        self._handler_failing = True
-                    else:
-                        self._handler_failing = False
+                    self._apply(msg)
             except grpc.aio.AioRpcError as e:
                 why = f"{e.code().name}: {(e.details() or '')[:120]}"
             except asyncio.CancelledError:
@@ -194,21 +191,30 @@ class FleetWatcher:
                 pass
             backoff = min(backoff * 2, self.backoff_max_s)
 
-    async def _policy_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
-        """Calls on_policies with the controller's policies at start and whenever they change."""
-        assert self.on_policies is not None
-        while True:
-            try:
-                got = await stub.ListPolicies(control_pb2.ListPoliciesRequest(), timeout=self.report_timeout_s)
-            except grpc.aio.AioRpcError:
-                got = None  # unreachable: the watch loop logs that; keep the policies we have
-            if got is not None and got != self.policies_seen:
-                self.policies_seen = got
-                try:
+    def _apply(self, msg: control_pb2.ConfigUpdate) -> None:
+        """Folds one pushed update in and tells the proxy what changed."""
+        if self.on_push is not None:
+            self.on_push(msg)
+        if not msg.full_state and not msg.resources and not msg.removed and msg.version == self.state.version:
+            return  # a heartbeat: nothing changed
+        ch = self.state.apply(msg)
+        self.updates += 1
+        try:
+            if ch.config and self.on_config is not None:
+                self.on_config(self.state)
+            if (ch.policies or ch.config) and self.on_policies is not None:
+                got = self.state.policy_list()
+                if got != self.policies_seen:
+                    self.policies_seen = got
                     self.on_policies(got)
-                except Exception:
-                    log.exception("policy update handler failed")
-            await asyncio.sleep(self.policy_interval_s)
+            self.latest = self.state.view()
+            self.on_update(self.latest)
+        except Exception:  # the proxy's callback must not end the subscription
+            if not self._handler_failing:  # logged once until it works again
+                log.exception("handler of pushed version %d failed", msg.version)
+            self._handler_failing = True
+        else:
+            self._handler_failing = False
 
     async def _flush_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
         while True:
@@ -243,6 +249,7 @@ class FleetWatcher:
         obs = [pending.popleft() for _ in range(n)]
         batch = control_pb2.ObservationBatch(
             proxy_id=self.proxy_id,
+            config_version=self.state.version,
             observations=[
                 control_pb2.Observation(backend=b, region=r, session=s, ttft_ms=t, ok=ok, model=m)
                 for b, r, s, t, ok, m in obs
@@ -254,6 +261,11 @@ class FleetWatcher:
             if flows is not None:
                 batch.flows.extend(flows)
                 batch.flows_included = True
+            if self.decisions_provider is not None:
+                try:
+                    batch.decisions_by_axis.update(self.decisions_provider())
+                except Exception:
+                    log.debug("decisions provider failed", exc_info=True)
         try:
             ack = await stub.ReportObservations(iter((batch,)), timeout=timeout_s, metadata=auth.metadata(self._token()))
         except (grpc.aio.AioRpcError, asyncio.TimeoutError) as e:

@@ -156,7 +156,7 @@ class PinnedFlow:
         entry = self.stream_start.pop(sid)
         self.streams_done += 1
         self.proxy.live.finished(self.backend, ok)
-        self.proxy.observe_pinned(self, ok, max(entry[1], 0.0))
+        self.proxy.observe_pinned(self, ok, max(entry[1], 0.0), _now() - entry[0])
 
     def _forget_streams(self) -> None:
         """Streams Python can no longer follow (offloaded or closed) stop counting as in flight."""

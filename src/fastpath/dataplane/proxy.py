@@ -8,6 +8,7 @@ its stream leaving for a backend.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from fastpath.router.snapshot import FleetSnapshot, build_snapshot
 from .conn import flush_dirty
 from .downstream import DownstreamConnection
 from .limits import Limits
-from .metrics import MetricsServer, ProxyMetrics
+from .metrics import ProxyCollector, ProxyMetrics
 from .pinned import PinnedFlow
 from .upstream import UpstreamPool
 
@@ -34,7 +35,9 @@ log = logging.getLogger("fastpath.dataplane")
 class Proxy:
     def __init__(self, config: Config, limits: Limits | None = None, proxy_id: str | None = None) -> None:
         self.config = config
-        self.limits = limits or Limits(upstream_connect_timeout_s=config.proxy.connect_timeout_ms / 1000.0)
+        # The config's [limits] over the given (or default) ones; kept apart so a reload can drop an override.
+        self._limits_base = limits or Limits(upstream_connect_timeout_s=config.proxy.connect_timeout_ms / 1000.0)
+        self.limits = dataclasses.replace(self._limits_base, **config.limits)
         self.proxy_id = proxy_id or f"proxy-{os.getpid()}"
         self.router = Router(config)
         self.snapshot: FleetSnapshot = build_snapshot(config, None)
@@ -47,6 +50,9 @@ class Proxy:
         self.connections: set[DownstreamConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.metrics = ProxyMetrics()
+        self.metrics.backend_names = self.names
+        self.metrics.gauges = self.metric_gauges
+        self.metrics.open_flows = self.flows
         self.draining = False
         self.watcher: Any = None  # fastpath.control.watcher.FleetWatcher when a controller is used
         self.servers: list[asyncio.base_events.Server] = []
@@ -61,6 +67,8 @@ class Proxy:
         self._pin_seq = 0
         self.config_regions = [b.region for b in config.backends]  # for rendezvous.session_backend
         self.reuse_port = False  # True in a worker: the listener shares its port (SO_REUSEPORT)
+        self._registry: Any = None
+        self.telemetry: Any = None  # the latest fleet telemetry from the controller
 
     # -- routing inputs --------------------------------------------------------
     def features_for(self, headers: list) -> RequestFeatures:
@@ -92,6 +100,7 @@ class Proxy:
 
     def set_telemetry(self, telemetry: Any) -> None:
         """Swaps in a new fleet snapshot (called by the controller watcher)."""
+        self.telemetry = telemetry
         self.snapshot = build_snapshot(self.config, telemetry)
         wanted = getattr(telemetry, "offload_sessions", None)
         if wanted:
@@ -112,6 +121,36 @@ class Proxy:
             log.warning("policies from the controller not applied: %s", e)
             return
         log.info("policies now %s (default %s)", sorted(policies), default)
+
+    def apply_config(self, config: Config) -> None:
+        """Takes backends and router settings pushed by the controller (a reload); calls in flight go on.
+
+        Backends are only ever appended, never moved (the controller link keeps a
+        removed one in place, reported unhealthy), so every backend index held by a
+        stream, a pinned flow or an upstream connection stays valid. A changed address
+        applies to connections opened from now on.
+        """
+        names = [b.name for b in config.backends]
+        if names[:len(self.names)] != self.names:
+            log.warning("pushed config not applied: it reorders backends %s -> %s", self.names, names)
+            return
+        old_n = len(self.names)
+        self.config = config
+        self.names.extend(names[old_n:])  # in place: the metrics read this list
+        self.name_bytes = [n.encode() for n in self.names]
+        self.addresses = [split_hostport(b.address, b.name) for b in config.backends]
+        self.models = frozenset(config.models)
+        if len(names) > old_n:
+            old, live = self.live, LiveStats(len(names))
+            for a in ("inflight", "ttft_ewma_ms", "error_ewma", "consecutive_failures", "cooldown_until"):
+                getattr(live, a)[:old_n] = getattr(old, a)
+            live.n_cooling, live.sessions = old.n_cooling, old.sessions
+            self.live = live
+        # New connections get the new limits; open ones keep what they were told in SETTINGS.
+        self.limits = dataclasses.replace(self._limits_base, **config.limits)
+        self.router = Router(config)  # the pushed policies are in the config
+        self.snapshot = build_snapshot(config, self.telemetry)  # new backends: healthy until telemetry says
+        log.info("config from the controller applied: %d backends (%s)", len(names), ", ".join(names))
 
     def snapshot_healthy(self, i: int) -> bool:
         healthy = getattr(self.snapshot, "healthy", None)
@@ -137,6 +176,8 @@ class Proxy:
         name = self.names[stream.backend]
         self.metrics.requests[(name, "ok" if ok else "error")] += 1
         f = stream.features
+        self.metrics.call_finished(stream.backend, f.model if f is not None else "", ok,
+                                   time.monotonic() - stream.t_start, ttft_ms / 1000.0)
         if ok and f is not None and f.session:
             self.live.remember_session(f.session, stream.backend)
         if self.watcher is not None and f is not None:
@@ -179,12 +220,34 @@ class Proxy:
         self.connections.discard(conn)
         self.metrics.connections_open = len(self.connections)
 
-    def render_metrics(self) -> str:
-        return self.metrics.render({
+    def metric_gauges(self) -> dict[str, float]:
+        return {
             "fastpath_streams_active": sum(len(c.streams) for c in self.connections),
             "fastpath_upstream_connections": sum(len(v) for v in self.pool.conns.values()),
             "fastpath_snapshot_version": getattr(self.snapshot, "version", 0),
-        })
+        }
+
+    def metrics_registry(self) -> Any:
+        """The prometheus_client registry /metrics serves (made on first use)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(ProxyCollector(self.metrics))
+        return self._registry
+
+    def render_metrics(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.metrics_registry()).decode()
+
+    async def render_metrics_off_loop(self) -> bytes:
+        """/metrics: counters copied here, rendered by prometheus_client in a worker thread (see metrics_http)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ProxyCollector(self.metrics.frozen()))
+        return await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
 
     # -- pinned mode -------------------------------------------------------------
     def start_pinned(self, conn: DownstreamConnection, headers: list, model: str, raw: bytes) -> bool:
@@ -200,7 +263,9 @@ class Proxy:
         if not features.model:
             features = self.with_model(features, model or self.model_for_path(
                 next((v for k, v in headers if k == b":path"), b"")))
+        t0 = time.perf_counter()
         decision = self.router.route(features, self.snapshot, self.live)
+        self.metrics.decided(decision, time.perf_counter() - t0)
         if not decision.ranked or conn.transport is None:
             return False
         position = 0
@@ -267,12 +332,19 @@ class Proxy:
             log.warning("session %s stays on the Python relay: %s", flow.features.session, reason)
 
     def pinned_closed(self, flow: PinnedFlow) -> None:
-        self.pinned.pop(flow.key, None)
+        if self.pinned.pop(flow.key, None) is not None:
+            try:
+                row = flow.stats()
+            except Exception:  # the counters of a flow that could not be read are lost, not the close
+                log.debug("stats of closed flow %s not readable", flow.key, exc_info=True)
+            else:
+                self.metrics.flow_closed(row["path"], row["bytes_python"], row["bytes_offload"])
 
-    def observe_pinned(self, flow: PinnedFlow, ok: bool, ttft_ms: float) -> None:
+    def observe_pinned(self, flow: PinnedFlow, ok: bool, ttft_ms: float, duration_s: float = -1.0) -> None:
         name = self.names[flow.backend]
         self.metrics.requests[(name, "ok" if ok else "error")] += 1
         f = flow.features
+        self.metrics.call_finished(flow.backend, f.model, ok, duration_s, ttft_ms / 1000.0)
         if self.watcher is not None:
             self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model)
 
@@ -303,9 +375,10 @@ class Proxy:
         mlisten = self.config.proxy.metrics_listen if metrics_listen is None else metrics_listen
         if mlisten:
             mhost, mport = split_hostport(mlisten, "proxy.metrics_listen")
+            from fastpath.metrics_http import serve_metrics
+
             try:
-                self.servers.append(await loop.create_server(lambda: MetricsServer(self.render_metrics),
-                                                             mhost, mport, reuse_address=True))
+                self.servers.append(await serve_metrics(self.render_metrics_off_loop, mhost, mport))
             except OSError as e:
                 log.warning("metrics endpoint %s not started: %s", mlisten, e.strerror)
         return bound[0], bound[1]

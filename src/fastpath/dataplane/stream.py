@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .upstream import UpstreamConnection
 
 _now = time.monotonic
+_perf = time.perf_counter
 
 # KServe calls whose first message carries the model in protobuf field 1.
 _MODEL_IN_BODY = frozenset({
@@ -159,7 +160,9 @@ class ProxyStream:
     # -- routing -------------------------------------------------------------
     def route(self) -> None:
         proxy = self.proxy
+        t0 = _perf()
         decision = proxy.router.route(self.features, proxy.snapshot, proxy.live)
+        proxy.metrics.decided(decision, _perf() - t0)
         self.decision = decision
         if not decision.ranked:
             code = gs.INVALID_ARGUMENT if getattr(decision, "invalid", False) else gs.UNAVAILABLE

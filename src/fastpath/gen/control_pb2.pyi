@@ -93,16 +93,27 @@ class Observation(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., region: _Optional[str] = ..., session: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ObservationBatch(_message.Message):
-    __slots__ = ("proxy_id", "observations", "flows", "flows_included")
+    __slots__ = ("proxy_id", "observations", "flows", "flows_included", "config_version", "decisions_by_axis")
+    class DecisionsByAxisEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     PROXY_ID_FIELD_NUMBER: _ClassVar[int]
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     FLOWS_FIELD_NUMBER: _ClassVar[int]
     FLOWS_INCLUDED_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_BY_AXIS_FIELD_NUMBER: _ClassVar[int]
     proxy_id: str
     observations: _containers.RepeatedCompositeFieldContainer[Observation]
     flows: _containers.RepeatedCompositeFieldContainer[Flow]
     flows_included: bool
-    def __init__(self, proxy_id: _Optional[str] = ..., observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ..., flows: _Optional[_Iterable[_Union[Flow, _Mapping]]] = ..., flows_included: _Optional[bool] = ...) -> None: ...
+    config_version: int
+    decisions_by_axis: _containers.ScalarMap[str, int]
+    def __init__(self, proxy_id: _Optional[str] = ..., observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ..., flows: _Optional[_Iterable[_Union[Flow, _Mapping]]] = ..., flows_included: _Optional[bool] = ..., config_version: _Optional[int] = ..., decisions_by_axis: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ("accepted",)
@@ -175,3 +186,212 @@ class SetFlowPathRequest(_message.Message):
     session: str
     path: str
     def __init__(self, session: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("proxy_id", "resource_types")
+    PROXY_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    proxy_id: str
+    resource_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, proxy_id: _Optional[str] = ..., resource_types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackendSpec(_message.Message):
+    __slots__ = ("name", "address", "region", "cost_per_1k_tokens", "power_budget_watts", "models", "metrics_url")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_1K_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    POWER_BUDGET_WATTS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    region: str
+    cost_per_1k_tokens: float
+    power_budget_watts: float
+    models: _containers.RepeatedScalarFieldContainer[str]
+    metrics_url: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., region: _Optional[str] = ..., cost_per_1k_tokens: _Optional[float] = ..., power_budget_watts: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., metrics_url: _Optional[str] = ...) -> None: ...
+
+class RouterSettings(_message.Message):
+    __slots__ = ("default_policy", "affinity_max_utilisation")
+    DEFAULT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_MAX_UTILISATION_FIELD_NUMBER: _ClassVar[int]
+    default_policy: str
+    affinity_max_utilisation: float
+    def __init__(self, default_policy: _Optional[str] = ..., affinity_max_utilisation: _Optional[float] = ...) -> None: ...
+
+class LimitSettings(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class RegionRtt(_message.Message):
+    __slots__ = ("rtt_ms",)
+    class RttMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    rtt_ms: _containers.ScalarMap[str, float]
+    def __init__(self, rtt_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Resource(_message.Message):
+    __slots__ = ("type", "name", "backend", "telemetry", "policy", "session_backend", "settings", "region", "limits", "payload")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    name: str
+    backend: BackendSpec
+    telemetry: BackendTelemetry
+    policy: Policy
+    session_backend: str
+    settings: RouterSettings
+    region: RegionRtt
+    limits: LimitSettings
+    payload: bytes
+    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., backend: _Optional[_Union[BackendSpec, _Mapping]] = ..., telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., session_backend: _Optional[str] = ..., settings: _Optional[_Union[RouterSettings, _Mapping]] = ..., region: _Optional[_Union[RegionRtt, _Mapping]] = ..., limits: _Optional[_Union[LimitSettings, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class ResourceRef(_message.Message):
+    __slots__ = ("type", "name")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    name: str
+    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ConfigUpdate(_message.Message):
+    __slots__ = ("version", "nonce", "full_state", "generated_unix_ms", "resources", "removed", "offload_sessions", "config_generation")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    FULL_STATE_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    OFFLOAD_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    nonce: str
+    full_state: bool
+    generated_unix_ms: int
+    resources: _containers.RepeatedCompositeFieldContainer[Resource]
+    removed: _containers.RepeatedCompositeFieldContainer[ResourceRef]
+    offload_sessions: _containers.RepeatedScalarFieldContainer[str]
+    config_generation: int
+    def __init__(self, version: _Optional[int] = ..., nonce: _Optional[str] = ..., full_state: _Optional[bool] = ..., generated_unix_ms: _Optional[int] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[ResourceRef, _Mapping]]] = ..., offload_sessions: _Optional[_Iterable[str]] = ..., config_generation: _Optional[int] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class ReloadReply(_message.Message):
+    __slots__ = ("applied", "message", "config_generation", "version")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    message: str
+    config_generation: int
+    version: int
+    def __init__(self, applied: _Optional[bool] = ..., message: _Optional[str] = ..., config_generation: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BackendStatus(_message.Message):
+    __slots__ = ("telemetry", "region", "cost_per_1k_tokens", "models", "scrape_seconds", "scrape_errors")
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_1K_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SCRAPE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCRAPE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    telemetry: BackendTelemetry
+    region: str
+    cost_per_1k_tokens: float
+    models: _containers.RepeatedScalarFieldContainer[str]
+    scrape_seconds: float
+    scrape_errors: int
+    def __init__(self, telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., region: _Optional[str] = ..., cost_per_1k_tokens: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., scrape_seconds: _Optional[float] = ..., scrape_errors: _Optional[int] = ...) -> None: ...
+
+class ProxyStatus(_message.Message):
+    __slots__ = ("proxy_id", "config_version", "last_report_age_s", "subscribed")
+    PROXY_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORT_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    proxy_id: str
+    config_version: int
+    last_report_age_s: float
+    subscribed: bool
+    def __init__(self, proxy_id: _Optional[str] = ..., config_version: _Optional[int] = ..., last_report_age_s: _Optional[float] = ..., subscribed: _Optional[bool] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("version", "config_generation", "config_source", "generated_unix_ms", "backends", "decisions_by_axis", "flows_by_path", "bytes_by_path", "proxies", "sessions_learned", "default_policy")
+    class DecisionsByAxisEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class FlowsByPathEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class BytesByPathEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_BY_AXIS_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_BY_PATH_FIELD_NUMBER: _ClassVar[int]
+    BYTES_BY_PATH_FIELD_NUMBER: _ClassVar[int]
+    PROXIES_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_LEARNED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    config_generation: int
+    config_source: str
+    generated_unix_ms: int
+    backends: _containers.RepeatedCompositeFieldContainer[BackendStatus]
+    decisions_by_axis: _containers.ScalarMap[str, int]
+    flows_by_path: _containers.ScalarMap[str, int]
+    bytes_by_path: _containers.ScalarMap[str, int]
+    proxies: _containers.RepeatedCompositeFieldContainer[ProxyStatus]
+    sessions_learned: int
+    default_policy: str
+    def __init__(self, version: _Optional[int] = ..., config_generation: _Optional[int] = ..., config_source: _Optional[str] = ..., generated_unix_ms: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[BackendStatus, _Mapping]]] = ..., decisions_by_axis: _Optional[_Mapping[str, int]] = ..., flows_by_path: _Optional[_Mapping[str, int]] = ..., bytes_by_path: _Optional[_Mapping[str, int]] = ..., proxies: _Optional[_Iterable[_Union[ProxyStatus, _Mapping]]] = ..., sessions_learned: _Optional[int] = ..., default_policy: _Optional[str] = ...) -> None: ...

@@ -69,6 +69,21 @@ class ControlStub:
                 request_serializer=fastpath_dot_v1_dot_control__pb2.SetFlowPathRequest.SerializeToString,
                 response_deserializer=fastpath_dot_v1_dot_control__pb2.Flow.FromString,
                 _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/fastpath.v1.Control/Subscribe',
+                request_serializer=fastpath_dot_v1_dot_control__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=fastpath_dot_v1_dot_control__pb2.ConfigUpdate.FromString,
+                _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/fastpath.v1.Control/Reload',
+                request_serializer=fastpath_dot_v1_dot_control__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=fastpath_dot_v1_dot_control__pb2.ReloadReply.FromString,
+                _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/fastpath.v1.Control/GetStatus',
+                request_serializer=fastpath_dot_v1_dot_control__pb2.StatusRequest.SerializeToString,
+                response_deserializer=fastpath_dot_v1_dot_control__pb2.Status.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -82,7 +97,9 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchFleet(self, request, context):
-        """A stream of fleet telemetry snapshots: one at once, then one per change.
+        """A stream of fleet telemetry snapshots: one at once, then one per change,
+        each with the whole session map. Proxies use Subscribe (deltas); this
+        stays for tools that want whole snapshots.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +134,30 @@ class ControlServicer:
 
     def SetFlowPath(self, request, context):
         """Ask the controller to offload (or stop offloading) a session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Subscribe(self, request, context):
+        """Pushed configuration, in the manner of Envoy's xDS: the full state at once
+        (and after every reconnect), then deltas, each update versioned. Carries
+        backends, their telemetry, policies, router settings and session affinity.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reload(self, request, context):
+        """Re-reads the controller's config file and pushes it; an invalid file is
+        refused with the reason and the running config kept (needs the token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatus(self, request, context):
+        """What operators watch (`fastpath top`): backends, decisions, flows, proxies.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +200,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.SetFlowPath,
                     request_deserializer=fastpath_dot_v1_dot_control__pb2.SetFlowPathRequest.FromString,
                     response_serializer=fastpath_dot_v1_dot_control__pb2.Flow.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=fastpath_dot_v1_dot_control__pb2.SubscribeRequest.FromString,
+                    response_serializer=fastpath_dot_v1_dot_control__pb2.ConfigUpdate.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=fastpath_dot_v1_dot_control__pb2.ReloadRequest.FromString,
+                    response_serializer=fastpath_dot_v1_dot_control__pb2.ReloadReply.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=fastpath_dot_v1_dot_control__pb2.StatusRequest.FromString,
+                    response_serializer=fastpath_dot_v1_dot_control__pb2.Status.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +406,87 @@ class Control:
             '/fastpath.v1.Control/SetFlowPath',
             fastpath_dot_v1_dot_control__pb2.SetFlowPathRequest.SerializeToString,
             fastpath_dot_v1_dot_control__pb2.Flow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fastpath.v1.Control/Subscribe',
+            fastpath_dot_v1_dot_control__pb2.SubscribeRequest.SerializeToString,
+            fastpath_dot_v1_dot_control__pb2.ConfigUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fastpath.v1.Control/Reload',
+            fastpath_dot_v1_dot_control__pb2.ReloadRequest.SerializeToString,
+            fastpath_dot_v1_dot_control__pb2.ReloadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fastpath.v1.Control/GetStatus',
+            fastpath_dot_v1_dot_control__pb2.StatusRequest.SerializeToString,
+            fastpath_dot_v1_dot_control__pb2.Status.FromString,
             options,
             channel_credentials,
             insecure,
