@@ -122,7 +122,7 @@ class Config:
         return sorted({m for b in self.backends for m in b.models})
 
 
-TOP_LEVEL_KEYS = ("proxy", "control", "offload", "router", "policies", "regions", "backends")
+TOP_LEVEL_KEYS = ("proxy", "control", "offload", "router", "policies", "regions", "backends", "limits")
 OFFLOAD_KEYS = ("driver",)
 ROUTER_KEYS = ("default_policy", "affinity_max_utilisation")
 REGIONS_KEYS = ("rtt_ms",)
@@ -233,10 +233,9 @@ def _limits(table: Any) -> dict[str, float]:
     if not isinstance(table, dict):
         raise ConfigError("limits: expected a table ([limits])")
     known = {f.name: f.type for f in dataclasses.fields(Limits)}
+    check_keys(table, sorted(known), "limits", "limit", "limits")
     out: dict[str, float] = {}
     for key in table:
-        if key not in known:
-            raise ConfigError(f"limits.{key}: unknown limit; known limits are {sorted(known)}")
         value = _num(table, key, "limits")
         if not 0 < value < float("inf"):
             raise ConfigError(f"limits.{key} = {table[key]!r}: must be a positive finite number")
