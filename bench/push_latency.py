@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from fastpath.launch import fastpath_argv, python_argv
 
 POLICY = "bench-push"
 
@@ -86,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fastpath-push-") as tmp:
         path = cfg.write(Path(tmp) / "config.toml")
         try:
-            ctl = subprocess.Popen([sys.executable, "-m", "fastpath.cli", "controller", "--config", str(path)],
+            ctl = subprocess.Popen(fastpath_argv("controller", "--config", str(path)),
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
             procs.append(ctl)
             assert "listening on" in ctl.stdout.readline()
             subs = []
             for i in range(args.subscribers):
-                p = subprocess.Popen([sys.executable, "-m", "fastpath.bench.push_latency", "--subscriber", control,
-                                      f"bench-proxy-{i}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                p = subprocess.Popen(python_argv("fastpath.bench.push_latency", "--subscriber", control,
+                                                 f"bench-proxy-{i}"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=env, text=True)
                 procs.append(p)
                 subs.append(p)

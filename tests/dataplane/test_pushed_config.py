@@ -127,7 +127,7 @@ def stack(tmp_path_factory):
             proxies = []
             for i in range(3):
                 listen = f"127.0.0.1:{free_port()}"
-                procs.append(_spawn(["proxy", "--config", str(path), "--listen", listen], tmp / f"proxy{i}.log"))
+                procs.append(_spawn(["proxy", "--config", str(path), "--listen", listen, "--workers", "1"], tmp / f"proxy{i}.log"))
                 proxies.append(listen)
             yield {"path": path, "raw": raw, "control": raw["control"]["listen"], "proxies": proxies,
                    "controller": procs[0], "tmp": tmp, "proxy_metrics": raw["proxy"]["metrics_listen"],
@@ -270,7 +270,7 @@ def test_metrics_of_proxy_and_controller_parse_and_hold_the_histograms(stack) ->
     fams = _wait(lambda: (f := _families(stack["proxy_metrics"]))
                  and sum(s.value for s in f["fastpath_flow_bytes"].samples if s.labels["path"] == "python") > 0
                  and f, what="proxy metrics with the closed sessions' bytes")
-    assert fams["fastpath_pinned"].samples[0].value >= 3
+    assert sum(s.value for s in fams["fastpath_pinned"].samples) >= 3
     for name in ("gen_ai_server_request_duration_seconds", "gen_ai_server_time_to_first_token_seconds",
                  "fastpath_router_decision_seconds"):
         assert fams[name].type == "histogram" and _hist_count(fams[name]) >= 30, name

@@ -139,6 +139,7 @@ class Proxy:
         self.names.extend(names[old_n:])  # in place: the metrics read this list
         self.name_bytes = [n.encode() for n in self.names]
         self.addresses = [split_hostport(b.address, b.name) for b in config.backends]
+        self.config_regions = [b.region for b in config.backends]
         self.models = frozenset(config.models)
         if len(names) > old_n:
             old, live = self.live, LiveStats(len(names))
