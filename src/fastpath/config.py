@@ -73,7 +73,24 @@ class ControlConfig:
     scrape_interval_ms: float = 50.0
     health_interval_ms: float = 250.0
     health_timeout_ms: float = 200.0
+    health_fall: int = 3  # failed probes in a row before a backend is ejected
+    health_rise: int = 2  # good probes (or answered calls) in a row before it is back
     token_file: str = "~/.config/fastpath/control.token"  # bearer token for calls that change routing
+
+
+@dataclass(frozen=True)
+class PrefixConfig:
+    """Prompt-prefix affinity ([router.prefix]): blocks of the prompt routed to where they were sent."""
+
+    enabled: bool = True
+    input_name: str = "text_input"  # the BYTES input that carries the prompt
+    block_bytes: int = 256
+    max_prompt_bytes: int = 16384
+    min_match_blocks: int = 4  # shorter matches score 0 (a shared system prompt alone does not pin)
+    capacity_blocks: int = 16384  # remembered per backend (LRU)
+    ttl_s: float = 300.0
+    load_bound: float = 0.85  # utilisation above which a match counts for less, down to 0 at 1
+    ship_blocks: int = 1024  # per backend, in proxy reports and controller snapshots
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,9 @@ class Config:
     backends: tuple[Backend, ...]
     source: str = "<embedded default>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    prefix: PrefixConfig = PrefixConfig()
+    panic_threshold: float = 0.5  # router: below this healthy share, route to all (Envoy's panic)
+    explore_every: int = 20  # router: 1 call in this many may go to a not yet observed backend (0 = never)
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -214,6 +234,8 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         scrape_interval_ms=_num(ct, "scrape_interval_ms", "control", 50),
         health_interval_ms=_num(ct, "health_interval_ms", "control", 250),
         health_timeout_ms=_num(ct, "health_timeout_ms", "control", 200),
+        health_fall=int(_num(ct, "health_fall", "control", ControlConfig.health_fall)),
+        health_rise=int(_num(ct, "health_rise", "control", ControlConfig.health_rise)),
         token_file=_str(ct, "token_file", "control", ControlConfig.token_file),
     )
     split_hostport(control.listen, "control.listen")
@@ -261,7 +283,30 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         backends=backends,
         source=source,
         raw=data,
+        prefix=_prefix(rt.get("prefix", {})),
+        panic_threshold=_num(rt, "panic_threshold", "router", 0.5),
+        explore_every=int(_num(rt, "explore_every", "router", 20)),
     )
+
+
+def _prefix(t: dict[str, Any]) -> PrefixConfig:
+    w = "router.prefix"
+    d = PrefixConfig()
+    p = PrefixConfig(
+        enabled=_bool(t, "enabled", w, d.enabled),
+        input_name=_str(t, "input_name", w, d.input_name),
+        block_bytes=int(_num(t, "block_bytes", w, d.block_bytes)),
+        max_prompt_bytes=int(_num(t, "max_prompt_bytes", w, d.max_prompt_bytes)),
+        min_match_blocks=int(_num(t, "min_match_blocks", w, d.min_match_blocks)),
+        capacity_blocks=int(_num(t, "capacity_blocks", w, d.capacity_blocks)),
+        ttl_s=_num(t, "ttl_s", w, d.ttl_s),
+        load_bound=_num(t, "load_bound", w, d.load_bound),
+        ship_blocks=int(_num(t, "ship_blocks", w, d.ship_blocks)),
+    )
+    if p.block_bytes < 1 or p.max_prompt_bytes < 0 or p.min_match_blocks < 1 or p.capacity_blocks < 1:
+        raise ConfigError(f"{w}: block_bytes, min_match_blocks and capacity_blocks must be at least 1, "
+                          f"max_prompt_bytes at least 0")
+    return p
 
 
 def default_config_text() -> str:

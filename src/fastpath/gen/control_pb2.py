@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61stpath/v1/control.proto\x12\x0b\x66\x61stpath.v1\"\x15\n\x13ListBackendsRequest\"%\n\x11WatchFleetRequest\x12\x10\n\x08proxy_id\x18\x01 \x01(\t\"\xcf\x03\n\x10\x42\x61\x63kendTelemetry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x15\n\rhealth_detail\x18\x03 \x01(\t\x12\x1c\n\x14num_requests_waiting\x18\x04 \x01(\x01\x12\x1c\n\x14num_requests_running\x18\x05 \x01(\x01\x12\x1c\n\x14gpu_cache_usage_perc\x18\x06 \x01(\x01\x12\x18\n\x10power_draw_watts\x18\x07 \x01(\x01\x12\x1a\n\x12power_budget_watts\x18\x08 \x01(\x01\x12\x18\n\x10ttft_ms_observed\x18\t \x01(\x01\x12\x12\n\nerror_rate\x18\n \x01(\x01\x12\x14\n\x0cmax_num_seqs\x18\x0b \x01(\x01\x12\x17\n\x0fscraped_unix_ms\x18\x0c \x01(\x03\x12\x13\n\x0bhas_metrics\x18\r \x01(\x08\x12L\n\x11ttft_ms_by_region\x18\x0e \x03(\x0b\x32\x31.fastpath.v1.BackendTelemetry.TtftMsByRegionEntry\x1a\x35\n\x13TtftMsByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x02\n\x0e\x46leetTelemetry\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x19\n\x11generated_unix_ms\x18\x02 \x01(\x03\x12/\n\x08\x62\x61\x63kends\x18\x03 \x03(\x0b\x32\x1d.fastpath.v1.BackendTelemetry\x12H\n\x0fsession_backend\x18\x04 \x03(\x0b\x32/.fastpath.v1.FleetTelemetry.SessionBackendEntry\x12\x18\n\x10offload_sessions\x18\x05 \x03(\t\x1a\x35\n\x13SessionBackendEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\x0bObservation\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07session\x18\x03 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12\n\n\x02ok\x18\x05 \x01(\x08\x12\r\n\x05model\x18\x06 \x01(\t\"\x8e\x01\n\x10ObservationBatch\x12\x10\n\x08proxy_id\x18\x01 \x01(\t\x12.\n\x0cobservations\x18\x02 \x03(\x0b\x32\x18.fastpath.v1.Observation\x12 \n\x05\x66lows\x18\x03 \x03(\x0b\x32\x11.fastpath.v1.Flow\x12\x16\n\x0e\x66lows_included\x18\x04 \x01(\x08\"\x1d\n\tReportAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\"i\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04ttft\x18\x02 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x10\n\x08\x61\x66\x66inity\x18\x04 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x01\x12\x11\n\tproximity\x18\x06 \x01(\x01\"\x15\n\x13ListPoliciesRequest\"K\n\nPolicyList\x12\x16\n\x0e\x64\x65\x66\x61ult_policy\x18\x01 \x01(\t\x12%\n\x08policies\x18\x02 \x03(\x0b\x32\x13.fastpath.v1.Policy\"\x94\x01\n\x04\x46low\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x14\n\x0c\x62ytes_python\x18\x05 \x01(\x04\x12\x15\n\rbytes_offload\x18\x06 \x01(\x04\x12\r\n\x05\x61ge_s\x18\x07 \x01(\x01\x12\x10\n\x08proxy_id\x18\x08 \x01(\t\"\x12\n\x10ListFlowsRequest\",\n\x08\x46lowList\x12 \n\x05\x66lows\x18\x01 \x03(\x0b\x32\x11.fastpath.v1.Flow\"3\n\x12SetFlowPathRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t2\x8e\x04\n\x07\x43ontrol\x12O\n\x0cListBackends\x12 .fastpath.v1.ListBackendsRequest\x1a\x1b.fastpath.v1.FleetTelemetry\"\x00\x12M\n\nWatchFleet\x12\x1e.fastpath.v1.WatchFleetRequest\x1a\x1b.fastpath.v1.FleetTelemetry\"\x00\x30\x01\x12O\n\x12ReportObservations\x12\x1d.fastpath.v1.ObservationBatch\x1a\x16.fastpath.v1.ReportAck\"\x00(\x01\x12K\n\x0cListPolicies\x12 .fastpath.v1.ListPoliciesRequest\x1a\x17.fastpath.v1.PolicyList\"\x00\x12;\n\tSetPolicy\x12\x13.fastpath.v1.Policy\x1a\x17.fastpath.v1.PolicyList\"\x00\x12\x43\n\tListFlows\x12\x1d.fastpath.v1.ListFlowsRequest\x1a\x15.fastpath.v1.FlowList\"\x00\x12\x43\n\x0bSetFlowPath\x12\x1f.fastpath.v1.SetFlowPathRequest\x1a\x11.fastpath.v1.Flow\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61stpath/v1/control.proto\x12\x0b\x66\x61stpath.v1\"\x15\n\x13ListBackendsRequest\"%\n\x11WatchFleetRequest\x12\x10\n\x08proxy_id\x18\x01 \x01(\t\"\xcf\x03\n\x10\x42\x61\x63kendTelemetry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x15\n\rhealth_detail\x18\x03 \x01(\t\x12\x1c\n\x14num_requests_waiting\x18\x04 \x01(\x01\x12\x1c\n\x14num_requests_running\x18\x05 \x01(\x01\x12\x1c\n\x14gpu_cache_usage_perc\x18\x06 \x01(\x01\x12\x18\n\x10power_draw_watts\x18\x07 \x01(\x01\x12\x1a\n\x12power_budget_watts\x18\x08 \x01(\x01\x12\x18\n\x10ttft_ms_observed\x18\t \x01(\x01\x12\x12\n\nerror_rate\x18\n \x01(\x01\x12\x14\n\x0cmax_num_seqs\x18\x0b \x01(\x01\x12\x17\n\x0fscraped_unix_ms\x18\x0c \x01(\x03\x12\x13\n\x0bhas_metrics\x18\r \x01(\x08\x12L\n\x11ttft_ms_by_region\x18\x0e \x03(\x0b\x32\x31.fastpath.v1.BackendTelemetry.TtftMsByRegionEntry\x1a\x35\n\x13TtftMsByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb9\x02\n\x0e\x46leetTelemetry\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x19\n\x11generated_unix_ms\x18\x02 \x01(\x03\x12/\n\x08\x62\x61\x63kends\x18\x03 \x03(\x0b\x32\x1d.fastpath.v1.BackendTelemetry\x12H\n\x0fsession_backend\x18\x04 \x03(\x0b\x32/.fastpath.v1.FleetTelemetry.SessionBackendEntry\x12\x18\n\x10offload_sessions\x18\x05 \x03(\t\x12/\n\x0cprefix_index\x18\x06 \x03(\x0b\x32\x19.fastpath.v1.PrefixBlocks\x1a\x35\n\x13SessionBackendEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0cPrefixBlocks\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06\x62locks\x18\x02 \x03(\x06\"\x82\x01\n\x0bObservation\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07session\x18\x03 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12\n\n\x02ok\x18\x05 \x01(\x08\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rprefix_blocks\x18\x07 \x03(\x06\"\x8e\x01\n\x10ObservationBatch\x12\x10\n\x08proxy_id\x18\x01 \x01(\t\x12.\n\x0cobservations\x18\x02 \x03(\x0b\x32\x18.fastpath.v1.Observation\x12 \n\x05\x66lows\x18\x03 \x03(\x0b\x32\x11.fastpath.v1.Flow\x12\x16\n\x0e\x66lows_included\x18\x04 \x01(\x08\"\x1d\n\tReportAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\"i\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04ttft\x18\x02 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x10\n\x08\x61\x66\x66inity\x18\x04 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x01\x12\x11\n\tproximity\x18\x06 \x01(\x01\"\x15\n\x13ListPoliciesRequest\"K\n\nPolicyList\x12\x16\n\x0e\x64\x65\x66\x61ult_policy\x18\x01 \x01(\t\x12%\n\x08policies\x18\x02 \x03(\x0b\x32\x13.fastpath.v1.Policy\"\x94\x01\n\x04\x46low\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x14\n\x0c\x62ytes_python\x18\x05 \x01(\x04\x12\x15\n\rbytes_offload\x18\x06 \x01(\x04\x12\r\n\x05\x61ge_s\x18\x07 \x01(\x01\x12\x10\n\x08proxy_id\x18\x08 \x01(\t\"\x12\n\x10ListFlowsRequest\",\n\x08\x46lowList\x12 \n\x05\x66lows\x18\x01 \x03(\x0b\x32\x11.fastpath.v1.Flow\"3\n\x12SetFlowPathRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t2\x8e\x04\n\x07\x43ontrol\x12O\n\x0cListBackends\x12 .fastpath.v1.ListBackendsRequest\x1a\x1b.fastpath.v1.FleetTelemetry\"\x00\x12M\n\nWatchFleet\x12\x1e.fastpath.v1.WatchFleetRequest\x1a\x1b.fastpath.v1.FleetTelemetry\"\x00\x30\x01\x12O\n\x12ReportObservations\x12\x1d.fastpath.v1.ObservationBatch\x1a\x16.fastpath.v1.ReportAck\"\x00(\x01\x12K\n\x0cListPolicies\x12 .fastpath.v1.ListPoliciesRequest\x1a\x17.fastpath.v1.PolicyList\"\x00\x12;\n\tSetPolicy\x12\x13.fastpath.v1.Policy\x1a\x17.fastpath.v1.PolicyList\"\x00\x12\x43\n\tListFlows\x12\x1d.fastpath.v1.ListFlowsRequest\x1a\x15.fastpath.v1.FlowList\"\x00\x12\x43\n\x0bSetFlowPath\x12\x1f.fastpath.v1.SetFlowPathRequest\x1a\x11.fastpath.v1.Flow\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,29 +44,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKENDTELEMETRY_TTFTMSBYREGIONENTRY']._serialized_start=515
   _globals['_BACKENDTELEMETRY_TTFTMSBYREGIONENTRY']._serialized_end=568
   _globals['_FLEETTELEMETRY']._serialized_start=571
-  _globals['_FLEETTELEMETRY']._serialized_end=835
-  _globals['_FLEETTELEMETRY_SESSIONBACKENDENTRY']._serialized_start=782
-  _globals['_FLEETTELEMETRY_SESSIONBACKENDENTRY']._serialized_end=835
-  _globals['_OBSERVATION']._serialized_start=837
-  _globals['_OBSERVATION']._serialized_end=944
-  _globals['_OBSERVATIONBATCH']._serialized_start=947
-  _globals['_OBSERVATIONBATCH']._serialized_end=1089
-  _globals['_REPORTACK']._serialized_start=1091
-  _globals['_REPORTACK']._serialized_end=1120
-  _globals['_POLICY']._serialized_start=1122
-  _globals['_POLICY']._serialized_end=1227
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=1229
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=1250
-  _globals['_POLICYLIST']._serialized_start=1252
-  _globals['_POLICYLIST']._serialized_end=1327
-  _globals['_FLOW']._serialized_start=1330
-  _globals['_FLOW']._serialized_end=1478
-  _globals['_LISTFLOWSREQUEST']._serialized_start=1480
-  _globals['_LISTFLOWSREQUEST']._serialized_end=1498
-  _globals['_FLOWLIST']._serialized_start=1500
-  _globals['_FLOWLIST']._serialized_end=1544
-  _globals['_SETFLOWPATHREQUEST']._serialized_start=1546
-  _globals['_SETFLOWPATHREQUEST']._serialized_end=1597
-  _globals['_CONTROL']._serialized_start=1600
-  _globals['_CONTROL']._serialized_end=2126
+  _globals['_FLEETTELEMETRY']._serialized_end=884
+  _globals['_FLEETTELEMETRY_SESSIONBACKENDENTRY']._serialized_start=831
+  _globals['_FLEETTELEMETRY_SESSIONBACKENDENTRY']._serialized_end=884
+  _globals['_PREFIXBLOCKS']._serialized_start=886
+  _globals['_PREFIXBLOCKS']._serialized_end=933
+  _globals['_OBSERVATION']._serialized_start=936
+  _globals['_OBSERVATION']._serialized_end=1066
+  _globals['_OBSERVATIONBATCH']._serialized_start=1069
+  _globals['_OBSERVATIONBATCH']._serialized_end=1211
+  _globals['_REPORTACK']._serialized_start=1213
+  _globals['_REPORTACK']._serialized_end=1242
+  _globals['_POLICY']._serialized_start=1244
+  _globals['_POLICY']._serialized_end=1349
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=1351
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=1372
+  _globals['_POLICYLIST']._serialized_start=1374
+  _globals['_POLICYLIST']._serialized_end=1449
+  _globals['_FLOW']._serialized_start=1452
+  _globals['_FLOW']._serialized_end=1600
+  _globals['_LISTFLOWSREQUEST']._serialized_start=1602
+  _globals['_LISTFLOWSREQUEST']._serialized_end=1620
+  _globals['_FLOWLIST']._serialized_start=1622
+  _globals['_FLOWLIST']._serialized_end=1666
+  _globals['_SETFLOWPATHREQUEST']._serialized_start=1668
+  _globals['_SETFLOWPATHREQUEST']._serialized_end=1719
+  _globals['_CONTROL']._serialized_start=1722
+  _globals['_CONTROL']._serialized_end=2248
 # @@protoc_insertion_point(module_scope)

@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastpath.router.axes import KNEE_SLOPE, OBSERVED_WEIGHT, RHO_KNEE, SLOT_SHARE, TTFT, Capacity, Proximity
 from fastpath.router.live import LiveStats
 from fastpath.router.snapshot import FleetSnapshot
 
-RHO_KNEE = 0.95  # above this utilisation queueing is extended linearly, not to infinity
-KNEE_SLOPE = 1.0 / (1.0 - RHO_KNEE) ** 2  # d/drho of 1/(1-rho) at the knee (continuous slope)
-OBSERVED_WEIGHT = 0.5  # share of an observed TTFT in the prediction
-SLOT_SHARE = 0.5  # share of free batch slots in the capacity score (KV 0.25, power 0.25)
+__all__ = ["KNEE_SLOPE", "OBSERVED_WEIGHT", "RHO_KNEE", "SLOT_SHARE", "LoadState", "queue_factor"]
 ROW_UPDATE_MAX = 6  # more changed backends than this: one vectorised recompute is cheaper
 
 
 def queue_factor(rho: np.ndarray) -> np.ndarray:
     """1/(1-rho) below the knee, its tangent above: grows sharply near saturation, stays finite."""
-    return 1.0 / np.maximum(1.0 - rho, 1.0 - RHO_KNEE) + KNEE_SLOPE * np.maximum(rho - RHO_KNEE, 0.0)
+    return TTFT.model_vector(1.0, rho)
 
 
 class LoadState:
@@ -75,13 +73,12 @@ class LoadState:
         load = np.maximum(live.inflight, self.load_offset + live.inflight)
         rho = load * self.inv_slots
         rho_c = np.minimum(rho, 1.0)
-        model = snap.prefill_ms * queue_factor(rho)
+        model = TTFT.model_vector(snap.prefill_ms, rho)
         self.model = model
         obs = np.where(live.ttft_ewma_ms > 0.0, live.ttft_ewma_ms, snap.ttft_observed_ms)
-        self.a = np.where(obs > 0.0, 1.0 - OBSERVED_WEIGHT, 1.0)
-        self.c = self.a * model + (1.0 - self.a) * obs
-        self.capacity = snap.capacity_static + SLOT_SHARE * (1.0 - rho_c)
-        self.health = (1.0 - snap.error_rate) * (1.0 - live.error_ewma)
+        self.a, self.c = TTFT.blend_vector(model, obs)
+        self.capacity = Capacity.vector(snap.capacity_static, rho_c)
+        self.health = Proximity.health(1.0 - snap.error_rate, live.error_ewma)
         self.util = np.maximum(rho_c, snap.kv_usage)
         # Python mirrors for the router's small-fleet path (scalar reads from lists are cheap).
         self.model_l = model.tolist()
@@ -104,21 +101,13 @@ class LoadState:
             load = inflight
         rho = load * self._inv_slots_l[i]
         rho_c = rho if rho < 1.0 else 1.0  # noqa: FURB136
-        room = 1.0 - rho
-        model = self._prefill_l[i] * (
-            1.0 / (room if room > 1.0 - RHO_KNEE else 1.0 - RHO_KNEE)  # noqa: FURB136
-            + KNEE_SLOPE * (rho - RHO_KNEE if rho > RHO_KNEE else 0.0)
-        )
+        model = TTFT.model_scalar(self._prefill_l[i], rho)
         obs = float(live.ttft_ewma_ms[i])
         if not obs > 0.0:
             obs = self._obs_l[i]
-        if obs > 0.0:
-            a = 1.0 - OBSERVED_WEIGHT
-            c = a * model + (1.0 - a) * obs
-        else:
-            a, c = 1.0, model
-        capacity = self._cap_static_l[i] + SLOT_SHARE * (1.0 - rho_c)
-        health = self._ok_l[i] * (1.0 - float(live.error_ewma[i]))
+        a, c = TTFT.blend_scalar(model, obs)
+        capacity = Capacity.scalar(self._cap_static_l[i], rho_c)
+        health = Proximity.health(self._ok_l[i], float(live.error_ewma[i]))
         kv = self._kv_l[i]
         self.model[i] = self.model_l[i] = model
         self.a[i] = self.a_l[i] = a
