@@ -90,7 +90,7 @@ class PrefixConfig:
     capacity_blocks: int = 16384  # remembered per backend (LRU)
     ttl_s: float = 300.0
     load_bound: float = 0.85  # utilisation above which a match counts for less, down to 0 at 1
-    ship_blocks: int = 1024  # per backend, in proxy reports and controller snapshots
+    ship_blocks: int = 256  # per backend, newest first, in controller snapshots (0 = not shipped)
 
 
 @dataclass(frozen=True)

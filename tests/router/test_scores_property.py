@@ -165,7 +165,7 @@ def test_row_by_row_updates_equal_a_full_recompute(data):
         for k, v in incremental.items():
             np.testing.assert_allclose(v, getattr(state, k), rtol=1e-12, atol=1e-12, err_msg=k)
             assert np.isfinite(v).all(), k
-        for k in ("model", "a", "c", "capacity", "health"):
+        for k in ("model", "a", "c", "capacity", "health", "util"):
             assert getattr(state, k + "_l") == getattr(state, k).tolist(), k  # the small-fleet mirrors
 
 

@@ -113,13 +113,21 @@ class Affinity:
         return 0.5 * warm if session_or_prefix else warm
 
     @staticmethod
-    def prefix_share(matched: int, total: int, util: float, min_match: int, load_bound: float) -> float:
-        if total <= 0 or matched < min_match:
-            return 0.0
-        share = matched / total
-        if util > load_bound:
-            share *= (1.0 - util) / (1.0 - load_bound) if load_bound < 1.0 else 0.0
-        return share if share > 0.0 else 0.0
+    def prefix_shares(matched: dict[int, int], total: int, util: list[float], min_match: int,
+                      load_bound: float) -> dict[int, float]:
+        """prefix_share() over the backends with a match (the sparse form the router uses)."""
+        out = {}
+        span = 1.0 - load_bound
+        for i, m in matched.items():
+            if m < min_match:
+                continue
+            share = m / total
+            u = util[i]
+            if u > load_bound:
+                share *= (1.0 - u) / span if span > 0.0 else 0.0
+            if share > 0.0:
+                out[i] = share
+        return out
 
     @staticmethod
     def lift(base, share):  # noqa: ANN001, ANN205 - floats or arrays alike

@@ -86,6 +86,7 @@ class LoadState:
         self.c_l = self.c.tolist()
         self.capacity_l = self.capacity.tolist()
         self.health_l = self.health.tolist()
+        self.util_l = self.util.tolist()
         self.position = live.changes_end
 
     def update_row(self, i: int) -> None:
@@ -114,7 +115,7 @@ class LoadState:
         self.c[i] = self.c_l[i] = c
         self.capacity[i] = self.capacity_l[i] = capacity
         self.health[i] = self.health_l[i] = health
-        self.util[i] = rho_c if rho_c > kv else kv  # noqa: FURB136
+        self.util[i] = self.util_l[i] = rho_c if rho_c > kv else kv  # noqa: FURB136
 
     def refresh(self) -> None:
         """Brings the arrays up to date with LiveStats' changes since the last call."""

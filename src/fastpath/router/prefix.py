@@ -20,11 +20,15 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
+from fastpath.config import PrefixConfig
+from fastpath.router.features import prompt_from_infer_request
+
 BLOCK_BYTES = 256  # ~64 tokens: the granularity at which a prefix counts as shared
 MAX_PROMPT_BYTES = 16 * 1024  # prompt bytes read per request (64 blocks)
 MIN_MATCH_BLOCKS = 4  # a shorter match scores 0: one shared system prompt must not pin everything
 CAPACITY_BLOCKS = 16384  # blocks remembered per backend (LRU)
 TTL_S = 300.0  # a block not routed for this long is forgotten (engines evict too)
+MAX_VISIT = 32  # owners looked at per lookup, at most (a prefix many backends hold is no evidence)
 
 
 def prompt_blocks(prompt: bytes, model: str, block_bytes: int = BLOCK_BYTES,
@@ -51,6 +55,15 @@ def prompt_blocks(prompt: bytes, model: str, block_bytes: int = BLOCK_BYTES,
     return tuple(out)
 
 
+def prompt_blocks_of(body: Sequence[bytes] | bytes, model: str, config: PrefixConfig) -> tuple[int, ...]:
+    """The prompt blocks of a request body's start (bytes, or the list of chunks received so far)."""
+    data = body if isinstance(body, (bytes, bytearray)) else (body[0] if len(body) == 1 else b"".join(body))
+    prompt = prompt_from_infer_request(data, config.input_name.encode(), config.max_prompt_bytes)
+    if not prompt:
+        return ()
+    return prompt_blocks(prompt, model, config.block_bytes, config.max_prompt_bytes)
+
+
 class PrefixIndex:
     """Which backends were sent which prompt blocks: bounded per backend, expiring.
 
@@ -72,14 +85,19 @@ class PrefixIndex:
     def __len__(self) -> int:
         return sum(len(d) for d in self.lru)
 
-    def learn(self, backend: int, blocks: Sequence[int], now: float | None = None) -> None:
-        """Backend `backend` was sent a prompt with these blocks: it will hold them in its cache."""
+    def learn(self, backend: int, blocks: Sequence[int], held: int = 0, now: float | None = None) -> None:
+        """Backend `backend` was sent a prompt with these blocks: it will hold them in its cache.
+
+        `held`: how many leading blocks it was already known to hold (from matches());
+        those are refreshed only at the chain's end, the rest inserted.
+        """
         if not blocks or not 0 <= backend < self.n:
             return
         now = self.clock() if now is None else now
         lru = self.lru[backend]
         owners = self.owners
-        for h in blocks:
+        start = held - 1 if 0 < held <= len(blocks) else 0
+        for h in blocks[start:]:
             seen = owners.get(h)
             if seen is None:
                 owners[h] = {backend: now}
@@ -88,7 +106,13 @@ class PrefixIndex:
             if h in lru:
                 lru.move_to_end(h)
             lru[h] = now
-        self.learned += len(blocks)
+        if start:  # the held head stays: refresh its first block so the chain's start does not expire first
+            h = blocks[0]
+            if h in lru:
+                lru.move_to_end(h)
+                lru[h] = now
+                owners[h][backend] = now
+        self.learned += len(blocks) - start
         horizon = now - self.ttl_s
         while lru and (len(lru) > self.capacity or next(iter(lru.values())) < horizon):
             self._forget(backend, lru.popitem(last=False)[0])
@@ -100,31 +124,64 @@ class PrefixIndex:
             if not seen:
                 del self.owners[h]
 
-    def matches(self, blocks: Sequence[int], now: float | None = None) -> dict[int, int]:
-        """{backend: leading blocks of `blocks` it holds}, for backends holding at least the first."""
-        if not blocks:
+    def matches(self, blocks: Sequence[int], min_depth: int = 1, now: float | None = None) -> dict[int, int]:
+        """{backend: leading blocks of `blocks` it holds}, for backends holding at least min_depth.
+
+        Learning inserts whole chains and LRU order forgets a chain's blocks
+        together, so a backend holding block j holds the blocks before it: the
+        deepest block anyone holds is found by binary search, and backends that
+        also hold the first block are credited walking down from there to
+        min_depth, looking at most at MAX_VISIT owners and stopping at a level
+        held so widely it would exceed that (a prefix every backend holds is no
+        evidence which to pick). Approximate, like the index itself.
+        """
+        n = len(blocks)
+        if n < min_depth or min_depth < 1:
             return {}
         owners = self.owners
-        first = owners.get(blocks[0])
-        if not first:
-            return {}
         horizon = (self.clock() if now is None else now) - self.ttl_s
-        alive = {i for i, t in first.items() if t >= horizon}
+        lo, hi = min_depth - 1, n - 1  # is the deepest held block >= lo? then search (lo, hi]
+        head = owners.get(blocks[0])
+        if not head or not owners.get(blocks[lo]):
+            return {}
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if owners.get(blocks[mid]):
+                lo = mid
+            else:
+                hi = mid - 1
         out: dict[int, int] = {}
-        depth = 1
-        for h in blocks[1:]:
-            if not alive:
+        budget = MAX_VISIT
+        heads = head.keys()
+        floor = min_depth - 1
+        level = lo
+        while True:
+            seen = owners.get(blocks[level]) or {}
+            size = len(seen)
+            if size > budget and out:
+                break  # held widely from here down: what sets backends apart has been credited
+            # The chain's head is refreshed on every visit: a tail without it is a stale leftover.
+            credited = len(out)
+            for i in (seen.keys() & heads) - out.keys():
+                if seen[i] >= horizon:
+                    out[i] = level + 1
+            budget -= size
+            a, b = floor, level - 1
+            if budget <= 0 or a > b:
                 break
-            seen = owners.get(h)
-            if not seen:
+            if len(out) == credited:  # a stale leftover (or expired): look one level up
+                level -= 1
+                continue
+            # Owners only grow towards the head: jump to the deepest level with more of them.
+            if len(owners.get(blocks[a]) or ()) <= size:
                 break
-            still = {i for i in alive if seen.get(i, -1.0) >= horizon}
-            for i in alive - still:
-                out[i] = depth
-            alive = still
-            depth += 1
-        for i in alive:
-            out[i] = depth
+            while a < b:
+                mid = (a + b + 1) >> 1
+                if len(owners.get(blocks[mid]) or ()) > size:
+                    a = mid
+                else:
+                    b = mid - 1
+            level = a
         return out
 
     def export(self, backend: int, limit: int) -> list[int]:
@@ -141,7 +198,7 @@ class PrefixIndex:
         """Folds in blocks another proxy learned for `backend` (given newest first)."""
         blocks = list(blocks)
         blocks.reverse()  # oldest first, so the newest end up most recently used
-        self.learn(backend, blocks, now)
+        self.learn(backend, blocks, 0, now)
 
     def merge_new(self, backend: int, blocks: Sequence[int], now: float | None = None) -> int:
         """merge() of the blocks newer than the newest one this index already holds for

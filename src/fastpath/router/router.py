@@ -59,9 +59,9 @@ Semantics, in order:
    from unhealthy) goes to the best-scored such backend first, so a backend
    scored only from priors gets observed; the trailer says explore=1.
 
-route() has one side effect besides its caches: the prompt blocks of the
-request are learned for the backend it ranks first (the prefix index, as
-the endpoint picker learns from its own decisions).
+route() changes nothing but its caches; learn(decision) then records the
+request's prompt blocks for the backend it was sent to (the prefix index
+learns from its own decisions, as the endpoint picker's does).
 """
 from __future__ import annotations
 
@@ -149,6 +149,7 @@ class _Explain:
     shares: dict[int, float] = field(default_factory=dict)  # prefix share by backend (0 when absent)
     matched: dict[int, int] = field(default_factory=dict)  # prompt blocks each backend holds
     total: int = 0  # the request's prompt blocks
+    blocks: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -307,21 +308,28 @@ class Router:
         matched: dict[int, int] = {}
         shares = _NO_SHARES
         if total >= self.min_match:
-            matched = self.prefix.matches(blocks)
+            matched = self.prefix.matches(blocks, self.min_match)
             if matched:
-                util, mm, lb, share = state.util, self.min_match, self.load_bound, Affinity.prefix_share
-                shares = {i: s for i, m in matched.items() if (s := share(m, total, float(util[i]), mm, lb)) > 0.0}
+                shares = Affinity.prefix_shares(matched, total, state.util_l, self.min_match, self.load_bound)
         else:
             total = 0
         if e.n_valid <= self.scalar_max:
             d = self._route_scalar(f, e, state, live, snap, policy, scale, sticky, total, shares)
         else:
             d = self._route_vector(f, e, state, live, snap, policy, scale, sticky, total, shares)
-        if d.explain is not None:
+        if total and d.explain is not None:
             d.explain.matched = matched
-            if total and d.ranked:
-                self.prefix.learn(d.ranked[0], blocks)
+            d.explain.blocks = blocks
         return d
+
+    def learn(self, d: Decision, position: int = 0) -> None:
+        """The request of `d` is being sent to ranked[position]: its prompt blocks will be in
+        that backend's KV cache (the prefix index learns from its own decisions, after them)."""
+        x = d.explain
+        if x is None or not x.total or not 0 <= position < len(d.ranked):
+            return
+        i = d.ranked[position]
+        self.prefix.learn(i, x.blocks, x.matched.get(i, 0))
 
     def _route_vector(self, f: RequestFeatures, e: _Entry, state: LoadState, live: LiveStats,
                       snap: FleetSnapshot, policy: str, scale: float, sticky: int, total: int,
