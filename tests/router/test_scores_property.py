@@ -146,7 +146,8 @@ def test_random_fleets_respect_filters_and_score_in_unit_range(data):
             assert all(p <= f.slo_ttft_ms for p in preds[:met])
             assert all(p > f.slo_ttft_ms for p in preds[met:])
             assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores[:met]))
-            assert preds[met:] == sorted(preds[met:])
+            # Misses by predicted TTFT (to float precision: SLO_MISS + pred rounds at 1e6 ms scale).
+            assert all(a <= b * (1 + 1e-12) + 1e-6 for a, b in itertools.pairwise(preds[met:])), preds[met:]
 
 
 @given(st.data())

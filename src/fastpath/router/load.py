@@ -12,7 +12,8 @@ Model of time to first token at backend i (ms), for a client RTT r:
     model = prefill * queue + r
     pred  = model                       without observations
           = (model + observed) / 2      with an observed TTFT (the proxy's own EWMA,
-                                        else the controller's)
+                                        else the controller's, else, for a backend
+                                        without metrics, the median of its peers')
 stored as pred = c + a * r with a in {1, 0.5}, so a request needs two array operations.
 The controller's TTFT observed from the request's own client region, when it has
 one, replaces `observed` (the router applies it per region, from `model`).
@@ -60,6 +61,13 @@ class LoadState:
         self._offset_l = self.load_offset.tolist()
         self._inv_slots_l = self.inv_slots.tolist()
         self._prefill_l = snap.prefill_ms.tolist()
+        # A backend nobody has observed and that exports no metrics is scored from its
+        # peers: the median TTFT the controller saw elsewhere stands in for an observation
+        # (conservative: peers' figures include their RTT), until the backend is observed.
+        seen = snap.ttft_observed_ms[snap.ttft_observed_ms > 0.0]
+        self.peer_prior_ms = float(np.median(seen)) if len(seen) else 0.0
+        self.prior_ms = np.where(snap.has_metrics, 0.0, self.peer_prior_ms)
+        self._prior_l = self.prior_ms.tolist()
         self._obs_l = snap.ttft_observed_ms.tolist()
         self._kv_l = snap.kv_usage.tolist()
         self._cap_static_l = snap.capacity_static.tolist()
@@ -76,6 +84,7 @@ class LoadState:
         model = TTFT.model_vector(snap.prefill_ms, rho)
         self.model = model
         obs = np.where(live.ttft_ewma_ms > 0.0, live.ttft_ewma_ms, snap.ttft_observed_ms)
+        obs = np.where(obs > 0.0, obs, self.prior_ms)
         self.a, self.c = TTFT.blend_vector(model, obs)
         self.capacity = Capacity.vector(snap.capacity_static, rho_c)
         self.health = Proximity.health(1.0 - snap.error_rate, live.error_ewma)
@@ -106,6 +115,8 @@ class LoadState:
         obs = float(live.ttft_ewma_ms[i])
         if not obs > 0.0:
             obs = self._obs_l[i]
+            if not obs > 0.0:
+                obs = self._prior_l[i]
         a, c = TTFT.blend_scalar(model, obs)
         capacity = Capacity.scalar(self._cap_static_l[i], rho_c)
         health = Proximity.health(self._ok_l[i], float(live.error_ewma[i]))
