@@ -318,7 +318,8 @@ class Stack:
         self._tmpdir = tempfile.mkdtemp(prefix="fastpath-up-")
         self.config_path = self.config.write(Path(self._tmpdir) / "config.toml")
         cfg = ["--config", str(self.config_path)]
-        self._spawn("sim", ["sim", *cfg, *(a for f in self.faults for a in ("--fault", f))])
+        if any(b.sim is not None for b in self.config.backends):  # real backends are not simulated
+            self._spawn("sim", ["sim", *cfg, *(a for f in self.faults for a in ("--fault", f))])
         if self.with_controller:
             self._spawn("controller", ["controller", *cfg])
         self._spawn("proxy", ["proxy", *cfg] + ([] if self.with_controller else ["--no-controller"]))
@@ -558,7 +559,12 @@ def describe(stack: Stack) -> str:
         lines.append(f"fastpath control API on {stack.control_address}  (pid {stack.pids['controller']}; "
                      f"try: fastpath flows --control {stack.control_address})")
     lines.append(f"fastpath proxy metrics on http://{cfg.proxy.metrics_listen}/metrics")
-    lines.append(f"fastpath fleet of {len(cfg.backends)} sites  (pid {stack.pids['sim']}; config {cfg.source})")
+    simulated = sum(1 for b in cfg.backends if b.sim is not None)
+    if "sim" in stack.pids:
+        lines.append(f"fastpath fleet of {len(cfg.backends)} sites, {simulated} simulated  "
+                     f"(pid {stack.pids['sim']}; config {cfg.source})")
+    else:
+        lines.append(f"fastpath fleet of {len(cfg.backends)} real backends, none simulated  (config {cfg.source})")
     lines.append("models:")
     width = max((len(m) for m in stack.served), default=0)
     for model, sites in sorted(stack.served.items()):
