@@ -28,6 +28,7 @@ class SimSpec:
     prefill_ms: float = 25.0
     power_idle_watts: float = 1000.0
     power_per_slot_watts: float = 400.0
+    kv_cache_blocks: int = 4096  # prefix KV cache: blocks of KV_BLOCK_CHARS prompt characters (LRU)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ def _backend(i: int, t: dict[str, Any]) -> Backend:
             prefill_ms=_num(s, "prefill_ms", sw, SimSpec.prefill_ms),
             power_idle_watts=_num(s, "power_idle_watts", sw, SimSpec.power_idle_watts),
             power_per_slot_watts=_num(s, "power_per_slot_watts", sw, SimSpec.power_per_slot_watts),
+            kv_cache_blocks=int(_num(s, "kv_cache_blocks", sw, SimSpec.kv_cache_blocks)),
         )
         if sim.slots < 1:
             raise ConfigError(f"{sw}.slots must be at least 1")
