@@ -56,8 +56,10 @@ Semantics, in order:
    into no answer.
 5. Exploration: one request in config.explore_every whose candidates include
    a backend the proxy has not observed yet (new, or back from cool-down or
-   from unhealthy) goes to the best-scored such backend first, so a backend
-   scored only from priors gets observed; the trailer says explore=1.
+   from unhealthy) and at most EXPLORE_RTT_SLACK_MS farther than the winner
+   goes to the best-scored such backend first, so a backend scored only from
+   priors gets observed; the trailer says explore=1. Requests whose winner
+   holds their prompt's prefix are not used to explore.
 
 route() changes nothing but its caches; learn(decision) then records the
 request's prompt blocks for the backend it was sent to (the prefix index
@@ -92,6 +94,9 @@ SUBSET_RATIO = 4
 # Up to this many candidates a plain Python loop beats numpy's per-call overhead
 # (measured with bench/router_cost.py; see Router.scalar_max).
 SCALAR_MAX = 16
+# Exploration tries a not yet observed backend only when it is at most this much farther
+# (RTT from the client's region) than the winner: a farther one is scored fairly by its RTT.
+EXPLORE_RTT_SLACK_MS = 5.0
 # Byte map that turns anything but visible ASCII and space into "?" (header values).
 _HEADER_SAFE = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
 _NO_SHARES: dict[int, float] = {}
@@ -404,10 +409,12 @@ class Router:
             top = self._top(bad, n_valid)
         ranked = top.tolist() if sub is None else sub[top].tolist()
         d = Decision(ranked, policy, "", slo_met, explain, panic=e.panic)
-        if self.explore_every > 0 and live.n_unobserved:
+        if self.explore_every > 0 and live.n_unobserved and ranked[0] not in shares:
             self._routed += 1
             if self._routed >= self.explore_every:
                 unobserved = live.unobserved if sub is None else live.unobserved[sub]
+                if e.rtt is not None:  # only backends as near as the winner: a farther one is no surprise
+                    unobserved = unobserved & (e.rtt <= e.rtt[top[0]] + EXPLORE_RTT_SLACK_MS)
                 pick = np.where(unobserved, bad, np.inf)
                 k = int(pick.argmin())
                 if pick[k] < (SLO_MISS if slo_met >= 0 else np.inf):
@@ -473,15 +480,17 @@ class Router:
         d = Decision([i for _, i in top], policy, "", slo_met,
                      _Explain(e, scale, preds, caps, oks, sticky, sticky_affinity, None, base, shares, {}, total),
                      panic=e.panic)
-        if self.explore_every > 0 and live.n_unobserved:
+        if self.explore_every > 0 and live.n_unobserved and top[0][1] not in shares:
             self._routed += 1
             if self._routed >= self.explore_every:
                 unobserved = live.unobserved
                 limit = SLO_MISS if slo_met >= 0 else float("inf")
+                rtt = {i: r for i, r in zip(e.cand, e.rtt_c)} if e.rtt is not None else None
+                near = rtt[top[0][1]] + EXPLORE_RTT_SLACK_MS if rtt is not None else 0.0
                 for b, i in items:
                     if b >= limit:
                         break
-                    if unobserved[i]:
+                    if unobserved[i] and (rtt is None or rtt[i] <= near):
                         self._routed = 0
                         self._explore(d, i)
                         break
