@@ -95,6 +95,15 @@ class PrefixConfig:
 
 
 @dataclass(frozen=True)
+class ModelGroup:
+    """[model_groups."MODEL"]: models that may serve MODEL's requests when the request allows it."""
+
+    model: str
+    substitutes: tuple[str, ...]  # in order of preference
+    penalty: float = 0.1  # score subtracted per step down the list (first substitute: 1 x penalty)
+
+
+@dataclass(frozen=True)
 class Config:
     proxy: ProxyConfig
     control: ControlConfig
@@ -109,6 +118,7 @@ class Config:
     prefix: PrefixConfig = PrefixConfig()
     panic_threshold: float = 0.5  # router: below this healthy share, route to all (Envoy's panic)
     explore_every: int = 20  # router: 1 call in this many may go to a not yet observed backend (0 = never)
+    model_groups: dict[str, ModelGroup] = field(default_factory=dict)
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -288,7 +298,23 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         prefix=_prefix(rt.get("prefix", {})),
         panic_threshold=_num(rt, "panic_threshold", "router", 0.5),
         explore_every=int(_num(rt, "explore_every", "router", 20)),
+        model_groups=_model_groups(data.get("model_groups", {})),
     )
+
+
+def _model_groups(t: dict[str, Any]) -> dict[str, ModelGroup]:
+    out = {}
+    for model, g in t.items():
+        w = f"model_groups.{model}"
+        if not isinstance(g, dict):
+            raise ConfigError(f"{w}: expected a table with substitutes = [...] and penalty")
+        subs = g.get("substitutes", [])
+        if not isinstance(subs, list) or not subs or not all(isinstance(x, str) and x for x in subs):
+            raise ConfigError(f"{w}.substitutes: expected a non-empty list of model names, in order of preference")
+        if model in subs:
+            raise ConfigError(f"{w}.substitutes: {model!r} cannot substitute for itself")
+        out[model] = ModelGroup(model, tuple(subs), _num(g, "penalty", w, ModelGroup.penalty))
+    return out
 
 
 def _prefix(t: dict[str, Any]) -> PrefixConfig:

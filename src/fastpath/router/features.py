@@ -40,6 +40,7 @@ class RequestFeatures:
     max_cost: float = 0.0  # max cost per 1k tokens, 0 = no limit
     allow_regions: tuple[str, ...] = ()  # data-sovereignty allow-list of site regions, () = any
     prompt_blocks: tuple[int, ...] = ()  # chain hashes of the prompt's blocks (fastpath.router.prefix)
+    allow_substitute: bool = False  # a model of the requested model's group may serve it
 
 
 class MetadataError(ValueError):

@@ -28,6 +28,7 @@ class Shape:
     model: str
     allow_regions: tuple[str, ...]
     max_cost: float
+    substitutes: tuple[str, ...] = ()  # models allowed to serve it instead, in order of preference
 
     @property
     def what(self) -> str:
@@ -45,12 +46,17 @@ class ModelFilter:
     def mask(snap: FleetSnapshot, s: Shape) -> np.ndarray | None:
         if not s.model:
             return None
-        m = snap.model_mask.get(s.model)
-        return np.zeros(snap.n, dtype=bool) if m is None else m
+        out = np.zeros(snap.n, dtype=bool)
+        for model in (s.model, *s.substitutes):
+            m = snap.model_mask.get(model)
+            if m is not None:
+                out |= m
+        return out
 
     @staticmethod
     def refusal(snap: FleetSnapshot, live: LiveStats, before: np.ndarray, s: Shape) -> str:
-        return f"no backend serves model {s.model!r}; the fleet serves {sorted(snap.model_mask)}"
+        nor = f" nor its substitutes {list(s.substitutes)}" if s.substitutes else ""
+        return f"no backend serves model {s.model!r}{nor}; the fleet serves {sorted(snap.model_mask)}"
 
 
 class RegionFilter:

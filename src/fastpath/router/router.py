@@ -136,6 +136,8 @@ class _Entry:
     sub: np.ndarray | None = None
     tie: np.ndarray | None = None  # index x TIE_EPS (in the same index space as bad)
     valid_all: np.ndarray | None = None  # bool[N] after the static filters (for refusals)
+    served: list[str] | None = None  # model each backend would serve (substitution allowed), by backend
+    penalty: np.ndarray | None = None  # score subtracted for serving a substitute, by backend
 
 
 @dataclass(slots=True)
@@ -187,7 +189,19 @@ class Decision:
         proximity = Proximity.explain(float(e.proximity[i]), float(x.health[k]))
         w = e.weights
         score = w[0] * ttft + w[1] * cost + w[2] * affinity + w[3] * capacity + w[4] * proximity
+        if e.penalty is not None:
+            score = max(0.0, score - float(e.penalty[i]))
         return score, ttft, cost, affinity, capacity, proximity, pred
+
+    def served_model(self, position: int = 0) -> str:
+        """The model ranked[position] serves the request with: a substitute when substitution
+        was allowed and won; "" when the request's own model (no rewrite needed)."""
+        x = self.explain
+        if x is None or x.entry.served is None or not 0 <= position < len(self.ranked):
+            return ""
+        e = x.entry
+        m = e.served[self.ranked[position]]
+        return "" if e.shape is None or m == e.shape.model else m
 
     def axes(self, position: int = 0) -> dict[str, float]:
         """The five axis scores, the weighted score and the predicted TTFT of ranked[position]."""
@@ -215,6 +229,9 @@ class Decision:
             out += b";prefix=%d/%d" % (x.matched.get(self.ranked[position], 0), x.total)
         if self.panic:
             out += b";panic=" + self.panic.encode("ascii")
+        served = self.served_model(position)
+        if served:
+            out += b";served=" + served.encode("ascii", "replace").translate(_HEADER_SAFE)
         if self.explore and position == 0:
             out += b";explore=1"
         return out
@@ -238,6 +255,7 @@ class Router:
         self.affinity_max_utilisation = config.affinity_max_utilisation
         self.panic_threshold = config.panic_threshold
         self.explore_every = config.explore_every if explore_every is None else explore_every
+        self.model_groups = config.model_groups
         self._routed = 0
         pc = config.prefix
         self.prefix_on = pc.enabled
@@ -292,6 +310,8 @@ class Router:
             state.refresh()
         policy = f.policy or self.default_policy
         key = (policy, f.region, f.model, f.allow_regions, f.max_cost)
+        if f.allow_substitute and f.model in self.model_groups:
+            key = (*key, True)  # a request shape of its own: more candidates, penalised substitutes
         e = self._entries.get(key)
         if e is None:
             e = self._entry(key, snap, live)
@@ -533,7 +553,8 @@ class Router:
     # -- per request shape (cached) ------------------------------------------------------
 
     def _entry(self, key: tuple, snap: FleetSnapshot, live: LiveStats) -> _Entry:
-        policy, region, model, allow, max_cost = key
+        policy, region, model, allow, max_cost = key[:5]
+        group = self.model_groups.get(model) if len(key) > 5 else None
         if len(self._entries) >= MAX_ENTRIES:
             self._entries = {}
         n = snap.n
@@ -547,7 +568,7 @@ class Router:
             )
             self._entries[key] = e
             return e
-        shape = Shape(model, allow, max_cost)
+        shape = Shape(model, allow, max_cost, group.substitutes if group else ())
         filtered = apply_static(snap, live, shape, self.panic_threshold)
         valid = filtered.valid
         cost_score = Cost.vector(snap.cost, max_cost, snap.cost_min) if max_cost > 0.0 else snap.cost_score
@@ -563,6 +584,13 @@ class Router:
         warm = WARM_KNOWN_MODEL if model else WARM_UNKNOWN_MODEL
         _, w_cost, w_aff, _, w_prox = weights
         static = w_cost * cost_score + w_aff * warm
+        served: list[str] | None = None
+        penalty = None
+        if group is not None:  # each backend serves the first model of the group it has, penalised by its rank
+            order = (model, *group.substitutes)
+            served = [next((m for m in order if m in snap.models[i]), "") for i in range(n)]
+            penalty = np.array([group.penalty * order.index(m) if m else 0.0 for m in served])
+            static = static - penalty
         tie = np.arange(n, dtype=np.float64) * TIE_EPS
         bad = np.where(valid, tie - static, np.inf)
         bad_session = np.where(valid, bad + w_aff * 0.5 * warm, np.inf)
@@ -593,6 +621,8 @@ class Router:
             region_observed_w_c=(np.where(region_observed, region_observed_w, -1.0)[cand].tolist()
                                  if region_observed is not None else []),
             valid_all=valid,
+            served=served,
+            penalty=penalty,
         )
         e.tie = tie
         if n >= PARTITION_MIN and e.n_valid * SUBSET_RATIO <= n:
