@@ -119,6 +119,7 @@ class Config:
     panic_threshold: float = 0.5  # router: below this healthy share, route to all (Envoy's panic)
     explore_every: int = 20  # router: 1 call in this many may go to a not yet observed backend (0 = never)
     model_groups: dict[str, ModelGroup] = field(default_factory=dict)
+    budgets: dict[str, Any] = field(default_factory=dict)  # tenant -> fastpath.control.budgets.Budget
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -299,7 +300,24 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         panic_threshold=_num(rt, "panic_threshold", "router", 0.5),
         explore_every=int(_num(rt, "explore_every", "router", 20)),
         model_groups=_model_groups(data.get("model_groups", {})),
+        budgets=_budgets(data.get("budgets", {})),
     )
+
+
+def _budgets(t: dict[str, Any]) -> dict[str, Any]:
+    """[budgets."TENANT"] tokens = N, dollars = X, window_s = S (per window; 0 = no such limit)."""
+    from fastpath.control.budgets import Budget
+
+    out = {}
+    for tenant, b in t.items():
+        w = f"budgets.{tenant}"
+        if not isinstance(b, dict):
+            raise ConfigError(f"{w}: expected a table with tokens, dollars and window_s")
+        budget = Budget(tenant, _num(b, "tokens", w, 0.0), _num(b, "dollars", w, 0.0), _num(b, "window_s", w, 86400.0))
+        if not (budget.tokens or budget.dollars) or budget.window_s <= 0:
+            raise ConfigError(f"{w}: set tokens or dollars (per window) and a positive window_s")
+        out[tenant] = budget
+    return out
 
 
 def _model_groups(t: dict[str, Any]) -> dict[str, ModelGroup]:
