@@ -162,9 +162,14 @@ class PrefixIndex:
                 break  # held widely from here down: what sets backends apart has been credited
             # The chain's head is refreshed on every visit: a tail without it is a stale leftover.
             credited = len(out)
-            for i in (seen.keys() & heads) - out.keys():
-                if seen[i] >= horizon:
-                    out[i] = level + 1
+            if size <= 8:  # a plain loop beats building two sets for a few owners
+                for i, t in seen.items():
+                    if t >= horizon and i in heads and i not in out:
+                        out[i] = level + 1
+            else:
+                for i in (seen.keys() & heads) - out.keys():
+                    if seen[i] >= horizon:
+                        out[i] = level + 1
             budget -= size
             a, b = floor, level - 1
             if budget <= 0 or a > b:

@@ -138,6 +138,7 @@ class _Entry:
     valid_all: np.ndarray | None = None  # bool[N] after the static filters (for refusals)
     served: list[str] | None = None  # model each backend would serve (substitution allowed), by backend
     penalty: np.ndarray | None = None  # score subtracted for serving a substitute, by backend
+    pos: dict[int, int] = field(default_factory=dict)  # backend -> position in `sub` (when sub is set)
 
 
 @dataclass(slots=True)
@@ -394,7 +395,7 @@ class Router:
                 bad[at] -= w_aff * (sticky_affinity - base)
         if shares:
             for i, s in shares.items():
-                k = i if sub is None else _position(sub, i)
+                k = i if sub is None else e.pos.get(i, -1)
                 if k >= 0:
                     bad[k] -= w_aff * Affinity.lift(sticky_affinity if i == sticky else base, s)
         bad -= w_cap * capacity
@@ -627,6 +628,7 @@ class Router:
         e.tie = tie
         if n >= PARTITION_MIN and e.n_valid * SUBSET_RATIO <= n:
             e.sub = cand
+            e.pos = dict(zip(e.cand, range(len(e.cand))))
             e.tie = tie[cand]
             e.valid = valid[cand]
             e.bad = bad[cand]
@@ -640,8 +642,3 @@ class Router:
         self._entries[key] = e
         return e
 
-
-def _position(sub: np.ndarray, i: int) -> int:
-    """Position of backend i in the sorted candidate list `sub`, or -1."""
-    k = int(np.searchsorted(sub, i))
-    return k if k < len(sub) and sub[k] == i else -1
