@@ -287,17 +287,25 @@ def _ld_fields(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, bool
                 return out
             out.append((field, pos, stop, False))
             pos = stop
-        elif wire == 0:
-            _, pos = _varint(buf, pos, end)
+        else:
+            pos = skip_scalar(buf, pos, end, wire)
+            if pos == -2:
+                return None
             if pos < 0:
                 return out
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            return None
     return out
+
+
+def skip_scalar(buf: bytes, pos: int, end: int, wire: int) -> int:
+    """Position after a varint, fixed64 or fixed32 value at pos (it may lie past `end`: the
+    caller checks); -1 for a truncated varint, -2 for a wire type a message cannot hold here."""
+    if wire == 0:
+        return _varint(buf, pos, end)[1]
+    if wire == 1:
+        return pos + 8
+    if wire == 5:
+        return pos + 4
+    return -2
 
 
 def prompt_from_infer_request(message: bytes, input_name: bytes = PROMPT_INPUT,

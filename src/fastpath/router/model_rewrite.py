@@ -16,7 +16,7 @@ exactly must not be sent to a backend serving a different model.
 """
 from __future__ import annotations
 
-from fastpath.router.features import _varint
+from fastpath.router.features import _varint, skip_scalar
 
 DATA = 0x0
 PADDED = 0x8
@@ -61,18 +61,10 @@ def rewrite_message_body(body: bytes, model: str) -> bytes | None:
             pos += length
         elif number == 1:
             return None  # model_name must be length-delimited
-        elif wire == 0:
-            _, pos = _varint(body, pos, end)
-            if pos < 0:
-                return None
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
         else:
-            return None
-        if pos > end:
-            return None
+            pos = skip_scalar(body, pos, end, wire)
+            if pos < 0 or pos > end:
+                return None
     if not seen:
         # proto3 omits an empty model_name: the substitute's name goes first.
         return field + body
