@@ -13,7 +13,17 @@ replayed against the simulated fleet once per policy:
                     scraping the sites, proxy), requests sent to the proxy with
                     x-fastpath-region, x-fastpath-policy and x-fastpath-slo-ttft-ms
 and per fleet layout: "distributed" (the config's regions) and "central"
-(every site moved into one region). Each request is a real ModelStreamInfer
+(every site moved into one region).
+
+The chat scenario ("chat" rows) replays multi-turn conversations over a few
+long shared system prompts (each turn resends the whole conversation, so
+prompts grow their prefix) against sites that model a prefix KV cache, and
+compares: round-robin, least-loaded, session-only (the five-axis router
+with session affinity, prefix axis off), sglang-cache-aware (SGLang router's
+cache_aware policy: longest approximate prefix match above a threshold
+unless the load is out of balance, then shortest queue) and
+five-axis/prefix (the five-axis router reading the prompt's blocks). Rows
+add the cache-hit share (prompt blocks found in the chosen site's cache). Each request is a real ModelStreamInfer
 call to the chosen site, which adds the RTT from the client's region before
 its first token. Per policy: TTFT p50/p99 at the client, token-weighted cost
 per 1k tokens, requests shed (refused, failed or past the deadline), and the
@@ -49,6 +59,40 @@ class Arrival:
     model: str
     max_tokens: int
     words: tuple[str, ...]
+    prompt: str = ""  # the whole prompt (chat turns); "" = built from words
+    conversation: int = -1  # chat: which conversation this turn belongs to
+
+
+CHAT_POLICIES = ("round-robin", "least-loaded", "session-only", "sglang-cache-aware", "five-axis/prefix")
+CHAT_MODEL = "llama-3-8b"
+MAX_PROMPT_CHARS = 16 * 1024
+
+
+def make_chat_trace(models_served: set[str], seed: int, duration_s: float, rate: float, conversations: int = 40,
+                    systems: int = 4, max_tokens: int = 4) -> list[Arrival]:
+    """Poisson turns of `conversations` chats, each on one of `systems` long (~3 KiB) shared system
+    prompts; every turn resends the conversation so far plus a new question (its prefix grows)."""
+    rng = random.Random(seed)
+    model = CHAT_MODEL if CHAT_MODEL in models_served else sorted(models_served)[0]
+    vocab = ("route", "token", "cache", "power", "region", "batch", "prefill", "queue", "model", "site")
+    system_prompts = [f"[system {k}] You are assistant {k}. " + " ".join(rng.choice(vocab) for _ in range(450))
+                      for k in range(systems)]
+    regions = list(REGION_MIX)
+    convs = [(rng.choice(system_prompts), rng.choices(regions, weights=list(REGION_MIX.values()))[0])
+             for _ in range(conversations)]
+    history = [""] * conversations
+    out: list[Arrival] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= duration_s:
+            return out
+        c = rng.randrange(conversations)
+        system, region = convs[c]
+        question = f" user {c}: " + " ".join(rng.choice(vocab) for _ in range(40))
+        prompt = (system + history[c] + question)[:MAX_PROMPT_CHARS]
+        history[c] += question + f" assistant {c}: " + " ".join(rng.choice(vocab) for _ in range(20))
+        out.append(Arrival(t, region, model, max_tokens, (), prompt, c))
 
 
 def make_trace(models_served: set[str], seed: int, duration_s: float, base_rate: float, burst_rate: float,
@@ -172,6 +216,85 @@ class FiveAxis(Chooser):
         self.live.finished(i, ok)
 
 
+class SessionOnly(FiveAxis):
+    """The five-axis router with session affinity only: the conversation is the session, no prompt blocks."""
+
+    def __init__(self, config, slo_ms: float):
+        import dataclasses
+
+        from fastpath.config import PrefixConfig
+
+        super().__init__(dataclasses.replace(config, prefix=PrefixConfig(enabled=False)), config.default_policy, slo_ms)
+
+    def choose(self, a: Arrival) -> int | None:
+        session = f"conversation-{a.conversation}" if a.conversation >= 0 else ""
+        d = self.router.route(self.features(model=a.model, region=a.region, policy=self.policy, session=session,
+                                            slo_ttft_ms=self.slo_ms), self.snap, self.live)
+        if not d.ranked:
+            return None
+        if session:
+            self.live.remember_session(session, d.ranked[0])
+        return d.ranked[0]
+
+
+class PrefixAware(FiveAxis):
+    """The five-axis router reading the prompt's blocks, as the proxy does from the first DATA frame."""
+
+    def __init__(self, config, slo_ms: float):
+        super().__init__(config, config.default_policy, slo_ms)
+
+    def choose(self, a: Arrival) -> int | None:
+        from fastpath.router.prefix import prompt_blocks
+
+        pc = self.config.prefix
+        blocks = prompt_blocks(a.prompt.encode(), a.model, pc.block_bytes, pc.max_prompt_bytes) if a.prompt else ()
+        d = self.router.route(self.features(model=a.model, region=a.region, policy=self.policy,
+                                            slo_ttft_ms=self.slo_ms, prompt_blocks=blocks), self.snap, self.live)
+        if not d.ranked:
+            return None
+        self.router.learn(d)
+        return d.ranked[0]
+
+
+class SGLangCacheAware(Chooser):
+    """SGLang router's cache_aware policy, approximated: an LRU-bounded index of prompt blocks per site
+    stands in for its approximate radix tree. Out of balance (max - min load > BALANCE_ABS and
+    max > BALANCE_REL x min): shortest queue. Else the longest match if its rate exceeds
+    CACHE_THRESHOLD, else the site that has seen least (most free cache)."""
+
+    CACHE_THRESHOLD = 0.5  # SGLang's default
+    BALANCE_ABS = 4  # SGLang's default is 32 requests, for batches far larger than these sites' 4-16 slots
+    BALANCE_REL = 1.5
+
+    def __init__(self, config):
+        from fastpath.router.prefix import PrefixIndex
+
+        super().__init__(config)
+        self.index = PrefixIndex(self.n, capacity_blocks=4096, ttl_s=1e9)
+
+    def choose(self, a: Arrival) -> int | None:
+        from fastpath.router.prefix import prompt_blocks
+
+        c = self.serves.get(a.model) or []
+        if not c:
+            return None
+        blocks = prompt_blocks(a.prompt.encode(), a.model, 256) if a.prompt else ()
+        loads = [self.inflight[i] for i in c]
+        hi, lo = max(loads), min(loads)
+        if hi - lo > self.BALANCE_ABS and hi > self.BALANCE_REL * lo:
+            i = min(c, key=lambda j: (self.inflight[j], j))
+        else:
+            depth = self.index.matches(blocks, 1) if blocks else {}
+            best = max(c, key=lambda j: (depth.get(j, 0), -j))
+            if blocks and depth.get(best, 0) / len(blocks) > self.CACHE_THRESHOLD:
+                i = best
+            else:
+                i = min(c, key=lambda j: (len(self.index.lru[j]), j))
+        if blocks:
+            self.index.learn(i, blocks, self.index.matches(blocks, 1).get(i, 0))
+        return i
+
+
 PROXY_PREFIX = "fastpath/"
 
 
@@ -185,6 +308,12 @@ def make_chooser(name: str, config, slo_ms: float) -> Chooser | None:
         return LeastLoaded(config)
     if name == "proximity-only":
         return ProximityOnly(config)
+    if name == "session-only":
+        return SessionOnly(config, slo_ms)
+    if name == "sglang-cache-aware":
+        return SGLangCacheAware(config)
+    if name == "five-axis/prefix":
+        return PrefixAware(config, slo_ms)
     if name.startswith("five-axis/"):
         return FiveAxis(config, name.split("/", 1)[1], slo_ms)
     raise ValueError(f"unknown policy {name!r}; policies: {', '.join(BASELINES)}, five-axis/<policy>")
@@ -224,11 +353,12 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
     tokens_by_site = [0] * len(config.backends)
     requests_by_site = [0] * len(config.backends)
     shed = {"no_route": 0, "failed": 0}
+    blocks_cached = blocks_total = 0
     first_errors: list[str] = []
     within = 0
 
     async def one(k: int, a: Arrival) -> None:
-        nonlocal within
+        nonlocal within, blocks_cached, blocks_total
         if via_proxy:
             i = -1  # the proxy chooses; the site names itself in every response
             stub = stubs[0]
@@ -244,7 +374,10 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
         ok = False
         got = 0
         try:
-            prompt = f"{tag}-{k} " + " ".join(a.words)  # unique per replay: no cache warmth carried across policies
+            if a.prompt:  # chat: the conversation, salted per replay so no cache warmth carries across policies
+                prompt = f"[{tag}] " + a.prompt
+            else:
+                prompt = f"{tag}-{k} " + " ".join(a.words)  # unique per replay: no cache warmth carried across policies
 
             async def reqs() -> AsyncIterator[Any]:
                 yield make_request(a.model, prompt, a.max_tokens, request_id=f"{tag}-{k}")
@@ -261,6 +394,10 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
                         i = index[site]
                         requests_by_site[i] += 1
                 if response_parameter(r, "triton_final_response"):
+                    cached, total = response_parameter(r, "kv_cached_blocks"), response_parameter(r, "kv_prompt_blocks")
+                    if isinstance(cached, int) and isinstance(total, int):
+                        blocks_cached += cached
+                        blocks_total += total
                     continue
                 if text_output(r):
                     if got == 0:
@@ -306,6 +443,7 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
         "within_slo_share": round(within / n, 4) if n else None, "slo_ttft_ms": slo_ms,
         "cost_per_1k_tokens": round(cost / total_tokens * 1000, 4) if total_tokens else None,
         "tokens": total_tokens,
+        "cache_hit_share": round(blocks_cached / blocks_total, 4) if blocks_total else None,
         "requests_by_site": {b.name: c for b, c in zip(config.backends, requests_by_site) if c},
         "first_errors": first_errors,
     }
@@ -365,6 +503,30 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
                 time.sleep(0.2)  # let the sites' queues empty between policies
     order_key = {p: i for i, p in enumerate(policies)}
     rows.sort(key=lambda r: (list(layouts).index(r["layout"]), order_key[r["policy"]]))
+    return rows + measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+
+
+def measure_chat(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0,
+                 duration_s: float | None = None, rate: float | None = None) -> list[dict[str, Any]]:
+    """The chat scenario: one row per CHAT_POLICIES entry over the same seeded conversations."""
+    from fastpath.config import load_config, with_ports
+    from fastpath.sim.fleet import FleetProcess
+
+    base = load_config()
+    cfg = with_ports(base, _free_base(3 + 2 * len(base.backends)))
+    duration = duration_s or (2.0 if quick else 8.0)
+    trace = make_chat_trace(set(cfg.models), seed, duration, rate or (25.0 if quick else 30.0))
+    rows: list[dict[str, Any]] = []
+    with FleetProcess(cfg):
+        for pi, policy in enumerate(CHAT_POLICIES):
+            row = asyncio.run(replay(cfg, trace, policy, slo_ms, deadline_s=10.0, tag=f"chat{pi}s{seed}"))
+            row.update(layout="chat", seed=seed, trace_duration_s=duration)
+            rows.append(row)
+            if progress:
+                print(f"[chat] {policy:24s} cache hit {row['cache_hit_share']}, ttft p50 {row['ttft_p50_ms']} "
+                      f"p99 {row['ttft_p99_ms']} ms, cost/1k {row['cost_per_1k_tokens']}, shed {row['shed']}",
+                      file=sys.stderr, flush=True)
+            time.sleep(0.3)  # let the sites' queues empty between policies
     return rows
 
 
@@ -373,14 +535,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="1.2 s traces, no proxy rows")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print rows as JSON")
+    p.add_argument("--chat-only", action="store_true", help="only the chat scenario (prefix affinity)")
+    p.add_argument("--plot", metavar="DIR", help="write the chat scenario's plot (chat_prefix.png) into DIR")
     args = p.parse_args(argv)
-    rows = measure(quick=args.quick, seed=args.seed, progress=True)
+    rows = (measure_chat if args.chat_only else measure)(quick=args.quick, seed=args.seed, progress=True)
+    if args.plot:
+        from pathlib import Path
+
+        from .plots import chat_prefix
+
+        out = Path(args.plot)
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"plot: {chat_prefix({'fleet': {'rows': rows}}, out)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         for r in rows:
             print(f"{r['layout']:11s} {r['policy']:24s} ttft p50 {r['ttft_p50_ms']:>7} p99 {r['ttft_p99_ms']:>7} ms  "
-                  f"cost/1k {r['cost_per_1k_tokens']}  shed {r['shed']}/{r['requests']}  in SLO {r['within_slo_share']}")
+                  f"cost/1k {r['cost_per_1k_tokens']}  shed {r['shed']}/{r['requests']}  in SLO {r['within_slo_share']}"
+                  + (f"  cache hit {r['cache_hit_share']}" if r.get("cache_hit_share") is not None else ""))
     return 0
 
 

@@ -116,7 +116,8 @@ def router_cost(result: dict[str, Any], out: Path) -> Path | None:
 
 def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
     """TTFT p50/p99 and cost per 1k tokens per policy and fleet layout."""
-    rows = [r for r in (result.get("fleet") or {}).get("rows") or [] if r.get("ttft_p50_ms") is not None]
+    rows = [r for r in (result.get("fleet") or {}).get("rows") or []
+            if r.get("ttft_p50_ms") is not None and r.get("layout") != "chat"]
     if not rows:
         return None
     labels = [f"{r['layout']}\n{r['policy']}" for r in rows]
@@ -139,7 +140,37 @@ def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
     return p
 
 
+def chat_prefix(result: dict[str, Any], out: Path) -> Path | None:
+    """The chat scenario: cache-hit share, TTFT p50/p99 and cost per routing policy, side by side."""
+    rows = [r for r in (result.get("fleet") or {}).get("rows") or []
+            if r.get("layout") == "chat" and r.get("ttft_p50_ms") is not None]
+    if not rows:
+        return None
+    labels = [r["policy"] for r in rows]
+    xs = list(range(len(rows)))
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(13, 4))
+    a0.bar(xs, [r.get("cache_hit_share") or 0 for r in rows], 0.6, color="C4")
+    a0.set_ylabel("prompt blocks found in the site's KV cache")
+    a0.set_ylim(0, 1)
+    a1.bar([x - 0.2 for x in xs], [r["ttft_p50_ms"] for r in rows], 0.4, label="TTFT p50")
+    a1.bar([x + 0.2 for x in xs], [r.get("ttft_p99_ms") or 0 for r in rows], 0.4, label="TTFT p99")
+    a1.set_ylabel("ms at the client")
+    a1.legend(fontsize=7)
+    a2.bar(xs, [r.get("cost_per_1k_tokens") or 0 for r in rows], 0.6, color="C2")
+    a2.set_ylabel("cost per 1k tokens")
+    for a in (a0, a1, a2):
+        a.set_xticks(xs)
+        a.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
+        a.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("chat: multi-turn conversations over shared system prompts, sites with a prefix KV cache", fontsize=9)
+    fig.tight_layout()
+    p = out / "chat_prefix.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
 def write_all(result: dict[str, Any], out: Path) -> list[str]:
     """Writes every plot the run has data for; returns their file names."""
-    made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies)]
+    made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies, chat_prefix)]
     return [p.name for p in made if p is not None]

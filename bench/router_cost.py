@@ -25,13 +25,14 @@ import numpy as np
 from fastpath.config import AXES, Config, parse_config
 from fastpath.gen import control_pb2
 from fastpath.router import LiveStats, RequestFeatures, Router, build_snapshot
+from fastpath.router.prefix import BLOCK_BYTES, prompt_blocks
 
 REGIONS = ("us-east", "us-west", "us-central", "eu-west", "eu-central", "ap-south", "ap-east", "sa-east")
 MODELS = ("llama-3-8b", "llama-3-70b", "mistral-7b", "qwen-2-7b", "phi-3", "gemma-2-9b")
 # Constraints switched on one after another: the count is "active constraints".
-CONSTRAINTS = ("model", "region", "session", "allow_regions", "max_cost", "slo_ttft_ms")
+CONSTRAINTS = ("model", "region", "session", "allow_regions", "max_cost", "slo_ttft_ms", "prompt")
 DEFAULT_SIZES = (8, 64, 512, 4096)
-DEFAULT_CONSTRAINTS = (0, 1, 2, 3, 4, 5, 6)
+DEFAULT_CONSTRAINTS = (0, 1, 2, 3, 4, 5, 6, 7)
 
 
 def synthetic_config(n: int, seed: int = 1) -> Config:
@@ -86,6 +87,9 @@ def request_mix(active: int, count: int, seed: int = 3) -> list[RequestFeatures]
     """`count` requests with the first `active` CONSTRAINTS set, over a few request shapes."""
     rnd = random.Random(seed)
     on = set(CONSTRAINTS[:active])
+    systems = [(b"system prompt %d: " % k) * 120 for k in range(16)]  # ~2 KiB each
+    conversations = [(rnd.choice(systems), b"user %d asks, assistant answers. " % k * 8) for k in range(500)]
+    turns = [0] * len(conversations)
     out = []
     for _ in range(count):
         f = RequestFeatures()
@@ -101,6 +105,12 @@ def request_mix(active: int, count: int, seed: int = 3) -> list[RequestFeatures]
             f.max_cost = rnd.choice([1.0, 1.2])
         if "slo_ttft_ms" in on:
             f.slo_ttft_ms = rnd.choice([150.0, 400.0])
+        if "prompt" in on:  # prefix axis on: chat turns over shared system prompts (blocks hashed up front)
+            c = rnd.randrange(len(conversations))
+            turns[c] += 1
+            system, words = conversations[c]
+            prompt = system + words * turns[c]
+            f.prompt_blocks = prompt_blocks(prompt, f.model, BLOCK_BYTES)
         out.append(f)
     return out
 
@@ -134,6 +144,8 @@ def measure_one(n: int, active: int, requests: int = 20000, concurrency: int = 3
         router.route(f, snap, live)
 
     times = np.empty(requests, dtype=np.int64)
+    learn_times = np.empty(requests, dtype=np.int64)
+    learn = router.learn
     open_streams: deque[int] = deque()
     routed = 0
     clock = time.perf_counter_ns
@@ -145,7 +157,10 @@ def measure_one(n: int, active: int, requests: int = 20000, concurrency: int = 3
         for k, f in enumerate(mix):
             t0 = clock()
             d = route(f, snap, live)
-            times[k] = clock() - t0
+            t1 = clock()
+            times[k] = t1 - t0
+            learn(d)  # the proxy's next step: the prefix index learns where the prompt went
+            learn_times[k] = clock() - t1
             if d.ranked:
                 routed += 1
                 i = d.ranked[0]
@@ -176,6 +191,7 @@ def measure_one(n: int, active: int, requests: int = 20000, concurrency: int = 3
         "p90_us": _percentile(us, 90),
         "p99_us": _percentile(us, 99),
         "mean_us": float(us.mean()),
+        "learn_p50_us": _percentile(learn_times / 1e3, 50),
         # CPU time (not wall) per request of the whole loop: route() plus the proxy's
         # LiveStats events and the bench's own bookkeeping; steadier on a shared machine.
         "loop_cpu_us": loop_cpu_us,
@@ -215,13 +231,13 @@ def measure(
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'backends':>8} {'constr':>6} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8} {'loop cpu µs':>11} {'header µs':>9} " \
-           f"{'snapshot µs':>11} {'1st route µs':>12}  active"
+    head = f"{'backends':>8} {'constr':>6} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8} {'learn µs':>8} {'loop cpu µs':>11} " \
+           f"{'header µs':>9} {'snapshot µs':>11} {'1st route µs':>12}  active"
     lines = [head]
     for r in rows:
         lines.append(
             f"{r['backends']:>8} {r['constraints']:>6} {r['p50_us']:>8.1f} {r['p90_us']:>8.1f} {r['p99_us']:>8.1f} "
-            f"{r['loop_cpu_us']:>11.1f} {r['header_us']:>9.1f} {r['snapshot_build_us']:>11.0f} {r['first_route_us']:>12.0f}  {r['active']}"
+            f"{r['learn_p50_us']:>8.1f} {r['loop_cpu_us']:>11.1f} {r['header_us']:>9.1f} {r['snapshot_build_us']:>11.0f} {r['first_route_us']:>12.0f}  {r['active']}"
         )
     return "\n".join(lines)
 

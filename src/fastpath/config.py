@@ -29,6 +29,7 @@ class SimSpec:
     prefill_ms: float = 25.0
     power_idle_watts: float = 1000.0
     power_per_slot_watts: float = 400.0
+    kv_cache_blocks: int = 4096  # prefix KV cache: blocks of KV_BLOCK_CHARS prompt characters (LRU)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,34 @@ class ControlConfig:
     scrape_interval_ms: float = 50.0
     health_interval_ms: float = 250.0
     health_timeout_ms: float = 200.0
+    health_fall: int = 3  # failed probes in a row before a backend is ejected
+    health_rise: int = 2  # good probes (or answered calls) in a row before it is back
     token_file: str = "~/.config/fastpath/control.token"  # bearer token for calls that change routing
     metrics_listen: str = "127.0.0.1:9102"  # the controller's own /metrics; "" = off
+
+
+@dataclass(frozen=True)
+class PrefixConfig:
+    """Prompt-prefix affinity ([router.prefix]): blocks of the prompt routed to where they were sent."""
+
+    enabled: bool = True
+    input_name: str = "text_input"  # the BYTES input that carries the prompt
+    block_bytes: int = 256
+    max_prompt_bytes: int = 16384
+    min_match_blocks: int = 4  # shorter matches score 0 (a shared system prompt alone does not pin)
+    capacity_blocks: int = 16384  # remembered per backend (LRU)
+    ttl_s: float = 300.0
+    load_bound: float = 0.85  # utilisation above which a match counts for less, down to 0 at 1
+    ship_blocks: int = 256  # per backend, newest first, in controller snapshots (0 = not shipped)
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    """[model_groups."MODEL"]: models that may serve MODEL's requests when the request allows it."""
+
+    model: str
+    substitutes: tuple[str, ...]  # in order of preference
+    penalty: float = 0.1  # score subtracted per step down the list (first substitute: 1 x penalty)
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,11 @@ class Config:
     source: str = "<embedded default>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     limits: dict[str, float] = field(default_factory=dict)  # [limits]: overrides of the proxy's Limits defaults
+    prefix: PrefixConfig = PrefixConfig()
+    panic_threshold: float = 0.5  # router: below this healthy share, route to all (Envoy's panic)
+    explore_every: int = 20  # router: 1 call in this many may go to a not yet observed backend (0 = never)
+    model_groups: dict[str, ModelGroup] = field(default_factory=dict)
+    budgets: dict[str, Any] = field(default_factory=dict)  # tenant -> fastpath.control.budgets.Budget
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -209,6 +241,7 @@ def _backend(i: int, t: dict[str, Any]) -> Backend:
             prefill_ms=_num(s, "prefill_ms", sw, SimSpec.prefill_ms),
             power_idle_watts=_num(s, "power_idle_watts", sw, SimSpec.power_idle_watts),
             power_per_slot_watts=_num(s, "power_per_slot_watts", sw, SimSpec.power_per_slot_watts),
+            kv_cache_blocks=int(_num(s, "kv_cache_blocks", sw, SimSpec.kv_cache_blocks)),
         )
         if sim.slots < 1:
             raise ConfigError(f"{sw}.slots must be at least 1")
@@ -272,6 +305,8 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         scrape_interval_ms=_num(ct, "scrape_interval_ms", "control", 50),
         health_interval_ms=_num(ct, "health_interval_ms", "control", 250),
         health_timeout_ms=_num(ct, "health_timeout_ms", "control", 200),
+        health_fall=int(_num(ct, "health_fall", "control", ControlConfig.health_fall)),
+        health_rise=int(_num(ct, "health_rise", "control", ControlConfig.health_rise)),
         token_file=_str(ct, "token_file", "control", ControlConfig.token_file),
         metrics_listen=_str(ct, "metrics_listen", "control", ControlConfig.metrics_listen),
     )
@@ -321,7 +356,63 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         backends=backends,
         source=source,
         raw=data,
+        prefix=_prefix(rt.get("prefix", {})),
+        panic_threshold=_num(rt, "panic_threshold", "router", 0.5),
+        explore_every=int(_num(rt, "explore_every", "router", 20)),
+        model_groups=_model_groups(data.get("model_groups", {})),
+        budgets=_budgets(data.get("budgets", {})),
     )
+
+
+def _budgets(t: dict[str, Any]) -> dict[str, Any]:
+    """[budgets."TENANT"] tokens = N, dollars = X, window_s = S (per window; 0 = no such limit)."""
+    from fastpath.control.budgets import Budget
+
+    out = {}
+    for tenant, b in t.items():
+        w = f"budgets.{tenant}"
+        if not isinstance(b, dict):
+            raise ConfigError(f"{w}: expected a table with tokens, dollars and window_s")
+        budget = Budget(tenant, _num(b, "tokens", w, 0.0), _num(b, "dollars", w, 0.0), _num(b, "window_s", w, 86400.0))
+        if not (budget.tokens or budget.dollars) or budget.window_s <= 0:
+            raise ConfigError(f"{w}: set tokens or dollars (per window) and a positive window_s")
+        out[tenant] = budget
+    return out
+
+
+def _model_groups(t: dict[str, Any]) -> dict[str, ModelGroup]:
+    out = {}
+    for model, g in t.items():
+        w = f"model_groups.{model}"
+        if not isinstance(g, dict):
+            raise ConfigError(f"{w}: expected a table with substitutes = [...] and penalty")
+        subs = g.get("substitutes", [])
+        if not isinstance(subs, list) or not subs or not all(isinstance(x, str) and x for x in subs):
+            raise ConfigError(f"{w}.substitutes: expected a non-empty list of model names, in order of preference")
+        if model in subs:
+            raise ConfigError(f"{w}.substitutes: {model!r} cannot substitute for itself")
+        out[model] = ModelGroup(model, tuple(subs), _num(g, "penalty", w, ModelGroup.penalty))
+    return out
+
+
+def _prefix(t: dict[str, Any]) -> PrefixConfig:
+    w = "router.prefix"
+    d = PrefixConfig()
+    p = PrefixConfig(
+        enabled=_bool(t, "enabled", w, d.enabled),
+        input_name=_str(t, "input_name", w, d.input_name),
+        block_bytes=int(_num(t, "block_bytes", w, d.block_bytes)),
+        max_prompt_bytes=int(_num(t, "max_prompt_bytes", w, d.max_prompt_bytes)),
+        min_match_blocks=int(_num(t, "min_match_blocks", w, d.min_match_blocks)),
+        capacity_blocks=int(_num(t, "capacity_blocks", w, d.capacity_blocks)),
+        ttl_s=_num(t, "ttl_s", w, d.ttl_s),
+        load_bound=_num(t, "load_bound", w, d.load_bound),
+        ship_blocks=int(_num(t, "ship_blocks", w, d.ship_blocks)),
+    )
+    if p.block_bytes < 1 or p.max_prompt_bytes < 0 or p.min_match_blocks < 1 or p.capacity_blocks < 1:
+        raise ConfigError(f"{w}: block_bytes, min_match_blocks and capacity_blocks must be at least 1, "
+                          f"max_prompt_bytes at least 0")
+    return p
 
 
 def default_config_text() -> str:

@@ -362,7 +362,8 @@ class Stack:
         self._tmpdir = tempfile.mkdtemp(prefix="fastpath-up-")
         self.config_path = self.config.write(Path(self._tmpdir) / "config.toml")
         cfg = ["--config", str(self.config_path)]
-        self._spawn("sim", ["sim", *cfg, *(a for f in self.faults for a in ("--fault", f))])
+        if any(b.sim is not None for b in self.config.backends):  # real backends are not simulated
+            self._spawn("sim", ["sim", *cfg, *(a for f in self.faults for a in ("--fault", f))])
         if self.with_controller:
             self._spawn("controller", ["controller", *cfg])
         workers = [] if self.workers is None else ["--workers", str(self.workers)]
@@ -621,7 +622,12 @@ def describe(stack: Stack) -> str:
     if "controller" in stack.pids and cfg.control.metrics_listen:
         lines.append(f"fastpath controller metrics on http://{cfg.control.metrics_listen}/metrics  "
                      f"(live view: fastpath top --control {stack.control_address})")
-    lines.append(f"fastpath fleet of {len(cfg.backends)} sites  (pid {stack.pids['sim']}; config {cfg.source})")
+    simulated = sum(1 for b in cfg.backends if b.sim is not None)
+    if "sim" in stack.pids:
+        lines.append(f"fastpath fleet of {len(cfg.backends)} sites, {simulated} simulated  "
+                     f"(pid {stack.pids['sim']}; config {cfg.source})")
+    else:
+        lines.append(f"fastpath fleet of {len(cfg.backends)} real backends, none simulated  (config {cfg.source})")
     lines.append("models:")
     width = max((len(m) for m in stack.served), default=0)
     for model, sites in sorted(stack.served.items()):

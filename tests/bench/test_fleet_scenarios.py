@@ -71,3 +71,44 @@ def test_replay_on_a_real_fleet_accounts_tokens_cost_and_slo():
     expected = sum(prices[n] * c * 3 for n, c in row["requests_by_site"].items()) / (3 * len(trace))
     assert abs(row["cost_per_1k_tokens"] - expected) < 1e-3
     assert row["ttft_p50_ms"] > 0
+
+
+def test_chat_trace_grows_each_conversation_over_shared_system_prompts():
+    cfg = load_config()
+    trace = fs.make_chat_trace(set(cfg.models), 5, 4.0, rate=20, conversations=6, systems=2)
+    assert trace == fs.make_chat_trace(set(cfg.models), 5, 4.0, rate=20, conversations=6, systems=2)
+    by_conv: dict[int, list[str]] = {}
+    for a in trace:
+        by_conv.setdefault(a.conversation, []).append(a.prompt)
+        assert len(a.prompt) <= fs.MAX_PROMPT_CHARS and a.model in cfg.models
+    for prompts in by_conv.values():
+        for earlier, later in zip(prompts, prompts[1:]):
+            assert later.startswith(earlier[: len(earlier) - 200]) and len(later) >= len(earlier) - 200
+    systems = {p[: p.index("]") + 1] for ps in by_conv.values() for p in ps}
+    assert len(systems) == 2  # a few long system prompts shared by every conversation
+
+
+def test_chat_choosers_serve_the_model_and_cache_aware_ones_stick_to_a_prefix():
+    cfg = load_config()
+    trace = fs.make_chat_trace(set(cfg.models), 3, 3.0, rate=20, conversations=4, systems=2)
+    for name in fs.CHAT_POLICIES:
+        ch = fs.make_chooser(name, cfg, 300)
+        picks: dict[int, list[int]] = {}
+        for a in trace:
+            i = ch.choose(a)
+            assert i is not None and a.model in cfg.backends[i].models
+            picks.setdefault(a.conversation, []).append(i)
+        if name in ("session-only", "sglang-cache-aware", "five-axis/prefix"):
+            # Nothing in flight: a conversation keeps going where its prefix is (exploration aside).
+            for conv, sites in picks.items():
+                assert max(sites.count(s) for s in set(sites)) >= len(sites) - 2, (name, conv, sites)
+
+
+def test_chat_plot_shows_every_chat_row(tmp_path):
+    from fastpath.bench import plots
+
+    rows = [{"layout": "chat", "policy": p, "ttft_p50_ms": 10.0 + k, "ttft_p99_ms": 50.0, "cost_per_1k_tokens": 0.5,
+             "cache_hit_share": 0.1 * k} for k, p in enumerate(fs.CHAT_POLICIES)]
+    path = plots.chat_prefix({"fleet": {"rows": rows}}, tmp_path)
+    assert path is not None and path.stat().st_size > 10_000
+    assert plots.chat_prefix({"fleet": {"rows": []}}, tmp_path) is None

@@ -124,6 +124,8 @@ class _Ready(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self.owner.probes += 1
         if self.owner.hang:
             await asyncio.sleep(3600)
+        if self.owner.delay_s:
+            await asyncio.sleep(self.owner.delay_s)
         return grpc_service_pb2.ServerReadyResponse(ready=self.owner.ready)
 
 
@@ -133,6 +135,7 @@ class ReadyServer:
     def __init__(self) -> None:
         self.ready = True
         self.hang = False
+        self.delay_s = 0.0  # answer probes this late (a busy server)
         self.probes = 0
         self.port = 0
         self._server: grpc.aio.Server | None = None

@@ -6,7 +6,9 @@ import logging
 
 from control_support import ReadyServer, eventually, free_port, make_config
 
-from fastpath.control.health import HealthProber
+import pytest
+
+from fastpath.control.health import HealthProber, ProbeResult
 
 
 def test_refused_hung_and_not_ready_backends_are_unhealthy_with_a_reason_and_recover(caplog) -> None:
@@ -31,7 +33,7 @@ def test_refused_hung_and_not_ready_backends_are_unhealthy_with_a_reason_and_rec
                              what="first verdicts")
             assert st["good"].detail == ""
             assert st["dead"].detail == "connection refused" and not st["dead"].healthy
-            assert st["hung"].detail == "probe timeout after 200 ms" and not st["hung"].healthy
+            assert st["hung"].detail.startswith("probe timeout after ") and not st["hung"].healthy
 
             # Not ready: unhealthy after `fall` probes, with the server's word for it.
             good.ready = False
@@ -89,5 +91,63 @@ def test_one_lost_probe_does_not_flip_a_healthy_backend() -> None:
         finally:
             await prober.close()
             await srv.stop()
+
+    asyncio.run(main())
+
+
+def test_a_busy_backend_that_misses_probes_while_answering_calls_keeps_its_traffic() -> None:
+    """Probes time out, but proxies report calls it answers: it stays healthy. Without
+    those calls it is ejected, and only after `fall` failed probes in a row."""
+    async def main() -> None:
+        busy = await ReadyServer().start()
+        busy.hang = True  # every probe times out
+        cfg = make_config([{"name": "busy", "address": busy.address}])
+        prober = HealthProber(cfg.backends, 0.05, 0.05, fall=3, rise=2)
+        st = prober.state["busy"]
+        prober.record("busy", ProbeResult(True, ""))  # was healthy
+        try:
+            for _ in range(8):  # eight lost probes, each followed by calls it answered
+                prober.record("busy", await prober.probe("busy"))
+                prober.in_band("busy", ok=True)
+                assert st.healthy, st.detail
+            assert st.in_band_ok == 8
+            for k in range(3):  # no calls now: ejected at the third lost probe in a row, not before
+                assert st.healthy, k
+                prober.record("busy", await prober.probe("busy"))
+            assert not st.healthy and st.detail.startswith("probe timeout")
+            prober.in_band("busy", ok=True)
+            assert not st.healthy  # one answered call is not yet `rise` of them
+            prober.in_band("busy", ok=True)
+            assert st.healthy  # answered calls bring it back like good probes
+        finally:
+            await prober.close()
+            await busy.stop()
+
+    asyncio.run(main())
+
+
+def test_probe_deadlines_follow_what_the_backend_needs() -> None:
+    async def main() -> None:
+        slow = await ReadyServer().start()
+        slow.delay_s = 0.12  # answers, but slower than the configured 50 ms
+        cfg = make_config([{"name": "slow", "address": slow.address}])
+        prober = HealthProber(cfg.backends, 0.05, 0.05, fall=3)
+        try:
+            first = await prober.probe("slow")
+            assert not first.ok and first.detail == "probe timeout after 50 ms"
+            assert prober.timeout_for("slow") == pytest.approx(0.1)  # doubled after a timeout
+            second = await prober.probe("slow")  # 100 ms: still too short
+            assert not second.ok and prober.timeout_for("slow") == pytest.approx(0.2)
+            third = await prober.probe("slow")
+            assert third.ok  # waited long enough
+            # Now the deadline follows its round trips: 4 x ~120 ms, within 8 x the configured 50 ms.
+            assert 0.3 < prober.timeout_for("slow") <= 0.4
+            slow.delay_s = 0.0
+            for _ in range(30):
+                assert (await prober.probe("slow")).ok
+            assert prober.timeout_for("slow") < 0.1  # fast again: back towards the configured deadline
+        finally:
+            await prober.close()
+            await slow.stop()
 
     asyncio.run(main())

@@ -94,6 +94,33 @@ def test_model_read_from_the_request_body_never_picks_a_site_without_it(stack):
             assert dict(call.trailing_metadata())["x-fastpath-backend"] == "use1-a100"  # only 70b site here
 
 
+def test_a_repeated_long_prompt_returns_to_its_backend_and_says_so(stack):
+    """Prefix affinity through the proxy: the prompt is read from the request's first DATA frame(s)."""
+    cfg, _ = stack
+    prompt = "You are the fastpath support assistant. Answer briefly. " * 40  # 2240 bytes: 8 blocks
+    blocks = len(prompt) // cfg.prefix.block_bytes
+    with grpc.insecure_channel(cfg.proxy.listen) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        seen = []
+        for turn in range(3):
+            _, call = stub.ModelInfer.with_call(infer_request("llama-3-8b", prompt), timeout=10,
+                                                metadata=(("x-fastpath-region", "us-east"),))
+            trailers = dict(call.trailing_metadata())
+            seen.append((trailers["x-fastpath-backend"], trailers["x-fastpath-decision"]))
+        (first, d1), (second, d2), (third, d3) = seen
+        assert f"prefix=0/{blocks}" in d1
+        assert f"prefix={blocks}/{blocks}" in d2 and second == first
+        assert f"prefix={blocks}/{blocks}" in d3 and third == first
+        # The same request as a ModelStreamInfer call finds the same prefix.
+        call = stub.ModelStreamInfer(iter([infer_request("llama-3-8b", prompt, 4)]),
+                                     metadata=(("x-fastpath-region", "us-east"),), timeout=20)
+        for _ in call:
+            pass
+        trailers = dict(call.trailing_metadata())
+        assert f"prefix={blocks}/{blocks}" in trailers["x-fastpath-decision"]
+        assert trailers["x-fastpath-backend"] == first
+
+
 def test_sigterm_drains_in_flight_calls(stack):
     cfg, proxy = stack
     with grpc.insecure_channel(cfg.proxy.listen) as ch:
@@ -109,3 +136,4 @@ def test_sigterm_drains_in_flight_calls(stack):
 
         host, port = cfg.proxy.listen.rsplit(":", 1)
         socket.create_connection((host, int(port)), timeout=2)
+

@@ -16,12 +16,13 @@ import hpack
 
 from fastpath.control import promtext
 from fastpath.dataplane.metrics import ProxyCollector, ProxyMetrics
+from fastpath.gen import grpc_service_pb2 as pb
 from prometheus_client import CollectorRegistry, generate_latest
 from fastpath.h2 import frames as fr
 from fastpath.router import features as ft
 from fastpath.sim import metrics as sim_metrics
 
-from . import target_features, target_model_name
+from . import target_features, target_model_name, target_prompt
 from .fuzz_input import chunk
 from .traffic_capture import METADATA, Capture, capture, infer_request
 
@@ -98,6 +99,31 @@ def _model_seeds(cap: Capture) -> list[bytes]:
         built = b"\x01" + chunk(m) + chunk(b"r-1") + b"\x01" + chunk(b"text_input") + chunk(b"hi") + b"\x01\x08\x00\x00"
         out += [built + b"\xff", built + b"\x40", b"\x03" + built[1:] + chunk(b"second-model") + b"\xff",
                 b"\x05" + built[1:] + b"\xff"]
+    return out
+
+
+def _prompt_seeds(cap: Capture) -> list[bytes]:
+    out = []
+    data = [p for t, _, _, p in fr.FrameReader().feed(cap.client_frames()) if t == fr.DATA and p]
+    out += [b"\x00" + p for p in data]
+    for raw_encoding in (False, True):
+        req = pb.ModelInferRequest(model_name="llama-3-8b", id="r-1")
+        req.inputs.add(name="max_tokens", datatype="INT32", shape=[1])
+        req.inputs.add(name="text_input", datatype="BYTES", shape=[1])
+        if raw_encoding:
+            req.raw_input_contents.append((8).to_bytes(4, "little"))
+        prompt = b"You are a helpful assistant. " * 30
+        if raw_encoding:
+            req.raw_input_contents.append(len(prompt).to_bytes(4, "little") + prompt)
+        else:
+            req.inputs[-1].contents.bytes_contents.append(prompt)
+        body = req.SerializeToString()
+        out.append(b"\x00" + target_prompt.frame(body))
+        out.append(b"\x00" + target_prompt.frame(body)[: 5 + len(body) // 2])
+        flags = 0x03 if raw_encoding else 0x01
+        built = bytes((flags,)) + chunk(b"llama-3-8b") + chunk(b"r-1") + b"\x02" + b"\x01" + chunk(b"hello " * 20) + b"\x03"
+        built += b"\x00" + chunk(b"other") + chunk(b"x") + b"\x01" + b"\x01\x08\x00" + b"\x01"
+        out += [built + b"\xff", built + b"\x80", bytes((flags | 4,)) + built[1:] + b"\xff"]
     return out
 
 
@@ -194,7 +220,7 @@ def build() -> dict[str, list[bytes]]:
     return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
             "features": _features_seeds(cap),
             "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds(),
-            "pushed": _pushed_seeds()}
+            "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap)}
 
 
 def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:

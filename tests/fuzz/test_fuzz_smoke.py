@@ -23,7 +23,7 @@ from .seeds import load
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOM_INPUTS = {"frames": 3000, "hpack": 2000, "hpack_encoder": 1500, "features": 3000, "model_name": 3000, "promtext": 1500,
-                 "worker_metrics": 1500, "pushed": 1500}
+                 "worker_metrics": 1500, "pushed": 1500, "prompt": 3000}
 
 
 def mutate(rng: random.Random, seeds: list[bytes], max_len: int) -> bytes:
@@ -175,3 +175,22 @@ def test_runner_refuses_an_unknown_target():
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "unknown target" in proc.stderr and "frames" in proc.stderr
+
+
+def test_prompt_target_notices_a_prompt_from_the_wrong_input(monkeypatch):
+    from . import target_prompt
+
+    def any_bytes_input(message, name=b"text_input", max_bytes=features.MAX_PROMPT_BYTES):
+        import fastpath.gen.grpc_service_pb2 as pb
+
+        try:
+            req = pb.ModelInferRequest.FromString(message[5:])
+        except Exception:  # noqa: BLE001
+            return None
+        for t in req.inputs:  # the first input with contents, whatever its name
+            if len(t.contents.bytes_contents):
+                return t.contents.bytes_contents[0][:max_bytes]
+        return None
+
+    monkeypatch.setattr(target_prompt, "prompt_from_infer_request", any_bytes_input)
+    assert _caught("prompt")

@@ -5,17 +5,17 @@ import pytest
 from fastpath.bench import router_cost
 
 FIELDS = {"backends", "constraints", "active", "requests", "routed_fraction", "p50_us", "p90_us", "p99_us",
-          "mean_us", "loop_cpu_us", "header_us", "snapshot_build_us", "first_route_us"}
+          "mean_us", "learn_p50_us", "loop_cpu_us", "header_us", "snapshot_build_us", "first_route_us"}
 
 
 def test_measure_reports_one_row_per_size_and_constraint_count():
     rows = router_cost.measure(sizes=(8, 300), constraints=(0, len(router_cost.CONSTRAINTS)), requests=300)
-    assert [(r["backends"], r["constraints"]) for r in rows] == [(8, 0), (8, 6), (300, 0), (300, 6)]
+    assert [(r["backends"], r["constraints"]) for r in rows] == [(8, 0), (8, 7), (300, 0), (300, 7)]
     for r in rows:
         assert set(r) == FIELDS
         assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"]
         assert r["routed_fraction"] > 0.5  # the synthetic requests are mostly routable
-    assert rows[0]["active"] == "none" and "slo_ttft_ms" in rows[1]["active"]
+    assert rows[0]["active"] == "none" and "slo_ttft_ms" in rows[1]["active"] and "prompt" in rows[1]["active"]
     assert "p50" in router_cost.format_table(rows)
 
 

@@ -1,6 +1,8 @@
 """Routing decisions a user relies on, on small fleets built through the real config parser."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fastpath.config import AXES, Policy
@@ -98,6 +100,7 @@ def test_site_without_the_model_is_never_chosen():
     d = router.route(RequestFeatures(model="missing"), snap, live)
     assert d.ranked == []
     assert "no backend serves model 'missing'" in d.reason and "'m'" in d.reason
+    assert d.reason.startswith("filter model: ")  # the refusal names the filter that emptied the set
 
 
 def test_unknown_model_name_routes_over_the_whole_fleet():
@@ -119,6 +122,7 @@ def test_tight_max_cost_picks_the_cheap_site():
     d = router.route(f, snap, live)
     assert d.ranked == []
     assert "max cost 0.1" in d.reason and "far-cheap at 0.2" in d.reason
+    assert d.reason.startswith("filter max-cost: ")
 
 
 def test_allow_list_is_respected():
@@ -131,6 +135,7 @@ def test_allow_list_is_respected():
     f.allow_regions = ("moon",)
     d = router.route(f, snap, live)
     assert d.ranked == [] and "regions [moon]" in d.reason
+    assert d.reason.startswith("filter allow-regions: ")
 
 
 def test_unhealthy_site_is_excluded_and_back_when_telemetry_recovers():
@@ -143,11 +148,16 @@ def test_unhealthy_site_is_excluded_and_back_when_telemetry_recovers():
     all_down = build_snapshot(cfg, telemetry(cfg, near_a={"healthy": False, "health_detail": "connect refused"},
                                              far_a={"healthy": False, "health_detail": "probe timeout"}))
     d = router.route(f, all_down, live)
+    # Panic: with no healthy backend left, every backend is tried rather than none, and the trailer says so.
+    assert sorted(d.ranked) == [0, 1] and d.panic == "0/2" and b";panic=0/2" in d.header()
+    strict = Router(dataclasses.replace(cfg, panic_threshold=0.0))
+    d = strict.route(f, all_down, live)
     assert d.ranked == []
+    assert d.reason.startswith("filter health: ")
     assert "no healthy backend" in d.reason and "connect refused" in d.reason and "probe timeout" in d.reason
     odd = build_snapshot(cfg, telemetry(cfg, near_a={"healthy": False, "health_detail": "line1\r\nline2 é"},
                                         far_a={"healthy": False}))
-    value = router.route(f, odd, live).header()
+    value = strict.route(f, odd, live).header()
     assert all(0x20 <= b < 0x7F for b in value) and b"line1??line2 ?" in value  # stays a legal header value
     up = build_snapshot(cfg, telemetry(cfg, version=3))
     assert names(up, router.route(f, up, live))[0] == "near-a"
@@ -187,6 +197,7 @@ def test_every_site_cooling_down_gives_a_reason():
     live.finished(0, ok=False)
     d = router.route(RequestFeatures(model="m"), snap, live)
     assert d.ranked == [] and "a is cooling down after 1 failures" in d.reason
+    assert d.reason.startswith("filter cooldown: ")
 
 
 def test_session_sticks_to_its_backend_but_not_onto_a_hot_site():

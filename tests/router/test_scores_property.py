@@ -15,6 +15,7 @@ from fastpath.config import AXES
 from fastpath.gen import control_pb2
 from fastpath.router import LiveStats, RequestFeatures, Router, build_snapshot
 from fastpath.router.load import LoadState
+from fastpath.router.prefix import prompt_blocks
 
 from .fleets import fleet, site
 
@@ -78,6 +79,7 @@ def live_ops(draw, live: LiveStats, n: int) -> None:
             live.finished(i, op == "ok")
 
 
+PROMPTS = [prompt_blocks(b"system " * 300 + b"user %d " % k * 200, "m1", 64) for k in range(3)]
 features = st.builds(
     RequestFeatures,
     model=st.sampled_from(["", *MODELS, "unknown"]),
@@ -88,6 +90,8 @@ features = st.builds(
     max_cost=st.one_of(st.just(0.0), st.floats(0.01, 3)),
     allow_regions=st.one_of(st.just(()), st.lists(st.sampled_from(REGIONS), min_size=1, unique=True).map(
         lambda r: tuple(sorted(r)))),
+    # Prompts of a few conversations that share their openings, cut at any block.
+    prompt_blocks=st.builds(lambda p, k: PROMPTS[p][:k], st.integers(0, len(PROMPTS) - 1), st.integers(0, 12)),
 )
 
 
@@ -106,7 +110,7 @@ def test_random_fleets_respect_filters_and_score_in_unit_range(data):
         allowed = [
             i for i in range(n)
             if (not f.model or f.model in config.backends[i].models)
-            and snap.healthy[i] and not live.is_cooling(i)
+            and (snap.healthy[i] or d.panic) and not live.is_cooling(i)
             and (not f.allow_regions or config.backends[i].region in f.allow_regions)
             and (f.max_cost == 0 or config.backends[i].cost_per_1k_tokens <= f.max_cost)
         ]
@@ -126,7 +130,12 @@ def test_random_fleets_respect_filters_and_score_in_unit_range(data):
             assert v["predicted_ttft_ms"] >= 0 and math.isfinite(v["predicted_ttft_ms"])
             scores.append(v["score"])
             header = dict(p.split("=", 1) for p in d.header(pos).decode("ascii").split(";"))
-            assert [k for k in header if k != "slo"] == ["policy", "score", *AXES]
+            assert [k for k in header if k not in ("slo", "prefix", "panic", "explore")] == ["policy", "score", *AXES]
+            if d.explain is not None and d.explain.total:
+                matched, total = map(int, header["prefix"].split("/"))
+                assert 0 <= matched <= total == len(f.prompt_blocks)
+        if d.explore:
+            continue  # an explored backend goes first whatever its score
         if f.slo_ttft_ms == 0:
             assert d.slo_met == -1
             assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores)), scores
@@ -137,7 +146,8 @@ def test_random_fleets_respect_filters_and_score_in_unit_range(data):
             assert all(p <= f.slo_ttft_ms for p in preds[:met])
             assert all(p > f.slo_ttft_ms for p in preds[met:])
             assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores[:met]))
-            assert preds[met:] == sorted(preds[met:])
+            # Misses by predicted TTFT (to float precision: SLO_MISS + pred rounds at 1e6 ms scale).
+            assert all(a <= b * (1 + 1e-12) + 1e-6 for a, b in itertools.pairwise(preds[met:])), preds[met:]
 
 
 @given(st.data())
@@ -156,7 +166,7 @@ def test_row_by_row_updates_equal_a_full_recompute(data):
         for k, v in incremental.items():
             np.testing.assert_allclose(v, getattr(state, k), rtol=1e-12, atol=1e-12, err_msg=k)
             assert np.isfinite(v).all(), k
-        for k in ("model", "a", "c", "capacity", "health"):
+        for k in ("model", "a", "c", "capacity", "health", "util"):
             assert getattr(state, k + "_l") == getattr(state, k).tolist(), k  # the small-fleet mirrors
 
 
@@ -204,7 +214,8 @@ def test_large_fleet_candidate_subset_decides_like_the_python_path(seed):
                         lambda i: live.remember_session(f"s{rnd.randrange(5)}", i)])(i)
         f = RequestFeatures(model=rnd.choice(MODELS), region=rnd.choice(REGIONS), session=f"s{rnd.randrange(8)}",
                             allow_regions=(rnd.choice(REGIONS),), max_cost=rnd.choice([0.0, 1.5]),
-                            slo_ttft_ms=rnd.choice([0.0, 80.0, 300.0]))
+                            slo_ttft_ms=rnd.choice([0.0, 80.0, 300.0]),
+                            prompt_blocks=PROMPTS[rnd.randrange(3)][:rnd.choice([0, 3, 6, 12])])
         a, b = subset.route(f, snap, live), python_path.route(f, snap, live)
         entry = subset._entries[(subset.default_policy, f.region, f.model, f.allow_regions, f.max_cost)]
         used_subset += entry.sub is not None

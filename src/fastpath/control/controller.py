@@ -123,6 +123,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             n = 0
             for obs in batch.observations:
                 n += state.observe(obs, batch.proxy_id)
+                self.ctl.health.in_band(obs.backend, obs.ok)  # calls answered count as health evidence
             settled = False
             if batch.flows_included:
                 state.flows.replace_reported(batch.proxy_id, batch.flows)
@@ -346,6 +347,8 @@ class Controller:
             config.control.health_interval_ms / 1000.0,
             config.control.health_timeout_ms / 1000.0,
             on_change=lambda name: self.state.bump(),
+            fall=config.control.health_fall,
+            rise=config.control.health_rise,
         )
 
     # -- proxies and status -----------------------------------------------------

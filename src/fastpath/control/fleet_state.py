@@ -19,11 +19,13 @@ from fastpath.control.flow_table import FlowTable
 from fastpath.control.health import HealthState
 from fastpath.control.scraper import BackendMetrics
 from fastpath.gen import control_pb2
+from fastpath.router.prefix import PrefixIndex
 
 MAX_SESSION_CHARS = 256
 MAX_REGION_CHARS = 64
 MAX_REGIONS_PER_BACKEND = 64
 MAX_TTFT_MS = 3_600_000.0
+MAX_PREFIX_BLOCKS = 256  # prompt blocks taken from one observation
 
 
 @dataclass
@@ -81,6 +83,11 @@ class FleetState:
         # "" when forgotten). A subscriber older than the log's start gets the whole map again.
         self.session_seq = 0
         self.session_log: deque[tuple[int, str, str]] = deque(maxlen=max(1024, 4 * self.session_capacity))
+        # Prompt-prefix blocks every proxy sent to each backend, merged; shipped in snapshots.
+        pc = config.prefix
+        self.prefix = PrefixIndex(len(config.backends), pc.capacity_blocks, pc.ttl_s)
+        self.prefix_ship = pc.ship_blocks
+        self._backend_index = {b.name: i for i, b in enumerate(config.backends)}
 
     # -- change tracking -------------------------------------------------
     def bump(self, urgent: bool = False) -> None:
@@ -133,6 +140,8 @@ class FleetState:
                     seen.ttft_ms_by_region[region] = ewma(old, ttft, self.ttft_alpha, False)
                 elif len(seen.ttft_ms_by_region) < MAX_REGIONS_PER_BACKEND:
                     seen.ttft_ms_by_region[region] = ttft
+        if obs.ok and len(obs.prefix_blocks):
+            self.prefix.learn(self._backend_index[obs.backend], obs.prefix_blocks[:MAX_PREFIX_BLOCKS])
         session = obs.session[:MAX_SESSION_CHARS]
         if session:
             if obs.ok:
@@ -249,5 +258,10 @@ class FleetState:
         )
         if self.offload_requests:
             msg.offload_sessions.extend(self.offload_requests)
+        if self.prefix_ship > 0 and self.prefix.learned:
+            for i, b in enumerate(self.config.backends):
+                blocks = self.prefix.export(i, self.prefix_ship)
+                if blocks:
+                    msg.prefix_index.add(backend=b.name, blocks=blocks)
         self._cache = (self.version, msg)
         return msg

@@ -108,19 +108,21 @@ class FleetWatcher:
         self.attempts = 0  # WatchFleet calls made (one per connection attempt)
         self.dropped = 0  # observations lost: deque full, or a batch the controller did not take
         self.reported = 0  # observations the controller accepted
-        self._pending: deque[tuple[str, str, str, float, bool, str]] = deque(maxlen=max(1, max_pending))
+        self._pending: deque[tuple] = deque(maxlen=max(1, max_pending))
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryStreamCall | None = None
         self._closed = asyncio.Event()
         self._down_logged = False
 
     # -- request path ----------------------------------------------------
-    def observe(self, backend: str, region: str, session: str, ttft_ms: float, ok: bool, model: str) -> None:
-        """Records one finished call. O(1); never blocks; drops the oldest when full."""
+    def observe(self, backend: str, region: str, session: str, ttft_ms: float, ok: bool, model: str,
+                prefix_blocks: tuple[int, ...] = ()) -> None:
+        """Records one finished call (and its prompt blocks, for the shared prefix index).
+        O(1); never blocks; drops the oldest when full."""
         pending = self._pending
         if len(pending) == pending.maxlen:
             self.dropped += 1
-        pending.append((backend, region, session, ttft_ms, ok, model))
+        pending.append((backend, region, session, ttft_ms, ok, model, prefix_blocks))
 
     @property
     def pending(self) -> int:
@@ -251,8 +253,8 @@ class FleetWatcher:
             proxy_id=self.proxy_id,
             config_version=self.state.version,
             observations=[
-                control_pb2.Observation(backend=b, region=r, session=s, ttft_ms=t, ok=ok, model=m)
-                for b, r, s, t, ok, m in obs
+                control_pb2.Observation(backend=b, region=r, session=s, ttft_ms=t, ok=ok, model=m, prefix_blocks=p)
+                for b, r, s, t, ok, m, p in obs
             ],
         )
         if with_flows:

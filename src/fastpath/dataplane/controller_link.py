@@ -47,8 +47,9 @@ class ControllerLink:
     def start(self) -> None:
         self._thread.start()
 
-    def observe(self, backend: str, region: str, session: str, ttft_ms: float, ok: bool, model: str) -> None:
-        self.watcher.observe(backend, region, session, ttft_ms, ok, model)
+    def observe(self, backend: str, region: str, session: str, ttft_ms: float, ok: bool, model: str,
+                prefix_blocks: tuple[int, ...] = ()) -> None:
+        self.watcher.observe(backend, region, session, ttft_ms, ok, model, prefix_blocks)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

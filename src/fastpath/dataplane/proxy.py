@@ -19,6 +19,7 @@ from fastpath.router.features import (RequestFeatures, features_from_headers, mo
                                       model_from_path)
 from fastpath.router import rendezvous
 from fastpath.router.live import LiveStats
+from fastpath.router.prefix import prompt_blocks_of
 from fastpath.router.router import Router
 from fastpath.router.snapshot import FleetSnapshot, build_snapshot
 
@@ -85,9 +86,10 @@ class Proxy:
         self._features[id(headers)] = (headers, f)  # keeps `headers` alive, so its id stays unique
         return f
 
-    @staticmethod
-    def with_model(f: RequestFeatures, model: str) -> RequestFeatures:
-        return RequestFeatures(model, f.region, f.session, f.policy, f.slo_ttft_ms, f.max_cost, f.allow_regions)
+    def with_model(self, f: RequestFeatures, model: str, body: Any = None) -> RequestFeatures:
+        """f with the model set and, given the start of the body, the prompt's blocks (prefix affinity)."""
+        blocks = prompt_blocks_of(body, model, self.config.prefix) if body and self.router.prefix_on else ()
+        return RequestFeatures(model, f.region, f.session, f.policy, f.slo_ttft_ms, f.max_cost, f.allow_regions, blocks)
 
     def model_for_path(self, path: bytes) -> str:
         model = model_from_path(path)
@@ -182,7 +184,7 @@ class Proxy:
         if ok and f is not None and f.session:
             self.live.remember_session(f.session, stream.backend)
         if self.watcher is not None and f is not None:
-            self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model)
+            self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model, f.prompt_blocks)
 
     def backend_unreachable(self, i: int, why: str) -> None:
         if self._unreachable.get(i) != why:

@@ -109,7 +109,7 @@ class ProxyStream:
             return
         if end:
             self.req.push(b"", True)
-        if not self.features.model and not end and path in _MODEL_IN_BODY:
+        if (not self.features.model or proxy.router.prefix_on) and not end and path in _MODEL_IN_BODY:
             self.state = WAIT_MODEL
             return
         if not self.features.model:
@@ -139,7 +139,7 @@ class ProxyStream:
             model = self.proxy.model_from_body(self.req.pending)
             if model is None and not end and self.req.pending_bytes < _WAIT_MODEL_MAX:
                 return
-            self.features = self.proxy.with_model(self.features, model or "")
+            self.features = self.proxy.with_model(self.features, self.features.model or model or "", self.req.pending)
             self.route()
 
     def on_request_trailers(self, headers: list, end: bool) -> None:
@@ -170,6 +170,7 @@ class ProxyStream:
             return
         self.state = ROUTED
         self.position = 0
+        proxy.router.learn(decision)  # prefix affinity: the prompt's blocks go where this call goes
         self._attempt()
 
     def _attempt(self) -> None:

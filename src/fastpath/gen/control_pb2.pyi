@@ -56,7 +56,7 @@ class BackendTelemetry(_message.Message):
     def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., health_detail: _Optional[str] = ..., num_requests_waiting: _Optional[float] = ..., num_requests_running: _Optional[float] = ..., gpu_cache_usage_perc: _Optional[float] = ..., power_draw_watts: _Optional[float] = ..., power_budget_watts: _Optional[float] = ..., ttft_ms_observed: _Optional[float] = ..., error_rate: _Optional[float] = ..., max_num_seqs: _Optional[float] = ..., scraped_unix_ms: _Optional[int] = ..., has_metrics: _Optional[bool] = ..., ttft_ms_by_region: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class FleetTelemetry(_message.Message):
-    __slots__ = ("version", "generated_unix_ms", "backends", "session_backend", "offload_sessions")
+    __slots__ = ("version", "generated_unix_ms", "backends", "session_backend", "offload_sessions", "prefix_index")
     class SessionBackendEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,28 +69,40 @@ class FleetTelemetry(_message.Message):
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     SESSION_BACKEND_FIELD_NUMBER: _ClassVar[int]
     OFFLOAD_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_INDEX_FIELD_NUMBER: _ClassVar[int]
     version: int
     generated_unix_ms: int
     backends: _containers.RepeatedCompositeFieldContainer[BackendTelemetry]
     session_backend: _containers.ScalarMap[str, str]
     offload_sessions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[int] = ..., generated_unix_ms: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[BackendTelemetry, _Mapping]]] = ..., session_backend: _Optional[_Mapping[str, str]] = ..., offload_sessions: _Optional[_Iterable[str]] = ...) -> None: ...
+    prefix_index: _containers.RepeatedCompositeFieldContainer[PrefixBlocks]
+    def __init__(self, version: _Optional[int] = ..., generated_unix_ms: _Optional[int] = ..., backends: _Optional[_Iterable[_Union[BackendTelemetry, _Mapping]]] = ..., session_backend: _Optional[_Mapping[str, str]] = ..., offload_sessions: _Optional[_Iterable[str]] = ..., prefix_index: _Optional[_Iterable[_Union[PrefixBlocks, _Mapping]]] = ...) -> None: ...
+
+class PrefixBlocks(_message.Message):
+    __slots__ = ("backend", "blocks")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    blocks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, backend: _Optional[str] = ..., blocks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Observation(_message.Message):
-    __slots__ = ("backend", "region", "session", "ttft_ms", "ok", "model")
+    __slots__ = ("backend", "region", "session", "ttft_ms", "ok", "model", "prefix_blocks")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     backend: str
     region: str
     session: str
     ttft_ms: float
     ok: bool
     model: str
-    def __init__(self, backend: _Optional[str] = ..., region: _Optional[str] = ..., session: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    prefix_blocks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, backend: _Optional[str] = ..., region: _Optional[str] = ..., session: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., model: _Optional[str] = ..., prefix_blocks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ObservationBatch(_message.Message):
     __slots__ = ("proxy_id", "observations", "flows", "flows_included", "config_version", "decisions_by_axis")

@@ -39,6 +39,8 @@ class RequestFeatures:
     slo_ttft_ms: float = 0.0  # 0 = no SLO
     max_cost: float = 0.0  # max cost per 1k tokens, 0 = no limit
     allow_regions: tuple[str, ...] = ()  # data-sovereignty allow-list of site regions, () = any
+    prompt_blocks: tuple[int, ...] = ()  # chain hashes of the prompt's blocks (fastpath.router.prefix)
+    allow_substitute: bool = False  # a model of the requested model's group may serve it
 
 
 class MetadataError(ValueError):
@@ -247,3 +249,123 @@ def model_from_path(path: bytes) -> str:
     p = path.split(b"?", 1)[0].strip(b"/")
     service = p.rsplit(b"/", 1)[0] if b"/" in p else b""
     return service.decode("utf-8", "replace")
+
+
+PROMPT_INPUT = b"text_input"  # the BYTES input that carries the prompt (configurable per call)
+MAX_PROMPT_BYTES = 16 * 1024  # prompt bytes read from a request, at most
+_MAX_FIELDS = 256  # length-delimited fields looked at per message level before giving up
+
+
+def _ld_fields(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, bool]] | None:
+    """(field number, start, stop, cut) of the length-delimited fields in buf[pos:end].
+
+    Other wire types are skipped. A field cut off by `end` (a message that has
+    not fully arrived) is kept with stop = end and cut = True and ends the walk.
+    None when the bytes cannot be a protobuf message (field 0, groups, wire
+    types 6 and 7).
+    """
+    out: list[tuple[int, int, int, bool]] = []
+    while pos < end and len(out) < _MAX_FIELDS:
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _varint(buf, pos, end)
+            if pos < 0:
+                return out
+        wire = tag & 7
+        field = tag >> 3
+        if field == 0:
+            return None
+        if wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos < 0:
+                return out
+            stop = pos + length
+            if stop > end:
+                out.append((field, pos, end, True))
+                return out
+            out.append((field, pos, stop, False))
+            pos = stop
+        else:
+            pos = skip_scalar(buf, pos, end, wire)
+            if pos == -2:
+                return None
+            if pos < 0:
+                return out
+    return out
+
+
+def skip_scalar(buf: bytes, pos: int, end: int, wire: int) -> int:
+    """Position after a varint, fixed64 or fixed32 value at pos (it may lie past `end`: the
+    caller checks); -1 for a truncated varint, -2 for a wire type a message cannot hold here."""
+    if wire == 0:
+        return _varint(buf, pos, end)[1]
+    if wire == 1:
+        return pos + 8
+    if wire == 5:
+        return pos + 4
+    return -2
+
+
+def prompt_from_infer_request(message: bytes, input_name: bytes = PROMPT_INPUT,
+                              max_bytes: int = MAX_PROMPT_BYTES) -> bytes | None:
+    """The first element of the BYTES input `input_name` of a gRPC-framed ModelInferRequest.
+
+    The same message opens every ModelStreamInfer call. Read from the input's
+    `contents.bytes_contents`, else from its `raw_input_contents` entry (a
+    4-byte little-endian length, then the bytes); at most max_bytes of it.
+    `message` may be the start of the body only: a prompt cut off by the end
+    of `message` is returned as far as it goes (a prefix of the prompt is what
+    prefix affinity needs). None when there is no such input, the message is
+    compressed or malformed. Never raises; nothing is decoded but the walk.
+    """
+    try:
+        n = len(message)
+        if n < 6 or message[0] != 0:
+            return None
+        end = min(n, 5 + int.from_bytes(message[1:5], "big"))
+        top = _ld_fields(message, 5, end)
+        if top is None:
+            return None
+        target = -1
+        inputs = 0
+        prompt: bytes | None = None
+        raw: list[tuple[int, int]] = []
+        for field, start, stop, _ in top:
+            if field == 5:  # inputs: InferInputTensor
+                sub = _ld_fields(message, start, stop)
+                if sub is None:
+                    return None
+                name = b""
+                contents: tuple[int, int] | None = None
+                for f2, s2, e2, cut in sub:
+                    if f2 == 1:
+                        name = b"" if cut else message[s2:e2]  # a cut name could match a longer one
+                    elif f2 == 5 and contents is None:
+                        contents = (s2, e2)
+                if name == input_name and target < 0:
+                    target = inputs
+                    if contents is not None:
+                        inner = _ld_fields(message, contents[0], contents[1])
+                        if inner is None:
+                            return None
+                        for f3, s3, e3, _ in inner:
+                            if f3 == 8:  # bytes_contents: the first element is the prompt
+                                prompt = message[s3:min(e3, s3 + max_bytes)]
+                                break
+                inputs += 1
+            elif field == 7:  # raw_input_contents, one entry per input in order
+                raw.append((start, stop))
+        if prompt is not None:
+            return prompt
+        if 0 <= target < len(raw):
+            start, stop = raw[target]
+            if stop - start < 4:
+                return None
+            size = int.from_bytes(message[start:start + 4], "little")
+            start += 4
+            return message[start:min(stop, start + size, start + max_bytes)]
+        return None
+    except Exception:  # noqa: BLE001 - the contract is "never raises"
+        return None

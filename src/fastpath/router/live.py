@@ -52,6 +52,10 @@ class LiveStats:
         self.cooldown_until = np.zeros(n_backends, dtype=np.float64)  # clock() time; 0 = not cooling
         self.n_cooling = 0  # backends with cooldown_until set; the router skips the check when 0
         self.sessions: dict[str, int] = {}
+        # Backends this proxy has no first-byte time from (new, or back from cool-down or
+        # from unhealthy): the router sends them a bounded share of calls to observe them.
+        self.unobserved = np.ones(n_backends, dtype=bool)
+        self.n_unobserved = n_backends
         # Which backends changed, in order, so a router can update the scores it
         # derives from these arrays row by row instead of recomputing them all.
         self.changes: list[int] = []
@@ -88,7 +92,16 @@ class LiveStats:
             return
         old = self.ttft_ewma_ms[i]
         self.ttft_ewma_ms[i] = ttft_ms if old == 0.0 else old + TTFT_ALPHA * (ttft_ms - old)
+        if self.unobserved[i]:
+            self.unobserved[i] = False
+            self.n_unobserved -= 1
         self._changed(i)
+
+    def mark_unobserved(self, i: int) -> None:
+        """Backend i came back (from cool-down or from unhealthy): what was observed is stale."""
+        if not self.unobserved[i]:
+            self.unobserved[i] = True
+            self.n_unobserved += 1
 
     def finished(self, i: int, ok: bool) -> None:
         """A stream to backend i ended; ok=False when it failed or was refused.
@@ -127,12 +140,17 @@ class LiveStats:
         if self.n_cooling == 0:
             return None
         now = self.clock()
-        mask = self.cooldown_until > now
-        if not mask.any():
-            # Every cool-down has expired: the backends are retried (half-open).
-            # Their failure counts stay, so one more failure cools them again.
-            self.cooldown_until[:] = 0.0
-            self.n_cooling = 0
+        until = self.cooldown_until
+        mask = until > now
+        expired = (until > 0.0) & ~mask
+        if expired.any():
+            # These cool-downs have expired: the backends are retried (half-open) and
+            # explored again. Their failure counts stay, so one more failure cools them again.
+            until[expired] = 0.0
+            self.n_cooling = int(np.count_nonzero(mask))
+            for i in np.flatnonzero(expired):
+                self.mark_unobserved(int(i))
+        if self.n_cooling == 0:
             return None
         return mask
 

@@ -12,7 +12,8 @@ Model of time to first token at backend i (ms), for a client RTT r:
     model = prefill * queue + r
     pred  = model                       without observations
           = (model + observed) / 2      with an observed TTFT (the proxy's own EWMA,
-                                        else the controller's)
+                                        else the controller's, else, for a backend
+                                        without metrics, the median of its peers')
 stored as pred = c + a * r with a in {1, 0.5}, so a request needs two array operations.
 The controller's TTFT observed from the request's own client region, when it has
 one, replaces `observed` (the router applies it per region, from `model`).
@@ -21,19 +22,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastpath.router.axes import KNEE_SLOPE, OBSERVED_WEIGHT, RHO_KNEE, SLOT_SHARE, TTFT, Capacity, Proximity
 from fastpath.router.live import LiveStats
 from fastpath.router.snapshot import FleetSnapshot
 
-RHO_KNEE = 0.95  # above this utilisation queueing is extended linearly, not to infinity
-KNEE_SLOPE = 1.0 / (1.0 - RHO_KNEE) ** 2  # d/drho of 1/(1-rho) at the knee (continuous slope)
-OBSERVED_WEIGHT = 0.5  # share of an observed TTFT in the prediction
-SLOT_SHARE = 0.5  # share of free batch slots in the capacity score (KV 0.25, power 0.25)
+__all__ = ["KNEE_SLOPE", "OBSERVED_WEIGHT", "RHO_KNEE", "SLOT_SHARE", "LoadState", "queue_factor"]
 ROW_UPDATE_MAX = 6  # more changed backends than this: one vectorised recompute is cheaper
 
 
 def queue_factor(rho: np.ndarray) -> np.ndarray:
     """1/(1-rho) below the knee, its tangent above: grows sharply near saturation, stays finite."""
-    return 1.0 / np.maximum(1.0 - rho, 1.0 - RHO_KNEE) + KNEE_SLOPE * np.maximum(rho - RHO_KNEE, 0.0)
+    return TTFT.model_vector(1.0, rho)
 
 
 class LoadState:
@@ -62,6 +61,13 @@ class LoadState:
         self._offset_l = self.load_offset.tolist()
         self._inv_slots_l = self.inv_slots.tolist()
         self._prefill_l = snap.prefill_ms.tolist()
+        # A backend nobody has observed and that exports no metrics is scored from its
+        # peers: the median TTFT the controller saw elsewhere stands in for an observation
+        # (conservative: peers' figures include their RTT), until the backend is observed.
+        seen = snap.ttft_observed_ms[snap.ttft_observed_ms > 0.0]
+        self.peer_prior_ms = float(np.median(seen)) if len(seen) else 0.0
+        self.prior_ms = np.where(snap.has_metrics, 0.0, self.peer_prior_ms)
+        self._prior_l = self.prior_ms.tolist()
         self._obs_l = snap.ttft_observed_ms.tolist()
         self._kv_l = snap.kv_usage.tolist()
         self._cap_static_l = snap.capacity_static.tolist()
@@ -75,13 +81,13 @@ class LoadState:
         load = np.maximum(live.inflight, self.load_offset + live.inflight)
         rho = load * self.inv_slots
         rho_c = np.minimum(rho, 1.0)
-        model = snap.prefill_ms * queue_factor(rho)
+        model = TTFT.model_vector(snap.prefill_ms, rho)
         self.model = model
         obs = np.where(live.ttft_ewma_ms > 0.0, live.ttft_ewma_ms, snap.ttft_observed_ms)
-        self.a = np.where(obs > 0.0, 1.0 - OBSERVED_WEIGHT, 1.0)
-        self.c = self.a * model + (1.0 - self.a) * obs
-        self.capacity = snap.capacity_static + SLOT_SHARE * (1.0 - rho_c)
-        self.health = (1.0 - snap.error_rate) * (1.0 - live.error_ewma)
+        obs = np.where(obs > 0.0, obs, self.prior_ms)
+        self.a, self.c = TTFT.blend_vector(model, obs)
+        self.capacity = Capacity.vector(snap.capacity_static, rho_c)
+        self.health = Proximity.health(1.0 - snap.error_rate, live.error_ewma)
         self.util = np.maximum(rho_c, snap.kv_usage)
         # Python mirrors for the router's small-fleet path (scalar reads from lists are cheap).
         self.model_l = model.tolist()
@@ -89,6 +95,7 @@ class LoadState:
         self.c_l = self.c.tolist()
         self.capacity_l = self.capacity.tolist()
         self.health_l = self.health.tolist()
+        self.util_l = self.util.tolist()
         self.position = live.changes_end
 
     def update_row(self, i: int) -> None:
@@ -104,28 +111,22 @@ class LoadState:
             load = inflight
         rho = load * self._inv_slots_l[i]
         rho_c = rho if rho < 1.0 else 1.0  # noqa: FURB136
-        room = 1.0 - rho
-        model = self._prefill_l[i] * (
-            1.0 / (room if room > 1.0 - RHO_KNEE else 1.0 - RHO_KNEE)  # noqa: FURB136
-            + KNEE_SLOPE * (rho - RHO_KNEE if rho > RHO_KNEE else 0.0)
-        )
+        model = TTFT.model_scalar(self._prefill_l[i], rho)
         obs = float(live.ttft_ewma_ms[i])
         if not obs > 0.0:
             obs = self._obs_l[i]
-        if obs > 0.0:
-            a = 1.0 - OBSERVED_WEIGHT
-            c = a * model + (1.0 - a) * obs
-        else:
-            a, c = 1.0, model
-        capacity = self._cap_static_l[i] + SLOT_SHARE * (1.0 - rho_c)
-        health = self._ok_l[i] * (1.0 - float(live.error_ewma[i]))
+            if not obs > 0.0:
+                obs = self._prior_l[i]
+        a, c = TTFT.blend_scalar(model, obs)
+        capacity = Capacity.scalar(self._cap_static_l[i], rho_c)
+        health = Proximity.health(self._ok_l[i], float(live.error_ewma[i]))
         kv = self._kv_l[i]
         self.model[i] = self.model_l[i] = model
         self.a[i] = self.a_l[i] = a
         self.c[i] = self.c_l[i] = c
         self.capacity[i] = self.capacity_l[i] = capacity
         self.health[i] = self.health_l[i] = health
-        self.util[i] = rho_c if rho_c > kv else kv  # noqa: FURB136
+        self.util[i] = self.util_l[i] = rho_c if rho_c > kv else kv  # noqa: FURB136
 
     def refresh(self) -> None:
         """Brings the arrays up to date with LiveStats' changes since the last call."""

@@ -15,12 +15,17 @@ no I/O, no awaits, no logging. Work is split by how often its inputs change:
   dominates there); otherwise about ten numpy operations over the fleet, or
   over the gathered candidates when they are a small part of a large fleet.
 
+The shape follows the Gateway API Inference Extension's endpoint picker:
+filters (fastpath.router.filters) -> scorers (fastpath.router.axes, each
+axis written once in its vector, scalar and explained forms) -> weights ->
+picker (rank, plus a bounded share of exploration), composed statically.
+
 Semantics, in order:
-1. Hard filters. A backend is a candidate only if it serves the model (when
-   one is known), is healthy in the telemetry and not in the proxy's failure
-   cool-down, lies in an allowed region, and costs at most max_cost. No
-   candidate left: `ranked` is empty and `reason` says which filter emptied
-   the set and why.
+1. Hard filters, in order: model, allowed regions, max cost, health (with a
+   panic threshold: below it every backend left by the other filters is a
+   candidate, and the trailer says panic=HEALTHY/TOTAL), the proxy's failure
+   cool-down. No candidate left: `ranked` is empty and `reason` names the
+   filter that emptied the set and why.
 2. Axes, each in [0, 1] (1 = best):
    ttft      S / (S + predicted TTFT), S = the request's SLO, else TTFT_SCALE_MS;
              the prediction is in fastpath.router.load (queueing 1/(1-rho),
@@ -33,7 +38,10 @@ Semantics, in order:
              the controller's session map) unless its utilisation is above
              config.affinity_max_utilisation, where it drops to 0; other
              backends 0.5 for a model the request named (they serve it), 0.25
-             for an unknown model; without a known session: 1 / 0.5;
+             for an unknown model; without a known session: 1 / 0.5; a request
+             with prompt blocks (prefix affinity) starts every backend at the
+             0.5 / 0.25 level and lifts each towards 1 by its matched share of
+             the prompt's blocks (see fastpath.router.axes.Affinity);
    capacity  0.5 x free batch slots + 0.25 x free KV cache + 0.25 x power
              headroom (draw vs budget);
    proximity RTT_SCALE / (RTT_SCALE + RTT) from the client region (0.5 for
@@ -46,6 +54,16 @@ Semantics, in order:
    follow as fallbacks ordered by predicted TTFT, and the decision header
    says slo=missed. An SLO that can only be refused would turn a slow answer
    into no answer.
+5. Exploration: one request in config.explore_every whose candidates include
+   a backend the proxy has not observed yet (new, or back from cool-down or
+   from unhealthy) and at most EXPLORE_RTT_SLACK_MS farther than the winner
+   goes to the best-scored such backend first, so a backend scored only from
+   priors gets observed; the trailer says explore=1. Requests whose winner
+   holds their prompt's prefix are not used to explore.
+
+route() changes nothing but its caches; learn(decision) then records the
+request's prompt blocks for the backend it was sent to (the prefix index
+learns from its own decisions, as the endpoint picker's does).
 """
 from __future__ import annotations
 
@@ -55,12 +73,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastpath.config import AXES, Config, Policy
+from fastpath.router.axes import NEUTRAL, TTFT, TTFT_SCALE_MS, WARM_KNOWN_MODEL, WARM_UNKNOWN_MODEL
+from fastpath.router.axes import Affinity, Capacity, Cost, Proximity
 from fastpath.router.features import RequestFeatures
+from fastpath.router.filters import CooldownFilter, Shape, apply_static
 from fastpath.router.live import LiveStats
 from fastpath.router.load import OBSERVED_WEIGHT, LoadState
-from fastpath.router.snapshot import NEUTRAL, FleetSnapshot
+from fastpath.router.prefix import PrefixIndex
+from fastpath.router.snapshot import FleetSnapshot
 
-TTFT_SCALE_MS = 100.0  # predicted TTFT that scores 0.5 when the request has no SLO
+__all__ = ["TTFT_SCALE_MS", "Decision", "Router"]
 MAX_RANKED = 16  # candidates returned for failover
 TIE_EPS = 1e-9  # per config position: exact ties go to the earlier backend
 SLO_MISS = 1e6  # offset that ranks SLO misses after every SLO hit
@@ -72,8 +94,12 @@ SUBSET_RATIO = 4
 # Up to this many candidates a plain Python loop beats numpy's per-call overhead
 # (measured with bench/router_cost.py; see Router.scalar_max).
 SCALAR_MAX = 16
+# Exploration tries a not yet observed backend only when it is at most this much farther
+# (RTT from the client's region) than the winner: a farther one is scored fairly by its RTT.
+EXPLORE_RTT_SLACK_MS = 5.0
 # Byte map that turns anything but visible ASCII and space into "?" (header values).
 _HEADER_SAFE = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
+_NO_SHARES: dict[int, float] = {}
 
 
 @dataclass(slots=True)
@@ -82,11 +108,11 @@ class _Entry:
 
     policy: str
     weights: tuple[float, float, float, float, float]  # AXES order
-    valid: np.ndarray  # bool: passes model, health, region and cost filters
+    valid: np.ndarray  # bool: passes the static filters
     valid_l: list[bool]
     n_valid: int
     bad: np.ndarray  # -(static part of the score) + tie-break; +inf if not valid
-    bad_session: np.ndarray  # same, with the affinity baseline of a request with a known session
+    bad_session: np.ndarray  # same, with the affinity baseline of a request with a session or prompt blocks
     cost_score: np.ndarray
     proximity: np.ndarray
     w_proximity: np.ndarray  # weight x proximity score
@@ -94,7 +120,10 @@ class _Entry:
     region_observed: np.ndarray | None  # bool: the controller has a TTFT seen from this region
     region_observed_w: np.ndarray | None  # OBSERVED_WEIGHT x that TTFT
     warm: float  # affinity of a backend that serves the model
-    reason: str = ""
+    reason: str = ""  # set for an unknown policy (the request's fault)
+    refusal: str = ""  # set when a static filter emptied the set
+    panic: str = ""  # "HEALTHY/TOTAL" when the health filter is in panic
+    shape: Shape | None = None
     # The same per candidate, as Python lists, for the small-fleet path.
     cand: list[int] = field(default_factory=list)
     bad_c: list[float] = field(default_factory=list)
@@ -106,6 +135,10 @@ class _Entry:
     # rtt, region_observed, region_observed_w) hold candidates only; None = whole fleet.
     sub: np.ndarray | None = None
     tie: np.ndarray | None = None  # index x TIE_EPS (in the same index space as bad)
+    valid_all: np.ndarray | None = None  # bool[N] after the static filters (for refusals)
+    served: list[str] | None = None  # model each backend would serve (substitution allowed), by backend
+    penalty: np.ndarray | None = None  # score subtracted for serving a substitute, by backend
+    pos: dict[int, int] = field(default_factory=dict)  # backend -> position in `sub` (when sub is set)
 
 
 @dataclass(slots=True)
@@ -120,6 +153,11 @@ class _Explain:
     sticky: int  # session's backend, -1 = none
     sticky_affinity: float
     sub: np.ndarray | None = None  # pred/capacity/health hold these backends only (sorted)
+    base: float = 0.0  # affinity base of every backend but the sticky one
+    shares: dict[int, float] = field(default_factory=dict)  # prefix share by backend (0 when absent)
+    matched: dict[int, int] = field(default_factory=dict)  # prompt blocks each backend holds
+    total: int = 0  # the request's prompt blocks
+    blocks: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -132,6 +170,8 @@ class Decision:
     # True when the request itself is at fault (an unknown policy name): the proxy
     # should answer INVALID_ARGUMENT, not UNAVAILABLE.
     invalid: bool = False
+    panic: str = ""  # "HEALTHY/TOTAL" when routed in panic (too few healthy backends)
+    explore: bool = False  # ranked[0] is a not yet observed backend tried on purpose
 
     def _row(self, position: int) -> tuple[float, float, float, float, float, float, float]:
         """(score, ttft, cost, affinity, capacity, proximity, predicted TTFT ms) of ranked[position]."""
@@ -141,25 +181,40 @@ class Decision:
         e = x.entry
         i = self.ranked[position]
         k = i if x.sub is None else int(np.searchsorted(x.sub, i))
-        if x.sticky < 0:
-            affinity = e.warm
-        elif i == x.sticky:
-            affinity = x.sticky_affinity
-        else:
-            affinity = 0.5 * e.warm
+        base = x.sticky_affinity if i == x.sticky else x.base
+        affinity = Affinity.explain(base, x.shares.get(i, 0.0))
         pred = float(x.pred[k])
-        ttft = x.scale_ms / (x.scale_ms + pred)
-        cost = float(e.cost_score[i])
-        capacity = float(x.capacity[k])
-        proximity = float(e.proximity[i] * x.health[k])
+        ttft = TTFT.explain(x.scale_ms, pred)
+        cost = Cost.explain(e.cost_score, i)
+        capacity = Capacity.explain(float(x.capacity[k]))
+        proximity = Proximity.explain(float(e.proximity[i]), float(x.health[k]))
         w = e.weights
         score = w[0] * ttft + w[1] * cost + w[2] * affinity + w[3] * capacity + w[4] * proximity
+        if e.penalty is not None:
+            score = max(0.0, score - float(e.penalty[i]))
         return score, ttft, cost, affinity, capacity, proximity, pred
+
+    def served_model(self, position: int = 0) -> str:
+        """The model ranked[position] serves the request with: a substitute when substitution
+        was allowed and won; "" when the request's own model (no rewrite needed)."""
+        x = self.explain
+        if x is None or x.entry.served is None or not 0 <= position < len(self.ranked):
+            return ""
+        e = x.entry
+        m = e.served[self.ranked[position]]
+        return "" if e.shape is None or m == e.shape.model else m
 
     def axes(self, position: int = 0) -> dict[str, float]:
         """The five axis scores, the weighted score and the predicted TTFT of ranked[position]."""
         row = self._row(position)
         return dict(zip(("score", *AXES, "predicted_ttft_ms"), row))
+
+    def prefix(self, position: int = 0) -> tuple[int, int]:
+        """(matched, total) prompt blocks at ranked[position]; (0, 0) without prompt blocks."""
+        x = self.explain
+        if x is None or not x.total or not 0 <= position < len(self.ranked):
+            return 0, 0
+        return x.matched.get(self.ranked[position], 0), x.total
 
     def header(self, position: int = 0) -> bytes:
         """Value of the x-fastpath-decision trailer for ranked[position]."""
@@ -170,6 +225,16 @@ class Decision:
         out = _HEADER_FORMAT % (self.policy.encode("ascii", "replace"), *self._row(position)[:6])
         if 0 <= self.slo_met <= position:
             out += b";slo=missed"
+        x = self.explain
+        if x is not None and x.total:
+            out += b";prefix=%d/%d" % (x.matched.get(self.ranked[position], 0), x.total)
+        if self.panic:
+            out += b";panic=" + self.panic.encode("ascii")
+        served = self.served_model(position)
+        if served:
+            out += b";served=" + served.encode("ascii", "replace").translate(_HEADER_SAFE)
+        if self.explore and position == 0:
+            out += b";explore=1"
         return out
 
 
@@ -180,15 +245,28 @@ assert _HEADER_FORMAT.count(b"%.3f") == 1 + len(AXES)
 class Router:
     """Ranks backends for requests; one per proxy process (it caches per snapshot)."""
 
-    def __init__(self, config: Config, *, max_ranked: int = MAX_RANKED, scalar_max: int | None = None) -> None:
+    def __init__(self, config: Config, *, max_ranked: int = MAX_RANKED, scalar_max: int | None = None,
+                 explore_every: int | None = None) -> None:
         """max_ranked: candidates kept for failover; scalar_max: request shapes with at most
-        this many candidates are scored in plain Python, larger ones with numpy (same results)."""
+        this many candidates are scored in plain Python, larger ones with numpy (same results);
+        explore_every: overrides config.explore_every (0 = never explore)."""
         self.config = config
         self.max_ranked = max_ranked
         self.scalar_max = SCALAR_MAX if scalar_max is None else scalar_max
         self.affinity_max_utilisation = config.affinity_max_utilisation
+        self.panic_threshold = config.panic_threshold
+        self.explore_every = config.explore_every if explore_every is None else explore_every
+        self.model_groups = config.model_groups
+        self._routed = 0
+        pc = config.prefix
+        self.prefix_on = pc.enabled
+        self.min_match = pc.min_match_blocks
+        self.load_bound = pc.load_bound
+        self.prefix = PrefixIndex(len(config.backends), pc.capacity_blocks, pc.ttl_s)
         self.set_policies(config.policies, config.default_policy)
         self._state: LoadState | None = None
+        self._healthy: np.ndarray | None = None
+        self._merged: tuple = ()
 
     def set_policies(self, policies: Mapping[str, Policy], default_policy: str) -> None:
         """Replaces the named weight sets (e.g. after the control API's SetPolicy)."""
@@ -205,24 +283,43 @@ class Router:
         self.default_policy = default_policy
         self._entries: dict[tuple, _Entry] = {}
 
+    # -- per snapshot ------------------------------------------------------------------
+
+    def _new_state(self, snap: FleetSnapshot, live: LiveStats) -> LoadState:
+        state = self._state = LoadState(snap, live)
+        self._entries = {}
+        old = self._healthy
+        if old is not None and len(old) == snap.n:
+            for i in np.flatnonzero(snap.healthy & ~old):
+                live.mark_unobserved(int(i))  # back from unhealthy: explore it again
+        self._healthy = snap.healthy
+        if snap.prefix_blocks and snap.prefix_blocks is not self._merged:
+            self._merged = snap.prefix_blocks
+            index = self.prefix
+            for i, blocks in snap.prefix_blocks:
+                if i < index.n:
+                    index.merge_new(i, blocks)
+        return state
+
     # -- per request -------------------------------------------------------------------
 
     def route(self, f: RequestFeatures, snap: FleetSnapshot, live: LiveStats) -> Decision:
         state = self._state
         if state is None or state.snap is not snap or state.live is not live:
-            state = self._state = LoadState(snap, live)
-            self._entries = {}
+            state = self._new_state(snap, live)
         elif state.position != live.changes_end:
             state.refresh()
         policy = f.policy or self.default_policy
         key = (policy, f.region, f.model, f.allow_regions, f.max_cost)
+        if f.allow_substitute and f.model in self.model_groups:
+            key = (*key, True)  # a request shape of its own: more candidates, penalised substitutes
         e = self._entries.get(key)
         if e is None:
-            e = self._entry(key, snap)
+            e = self._entry(key, snap, live)
         if e.n_valid == 0:
             if e.reason:
                 return Decision([], policy, e.reason, invalid=True)
-            return Decision([], policy, self._why_none(f, policy, snap, live))
+            return Decision([], policy, e.refusal)
 
         scale = f.slo_ttft_ms if f.slo_ttft_ms > 0.0 else TTFT_SCALE_MS
         sticky = -1
@@ -232,9 +329,38 @@ class Router:
                 j = snap.session_backend.get(f.session)
             if j is not None and 0 <= j < snap.n and e.valid_l[j]:
                 sticky = j
+        blocks = f.prompt_blocks
+        total = len(blocks) if self.prefix_on else 0
+        matched: dict[int, int] = {}
+        shares = _NO_SHARES
+        if total >= self.min_match:
+            matched = self.prefix.matches(blocks, self.min_match)
+            if matched:
+                shares = Affinity.prefix_shares(matched, total, state.util_l, self.min_match, self.load_bound)
+        else:
+            total = 0
         if e.n_valid <= self.scalar_max:
-            return self._route_scalar(f, e, state, live, snap, policy, scale, sticky)
+            d = self._route_scalar(f, e, state, live, snap, policy, scale, sticky, total, shares)
+        else:
+            d = self._route_vector(f, e, state, live, snap, policy, scale, sticky, total, shares)
+        if total and d.explain is not None:
+            d.explain.matched = matched
+            d.explain.blocks = blocks
+        return d
 
+    def learn(self, d: Decision, position: int = 0) -> None:
+        """The request of `d` is being sent to ranked[position]: its prompt blocks will be in
+        that backend's KV cache (the prefix index learns from its own decisions, after them)."""
+        x = d.explain
+        if x is None or not x.total or not 0 <= position < len(d.ranked):
+            return
+        i = d.ranked[position]
+        self.prefix.learn(i, x.blocks, x.matched.get(i, 0))
+
+    def _route_vector(self, f: RequestFeatures, e: _Entry, state: LoadState, live: LiveStats,
+                      snap: FleetSnapshot, policy: str, scale: float, sticky: int, total: int,
+                      shares: dict[int, float]) -> Decision:
+        """route() over numpy arrays: about ten array operations over the fleet or the candidates."""
         w_ttft, _, w_aff, w_cap, _ = e.weights
         sub = e.sub
         if sub is None:
@@ -254,20 +380,24 @@ class Router:
             pred = c.copy()
         if e.region_observed is not None:
             model = state.model if sub is None else state.model[sub]
-            regional = model + e.rtt if e.rtt is not None else model.copy()
-            regional *= 1.0 - OBSERVED_WEIGHT
-            regional += e.region_observed_w
+            regional = TTFT.regional(model, e.rtt if e.rtt is not None else 0.0, e.region_observed_w)
             pred = np.where(e.region_observed, regional, pred)
         sticky_affinity = 0.0
-        ttft_w = scale + pred
-        np.divide(w_ttft * scale, ttft_w, out=ttft_w)  # weighted TTFT score
-        if sticky < 0:
+        ttft_w = TTFT.weighted(w_ttft * scale, scale, pred)
+        base = 0.5 * e.warm if (sticky >= 0 or total) else e.warm
+        if sticky < 0 and not total:
             bad = e.bad - ttft_w
         else:
             bad = e.bad_session - ttft_w
-            if state.util[sticky] <= self.affinity_max_utilisation:
-                sticky_affinity = 1.0
-            bad[at] -= w_aff * (sticky_affinity - 0.5 * e.warm)
+            if sticky >= 0:
+                if state.util[sticky] <= self.affinity_max_utilisation:
+                    sticky_affinity = 1.0
+                bad[at] -= w_aff * (sticky_affinity - base)
+        if shares:
+            for i, s in shares.items():
+                k = i if sub is None else e.pos.get(i, -1)
+                if k >= 0:
+                    bad[k] -= w_aff * Affinity.lift(sticky_affinity if i == sticky else base, s)
         bad -= w_cap * capacity
         bad -= e.w_proximity * health
 
@@ -280,9 +410,9 @@ class Router:
                 bad[cooling] = np.inf
                 n_valid -= int(np.count_nonzero(cooling & e.valid))
                 if n_valid == 0:
-                    return Decision([], policy, self._why_none(f, policy, snap, live))
+                    return self._cooled(e, snap, live, policy)
 
-        explain = _Explain(e, scale, pred, capacity, health, sticky, sticky_affinity, sub)
+        explain = _Explain(e, scale, pred, capacity, health, sticky, sticky_affinity, sub, base, shares, {}, total)
         slo_met = -1
         if f.slo_ttft_ms > 0.0:
             miss = pred > f.slo_ttft_ms
@@ -299,10 +429,23 @@ class Router:
         else:
             top = self._top(bad, n_valid)
         ranked = top.tolist() if sub is None else sub[top].tolist()
-        return Decision(ranked, policy, "", slo_met, explain)
+        d = Decision(ranked, policy, "", slo_met, explain, panic=e.panic)
+        if self.explore_every > 0 and live.n_unobserved and ranked[0] not in shares:
+            self._routed += 1
+            if self._routed >= self.explore_every:
+                unobserved = live.unobserved if sub is None else live.unobserved[sub]
+                if e.rtt is not None:  # only backends as near as the winner: a farther one is no surprise
+                    unobserved = unobserved & (e.rtt <= e.rtt[top[0]] + EXPLORE_RTT_SLACK_MS)
+                pick = np.where(unobserved, bad, np.inf)
+                k = int(pick.argmin())
+                if pick[k] < (SLO_MISS if slo_met >= 0 else np.inf):
+                    self._routed = 0
+                    self._explore(d, k if sub is None else int(sub[k]))
+        return d
 
     def _route_scalar(self, f: RequestFeatures, e: _Entry, state: LoadState, live: LiveStats,
-                      snap: FleetSnapshot, policy: str, scale: float, sticky: int) -> Decision:
+                      snap: FleetSnapshot, policy: str, scale: float, sticky: int, total: int,
+                      shares: dict[int, float]) -> Decision:
         """route() for few candidates: the same arithmetic, in the same order, per candidate."""
         w_ttft, _, w_aff, w_cap, _ = e.weights
         w_scale = w_ttft * scale
@@ -311,14 +454,17 @@ class Router:
         cooling = live.cooling() if live.n_cooling else None
         slo = f.slo_ttft_ms
         sticky_affinity = 0.0
-        if sticky >= 0:
+        base = 0.5 * e.warm if (sticky >= 0 or total) else e.warm
+        if sticky >= 0 or total:
             statics = e.bad_session_c
-            if state.util[sticky] <= self.affinity_max_utilisation:
-                sticky_affinity = 1.0
-            sticky_adjust = w_aff * (sticky_affinity - 0.5 * e.warm)
         else:
             statics = e.bad_c
-            sticky_adjust = 0.0
+        sticky_adjust = 0.0
+        if sticky >= 0:
+            if state.util[sticky] <= self.affinity_max_utilisation:
+                sticky_affinity = 1.0
+            sticky_adjust = w_aff * (sticky_affinity - base)
+        weighted, lift, regional_pred = TTFT.weighted, Affinity.lift, TTFT.regional
         preds: dict[int, float] = {}
         caps: dict[int, float] = {}
         oks: dict[int, float] = {}
@@ -327,12 +473,16 @@ class Router:
             if cooling is not None and cooling[i]:
                 continue
             if regional is not None and regional[k] >= 0.0:
-                p = (model[i] + r) * (1.0 - OBSERVED_WEIGHT) + regional[k]
+                p = regional_pred(model[i], r, regional[k])
             else:
                 p = a[i] * r + c[i]
-            b = b - w_scale / (scale + p)
+            b = b - weighted(w_scale, scale, p)
             if i == sticky:
                 b -= sticky_adjust
+            if shares:
+                s = shares.get(i)
+                if s is not None:
+                    b -= w_aff * lift(sticky_affinity if i == sticky else base, s)
             cp = capacity[i]
             hl = health[i]
             b -= w_cap * cp
@@ -344,12 +494,51 @@ class Router:
             oks[i] = hl
             items.append((b, i))
         if not items:
-            return Decision([], policy, self._why_none(f, policy, snap, live))
+            return self._cooled(e, snap, live, policy)
         items.sort()
         top = items[: self.max_ranked]
         slo_met = -1 if slo <= 0.0 else sum(1 for b, _ in top if b < SLO_MISS)
-        return Decision([i for _, i in top], policy, "", slo_met,
-                        _Explain(e, scale, preds, caps, oks, sticky, sticky_affinity))
+        d = Decision([i for _, i in top], policy, "", slo_met,
+                     _Explain(e, scale, preds, caps, oks, sticky, sticky_affinity, None, base, shares, {}, total),
+                     panic=e.panic)
+        if self.explore_every > 0 and live.n_unobserved and top[0][1] not in shares:
+            self._routed += 1
+            if self._routed >= self.explore_every:
+                unobserved = live.unobserved
+                limit = SLO_MISS if slo_met >= 0 else float("inf")
+                rtt = {i: r for i, r in zip(e.cand, e.rtt_c)} if e.rtt is not None else None
+                near = rtt[top[0][1]] + EXPLORE_RTT_SLACK_MS if rtt is not None else 0.0
+                for b, i in items:
+                    if b >= limit:
+                        break
+                    if unobserved[i] and (rtt is None or rtt[i] <= near):
+                        self._routed = 0
+                        self._explore(d, i)
+                        break
+        return d
+
+    @staticmethod
+    def _explore(d: Decision, i: int) -> None:
+        """Puts backend i (not yet observed; the best-scored such candidate) first.
+
+        With an SLO only a backend predicted to meet it is explored, so the
+        entries meeting it stay a prefix of `ranked` and slo_met is unchanged
+        (a candidate outside the top list that meets it means every entry does).
+        """
+        ranked = d.ranked
+        if i in ranked:
+            ranked.remove(i)
+        else:
+            ranked.pop()
+        ranked.insert(0, i)
+        d.explore = True
+
+    def _cooled(self, e: _Entry, snap: FleetSnapshot, live: LiveStats, policy: str) -> Decision:
+        """Every candidate is in the proxy's failure cool-down."""
+        shape = e.shape or Shape("", (), 0.0)
+        valid = e.valid_all if e.valid_all is not None else e.valid
+        return Decision([], policy, f"filter {CooldownFilter.name}: "
+                        + CooldownFilter.refusal(snap, live, valid, shape), panic=e.panic)
 
     def _top(self, bad: np.ndarray, n_valid: int) -> np.ndarray:
         """Indices of the k lowest `bad` values (k = min(n_valid, max_ranked)), in order."""
@@ -364,8 +553,9 @@ class Router:
 
     # -- per request shape (cached) ------------------------------------------------------
 
-    def _entry(self, key: tuple, snap: FleetSnapshot) -> _Entry:
-        policy, region, model, allow, max_cost = key
+    def _entry(self, key: tuple, snap: FleetSnapshot, live: LiveStats) -> _Entry:
+        policy, region, model, allow, max_cost = key[:5]
+        group = self.model_groups.get(model) if len(key) > 5 else None
         if len(self._entries) >= MAX_ENTRIES:
             self._entries = {}
         n = snap.n
@@ -379,15 +569,10 @@ class Router:
             )
             self._entries[key] = e
             return e
-        valid = self._static_filter(snap, model, allow, max_cost)
-        if max_cost > 0.0:
-            ref = max_cost
-            cost_score = (
-                np.clip((ref - np.minimum(snap.cost, ref)) / (ref - snap.cost_min), 0.0, 1.0)
-                if ref > snap.cost_min else np.ones(n)
-            )
-        else:
-            cost_score = snap.cost_score
+        shape = Shape(model, allow, max_cost, group.substitutes if group else ())
+        filtered = apply_static(snap, live, shape, self.panic_threshold)
+        valid = filtered.valid
+        cost_score = Cost.vector(snap.cost, max_cost, snap.cost_min) if max_cost > 0.0 else snap.cost_score
         proximity = snap.proximity_score.get(region)
         if proximity is None:
             proximity = np.full(n, NEUTRAL)
@@ -397,9 +582,16 @@ class Router:
         if observed is not None and (observed > 0.0).any():
             region_observed = observed > 0.0
             region_observed_w = OBSERVED_WEIGHT * observed
-        warm = 1.0 if model else 0.5
+        warm = WARM_KNOWN_MODEL if model else WARM_UNKNOWN_MODEL
         _, w_cost, w_aff, _, w_prox = weights
         static = w_cost * cost_score + w_aff * warm
+        served: list[str] | None = None
+        penalty = None
+        if group is not None:  # each backend serves the first model of the group it has, penalised by its rank
+            order = (model, *group.substitutes)
+            served = [next((m for m in order if m in snap.models[i]), "") for i in range(n)]
+            penalty = np.array([group.penalty * order.index(m) if m else 0.0 for m in served])
+            static = static - penalty
         tie = np.arange(n, dtype=np.float64) * TIE_EPS
         bad = np.where(valid, tie - static, np.inf)
         bad_session = np.where(valid, bad + w_aff * 0.5 * warm, np.inf)
@@ -419,6 +611,9 @@ class Router:
             region_observed=region_observed,
             region_observed_w=region_observed_w,
             warm=warm,
+            refusal=f"filter {filtered.refused_by}: {filtered.reason}" if filtered.refused_by else "",
+            panic=filtered.panic,
+            shape=shape,
             cand=cand.tolist(),
             bad_c=bad[cand].tolist(),
             bad_session_c=bad_session[cand].tolist(),
@@ -426,10 +621,14 @@ class Router:
             w_proximity_c=(w_prox * proximity)[cand].tolist(),
             region_observed_w_c=(np.where(region_observed, region_observed_w, -1.0)[cand].tolist()
                                  if region_observed is not None else []),
+            valid_all=valid,
+            served=served,
+            penalty=penalty,
         )
         e.tie = tie
         if n >= PARTITION_MIN and e.n_valid * SUBSET_RATIO <= n:
             e.sub = cand
+            e.pos = dict(zip(e.cand, range(len(e.cand))))
             e.tie = tie[cand]
             e.valid = valid[cand]
             e.bad = bad[cand]
@@ -443,55 +642,3 @@ class Router:
         self._entries[key] = e
         return e
 
-    @staticmethod
-    def _static_filter(snap: FleetSnapshot, model: str, allow: tuple[str, ...], max_cost: float) -> np.ndarray:
-        valid = snap.healthy.copy()
-        if model:
-            mask = snap.model_mask.get(model)
-            if mask is None:
-                valid[:] = False
-            else:
-                valid &= mask
-        if allow:
-            valid &= np.array([r in allow for r in snap.regions], dtype=bool)
-        if max_cost > 0.0:
-            valid &= snap.cost <= max_cost
-        return valid
-
-    # -- explanations (slow path: only when nothing is left) ------------------------------
-
-    def _why_none(self, f: RequestFeatures, policy: str, snap: FleetSnapshot, live: LiveStats) -> str:
-        what = f"model {f.model!r}" if f.model else "this request"
-        mask = np.ones(snap.n, dtype=bool)
-        if f.model:
-            m = snap.model_mask.get(f.model)
-            if m is None:
-                served = sorted(snap.model_mask)
-                return f"no backend serves model {f.model!r}; the fleet serves {served}"
-            mask = m.copy()
-        where = ""
-        if f.allow_regions:
-            in_region = np.array([r in f.allow_regions for r in snap.regions], dtype=bool)
-            if not (mask & in_region).any():
-                elsewhere = sorted({snap.regions[i] for i in np.flatnonzero(mask)})
-                return (f"no backend serves {what} in regions [{', '.join(f.allow_regions)}]; "
-                        f"it is served in [{', '.join(elsewhere)}]")
-            mask &= in_region
-            where = f" in regions [{', '.join(f.allow_regions)}]"
-        if f.max_cost > 0.0:
-            cheap = snap.cost <= f.max_cost
-            if not (mask & cheap).any():
-                cheapest = min((float(snap.cost[i]), snap.names[i]) for i in np.flatnonzero(mask))
-                return (f"no backend serves {what}{where} within max cost {f.max_cost:g} per 1k tokens; "
-                        f"the cheapest is {cheapest[1]} at {cheapest[0]:g}")
-            mask &= cheap
-        down = []
-        cooling = live.cooling()
-        for i in np.flatnonzero(mask):
-            if not snap.healthy[i]:
-                detail = snap.health_detail[i] or "unhealthy"
-                down.append(f"{snap.names[i]} is unhealthy ({detail})")
-            elif cooling is not None and cooling[i]:
-                down.append(f"{snap.names[i]} is cooling down after {int(live.consecutive_failures[i])} "
-                            "failures in a row")
-        return f"no healthy backend serves {what}{where}: " + "; ".join(down)

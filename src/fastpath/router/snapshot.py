@@ -17,11 +17,11 @@ import numpy as np
 
 from fastpath.config import Config
 from fastpath.gen import control_pb2
+from fastpath.router.axes import NEUTRAL, PROXIMITY_SCALE_MS, Capacity, Proximity
 
+__all__ = ["NEUTRAL", "PROXIMITY_SCALE_MS", "FleetSnapshot", "build_snapshot"]
 DEFAULT_SLOTS = 8.0  # batch slots assumed when neither telemetry nor config says
 DEFAULT_PREFILL_MS = 30.0  # prefill time assumed for a backend without a sim spec
-PROXIMITY_SCALE_MS = 50.0  # RTT at which the proximity score is 0.5
-NEUTRAL = 0.5  # score of an axis the router knows nothing about
 # Telemetry is clamped to these so that no figure, however wrong, can overflow a
 # score to inf or NaN (a scrape reading 1e308 requests waiting is a broken exporter).
 MAX_REQUESTS = 1e6
@@ -67,6 +67,8 @@ class FleetSnapshot:
     capacity_static: np.ndarray  # the part of the capacity score that load does not move
     session_backend: Mapping[str, int]  # session -> backend index (SessionMap or empty)
     index: Mapping[str, int]  # backend name -> i
+    # Prompt-prefix blocks the controller merged from every proxy: (backend index, blocks newest first).
+    prefix_blocks: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def n(self) -> int:
@@ -166,7 +168,7 @@ def _static(config: Config) -> _Static:
         worst = max(row.values())  # a site region missing from the row: assume the worst known RTT
         r = np.array([_clamp(row.get(region, worst), MAX_MS) for region in regions], dtype=np.float64)
         rtt[client] = _ro(r)
-        proximity[client] = _ro(PROXIMITY_SCALE_MS / (PROXIMITY_SCALE_MS + r))
+        proximity[client] = _ro(Proximity.of_rtt(r))
     static = _Static(
         config=config,
         names=names,
@@ -247,7 +249,13 @@ def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None 
 
     kv_a = np.array(kv)
     headroom = [1.0 - d / b if b > 0.0 and d > 0.0 else 1.0 for d, b in zip(draw, budget)]
-    capacity_static = 0.25 * (1.0 - kv_a) + 0.25 * np.clip(np.array(headroom), 0.0, 1.0)
+    capacity_static = Capacity.static_vector(kv_a, np.array(headroom))
+    prefix: list[tuple[int, tuple[int, ...]]] = []
+    if telemetry is not None:
+        for p in getattr(telemetry, "prefix_index", ()):
+            i = index.get(p.backend)
+            if i is not None and len(p.blocks):
+                prefix.append((i, tuple(p.blocks)))
 
     return FleetSnapshot(
         names=st.names,
@@ -278,4 +286,5 @@ def build_snapshot(config: Config, telemetry: control_pb2.FleetTelemetry | None 
         capacity_static=_ro(capacity_static),
         session_backend=sessions,
         index=st.index,
+        prefix_blocks=tuple(prefix),
     )

@@ -26,7 +26,7 @@ from fastpath.sim import tokens as tok
 from fastpath.sim.batch_queue import BatchQueue
 from fastpath.sim.faults import Fault, FaultError, make_fault, parse_fault
 from fastpath.sim.http_endpoint import HttpEndpoint
-from fastpath.sim.kv_cache import KVCache, cache_key
+from fastpath.sim.kv_cache import KVCache, PrefixKVCache, cache_key
 from fastpath.sim.llm_request import TEXT_INPUT, TEXT_OUTPUT, LLMRequest, RequestError, encode_bytes_elements, parse_llm_request
 from fastpath.sim.metrics import ModelCounters, render
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 REGION_HEADER = "x-fastpath-region"
 SESSION_HEADER = "x-fastpath-session"
+REF_PROMPT_TOKENS = 512  # prompts up to this long prefill in spec.prefill_ms; longer ones take proportionally longer
 
 
 class SiteError(RuntimeError):
@@ -58,6 +59,13 @@ def _param(value: object) -> pb.InferParameter:
     else:
         p.string_param = str(value)
     return p
+
+
+def prefill_s(prefill_ms: float, load: float, prompt_tokens: int, uncached: float, cached_fraction: float) -> float:
+    """Seconds to prefill a prompt: prefill_ms for a prompt of up to REF_PROMPT_TOKENS, proportionally
+    more past that, times the queueing load; a cached share of the prompt costs cached_fraction of its part."""
+    size = max(1.0, prompt_tokens / REF_PROMPT_TOKENS)
+    return prefill_ms / 1000.0 * load * size * (cached_fraction + (1.0 - cached_fraction) * uncached)
 
 
 class Site:
@@ -90,6 +98,8 @@ class Site:
         self.context_tokens_per_slot = context_tokens_per_slot
         self.queue = BatchQueue(self.spec.slots)
         self.kv = KVCache(kv_cache_entries)
+        self.prefix_kv = PrefixKVCache(self.spec.kv_cache_blocks)
+        self.prefix_of: dict[str, tuple[int, int]] = {}  # request id -> (cached, total) blocks, while it runs
         self.fault = Fault()
         self.counters = {m: ModelCounters() for m in backend.models}
         self.context_tokens = 0  # tokens held by running sequences (KV blocks in use)
@@ -279,10 +289,13 @@ class Site:
         self.context_tokens += held
         try:
             hit = self.kv.lookup_and_touch(cache_key(session, llm.prompt), ptoks)
+            cached, blocks = self.prefix_kv.lookup_and_insert(llm.prompt, llm.model)
+            if llm.request_id:
+                self.prefix_of[llm.request_id] = (cached, blocks)
             slow = self.fault.factor if self.fault.mode == "slow" else 1.0
-            prefill = self.spec.prefill_ms / 1000.0 * self.queue.load_factor() * slow
-            if hit:
-                prefill *= self.kv_hit_prefill_fraction
+            uncached = 0.0 if hit else 1.0 - (cached / blocks if blocks else 0.0)
+            prefill = prefill_s(self.spec.prefill_ms, self.queue.load_factor() * slow, ptoks, uncached,
+                                self.kv_hit_prefill_fraction)
             await asyncio.sleep(prefill)
             counters.prompt_tokens += ptoks
             counters.ttft.observe(loop.time() - arrived)
@@ -311,6 +324,8 @@ class Site:
         finally:
             self.context_tokens -= held
             self.queue.release(llm.model)
+            if len(self.prefix_of) > 4096:  # ids of calls whose responses were never built
+                self.prefix_of.clear()
 
     def response(self, llm: LLMRequest, text: str | None, hit: bool, final: bool | None) -> pb.ModelInferResponse:
         r = pb.ModelInferResponse(model_name=llm.model, id=llm.request_id)
@@ -319,6 +334,12 @@ class Site:
             r.raw_output_contents.append(encode_bytes_elements([text.encode()]))
         r.parameters["fastpath_site"].CopyFrom(_param(self.name))
         r.parameters["kv_cache_hit"].CopyFrom(_param(hit))
+        prefix = None
+        if llm.request_id:  # the last response of a call takes the figures with it
+            prefix = self.prefix_of.get(llm.request_id) if final is False else self.prefix_of.pop(llm.request_id, None)
+        if prefix is not None:
+            r.parameters["kv_cached_blocks"].CopyFrom(_param(prefix[0]))
+            r.parameters["kv_prompt_blocks"].CopyFrom(_param(prefix[1]))
         if final is not None:
             r.parameters["triton_final_response"].CopyFrom(_param(final))
         return r

@@ -1,0 +1,134 @@
+"""Admission control as a sans-IO object: hold calls no backend has headroom for, shed what cannot make it.
+
+When the router finds no candidate with headroom for a call's SLO, the call
+need not fail at once: its bytes are already buffered for replay and HTTP/2
+flow control holds its client back, so it can wait for a slot. This object
+only decides; the data plane feeds it calls, asks it which to start when a
+backend frees up, and answers the shed ones with RESOURCE_EXHAUSTED and
+`grpc-retry-pushback-ms`. No I/O, no clock of its own (time comes in).
+
+Policy:
+- queues by priority (x-fastpath-priority; higher first); within a priority,
+  round-robin across tenants (x-fastpath-tenant), first come first served
+  within a tenant, so one tenant's burst does not starve the others;
+- bounded in bytes: a call that does not fit displaces the newest call of a
+  lower priority, else it is shed itself;
+- a call whose deadline (its SLO, or grpc-timeout) would pass before it could
+  start, given the expected wait, is shed now rather than late, with a
+  pushback of about when capacity is expected back.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Waiting:
+    """One held call."""
+
+    key: Any  # the data plane's handle for the call
+    priority: int
+    tenant: str
+    size: int  # bytes held for replay
+    deadline: float  # when starting it is no longer worth it (clock units: seconds)
+    enqueued: float = 0.0
+
+
+@dataclass(slots=True)
+class Shed:
+    call: Waiting
+    reason: str
+    pushback_ms: int
+
+
+@dataclass
+class AdmissionQueue:
+    max_bytes: int
+    expected_wait_s: float = 0.05  # how long a slot takes to free up (the data plane updates it)
+    _queues: dict[int, OrderedDict[str, deque[Waiting]]] = field(default_factory=dict)
+    bytes_held: int = 0
+    held: int = 0
+
+    def offer(self, call: Waiting, now: float) -> list[Shed]:
+        """Holds `call`; returns the calls shed to make room (possibly `call` itself)."""
+        call.enqueued = now
+        if call.deadline <= now + self.expected_wait_s:
+            return [self._shed(call, "its deadline passes before a backend is expected to have room")]
+        if call.size > self.max_bytes:
+            return [self._shed(call, f"the call holds {call.size} bytes, more than the queue's {self.max_bytes}")]
+        shed: list[Shed] = []
+        while self.bytes_held + call.size > self.max_bytes:
+            victim = self._newest_below(call.priority)
+            if victim is None:
+                shed.append(self._shed(call, f"the queue is full ({self.bytes_held} of {self.max_bytes} bytes held)"))
+                return shed
+            self._remove(victim)
+            shed.append(self._shed(victim, f"displaced by a priority {call.priority} call (queue full)"))
+        tenants = self._queues.setdefault(call.priority, OrderedDict())
+        tenants.setdefault(call.tenant, deque()).append(call)
+        self.bytes_held += call.size
+        self.held += 1
+        return shed
+
+    def next_call(self, now: float) -> tuple[Waiting | None, list[Shed]]:
+        """The call to start now that a backend has room (highest priority, next tenant in turn),
+        and the calls found past their deadline on the way (shed)."""
+        shed: list[Shed] = []
+        for priority in sorted(self._queues, reverse=True):
+            tenants = self._queues[priority]
+            while tenants:
+                tenant, q = next(iter(tenants.items()))
+                call = q.popleft()
+                self.bytes_held -= call.size
+                self.held -= 1
+                if q:
+                    tenants.move_to_end(tenant)  # round-robin: this tenant waits for the others' turn
+                else:
+                    del tenants[tenant]
+                if call.deadline <= now:
+                    shed.append(self._shed(call, f"waited {now - call.enqueued:.3f} s, past its deadline"))
+                    continue
+                if not tenants:
+                    del self._queues[priority]
+                return call, shed
+            del self._queues[priority]
+        return None, shed
+
+    def expire(self, now: float) -> list[Shed]:
+        """Sheds every held call that can no longer start before its deadline."""
+        out = []
+        for priority in list(self._queues):
+            for tenant, q in list(self._queues[priority].items()):
+                for call in [c for c in q if c.deadline <= now + self.expected_wait_s]:
+                    self._remove(call)
+                    out.append(self._shed(call, "its deadline passes before a backend is expected to have room"))
+        return out
+
+    def _newest_below(self, priority: int) -> Waiting | None:
+        for p in sorted(self._queues):
+            if p >= priority:
+                return None
+            newest = None
+            for q in self._queues[p].values():
+                if q and (newest is None or q[-1].enqueued >= newest.enqueued):
+                    newest = q[-1]
+            if newest is not None:
+                return newest
+        return None
+
+    def _remove(self, call: Waiting) -> None:
+        tenants = self._queues[call.priority]
+        q = tenants[call.tenant]
+        q.remove(call)
+        if not q:
+            del tenants[call.tenant]
+        if not tenants:
+            del self._queues[call.priority]
+        self.bytes_held -= call.size
+        self.held -= 1
+
+    def _shed(self, call: Waiting, why: str) -> Shed:
+        pushback = max(1, int(self.expected_wait_s * 1000 * (1 + self.held)))
+        return Shed(call, f"RESOURCE_EXHAUSTED: not admitted: {why}; retry after {pushback} ms", pushback)
