@@ -154,9 +154,10 @@ class Config:
         return sorted({m for b in self.backends for m in b.models})
 
 
-TOP_LEVEL_KEYS = ("proxy", "control", "offload", "router", "policies", "regions", "backends", "limits")
+TOP_LEVEL_KEYS = ("proxy", "control", "offload", "router", "policies", "regions", "backends", "limits", "model_groups",
+                  "budgets")
 OFFLOAD_KEYS = ("driver",)
-ROUTER_KEYS = ("default_policy", "affinity_max_utilisation")
+ROUTER_KEYS = ("default_policy", "affinity_max_utilisation", "prefix", "panic_threshold", "explore_every")
 REGIONS_KEYS = ("rtt_ms",)
 BACKEND_KEYS = tuple(f.name for f in fields(Backend))
 
@@ -373,6 +374,7 @@ def _budgets(t: dict[str, Any]) -> dict[str, Any]:
         w = f"budgets.{tenant}"
         if not isinstance(b, dict):
             raise ConfigError(f"{w}: expected a table with tokens, dollars and window_s")
+        check_keys(b, ("tokens", "dollars", "window_s"), w)
         budget = Budget(tenant, _num(b, "tokens", w, 0.0), _num(b, "dollars", w, 0.0), _num(b, "window_s", w, 86400.0))
         if not (budget.tokens or budget.dollars) or budget.window_s <= 0:
             raise ConfigError(f"{w}: set tokens or dollars (per window) and a positive window_s")
@@ -386,6 +388,7 @@ def _model_groups(t: dict[str, Any]) -> dict[str, ModelGroup]:
         w = f"model_groups.{model}"
         if not isinstance(g, dict):
             raise ConfigError(f"{w}: expected a table with substitutes = [...] and penalty")
+        check_keys(g, ("substitutes", "penalty"), w)
         subs = g.get("substitutes", [])
         if not isinstance(subs, list) or not subs or not all(isinstance(x, str) and x for x in subs):
             raise ConfigError(f"{w}.substitutes: expected a non-empty list of model names, in order of preference")
@@ -397,6 +400,7 @@ def _model_groups(t: dict[str, Any]) -> dict[str, ModelGroup]:
 
 def _prefix(t: dict[str, Any]) -> PrefixConfig:
     w = "router.prefix"
+    check_keys(t, _keys_of(PrefixConfig), w)
     d = PrefixConfig()
     p = PrefixConfig(
         enabled=_bool(t, "enabled", w, d.enabled),

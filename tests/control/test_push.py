@@ -92,9 +92,9 @@ def test_resource_types_filter_and_unknown_types_are_kept_apart() -> None:
         assert {r.type for r in msg.resources} == {"policy"}
         held = PushedState()
         ch = held.apply(pb.ConfigUpdate(version=1, full_state=True, resources=[
-            pb.Resource(type="prefix", name="abc", payload=b"\x01")]))
-        assert ch.other == {"prefix"} and not ch.config and not ch.policies
-        assert held.named("prefix")["abc"].payload == b"\x01"
+            pb.Resource(type="x-future-kind", name="abc", payload=b"\x01")]))
+        assert ch.other == {"x-future-kind"} and not ch.config and not ch.policies
+        assert held.named("x-future-kind")["abc"].payload == b"\x01"
 
     asyncio.run(main())
 

@@ -223,3 +223,42 @@ def test_matches_equal_a_linear_walk_on_a_small_fleet(visits, ask, depth, min_de
         if k >= min_depth:
             expected[b] = k
     assert index.matches(query, min_depth) == expected
+
+
+def test_the_merged_index_rides_the_pushed_stream_to_every_subscriber():
+    """A proxy reports a call's prompt blocks; a subscriber's next delta carries them as a `prefix`
+    resource; the proxy's router, fed the pushed state, routes the same prompt to that backend."""
+    from fastpath.control.fleet_state import FleetState
+    from fastpath.control.health import HealthState
+    from fastpath.control.push import Subscription
+    from fastpath.control.pushed_state import PushedState
+    from fastpath.control.scraper import BackendMetrics
+    from fastpath.gen import control_pb2
+
+    cfg = chat_fleet()
+    state = FleetState(cfg, {b.name: BackendMetrics(has_metrics=False) for b in cfg.backends},
+                       {b.name: HealthState(healthy=True, detail="", probed=True) for b in cfg.backends})
+    sub, held = Subscription("proxy-2"), PushedState()
+    held.apply(control_pb2.ConfigUpdate.FromString(sub.next_update(state, {}, 1).SerializeToString()))
+    assert held.view().prefix_index == []
+    f = request(b"a long conversation about KV caches. " * 50, cfg)
+    assert state.observe(control_pb2.Observation(backend="c", region="near", ttft_ms=40.0, ok=True, model="m",
+                                                 prefix_blocks=f.prompt_blocks), "proxy-1")
+    state.bump()
+    delta = control_pb2.ConfigUpdate.FromString(sub.next_update(state, {}, 1).SerializeToString())
+    assert not delta.full_state and [r.name for r in delta.resources if r.type == "prefix"] == ["c"]
+    held.apply(delta)
+    router, live = Router(cfg, explore_every=0), LiveStats(3)
+    d = router.route(f, build_snapshot(cfg, held.view()), live)
+    assert d.ranked[0] == 2 and d.prefix() == (len(f.prompt_blocks), len(f.prompt_blocks))
+    again = sub.next_update(state, {}, 1)  # nothing new: the index is not sent again
+    assert not [r for r in again.resources if r.type == "prefix"]
+
+
+def test_a_reload_that_reorders_backends_keeps_what_each_backend_holds():
+    index = PrefixIndex(3)
+    index.learn(0, [1, 2, 3, 4])
+    index.learn(2, [9, 8, 7, 6])
+    moved = index.remapped([2, None, 0], capacity_blocks=100, ttl_s=300.0)
+    assert moved.matches([9, 8, 7, 6]) == {0: 4} and moved.matches([1, 2, 3, 4]) == {2: 4}
+    assert moved.matches([1, 2]) == {2: 2} and len(moved) == 8

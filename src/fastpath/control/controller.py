@@ -323,6 +323,7 @@ class Controller:
                 self.health.state[b.name] = old_health[b.name]
         st = self.state
         st.config, st.metrics, st.health = new, self.scraper.metrics, self.health.state
+        st.backends_changed(old, new)
         for b in new.backends:
             st.observed.setdefault(b.name, Observed())
         gone = set(oldb) - {b.name for b in new.backends}

@@ -87,6 +87,7 @@ class FleetState:
         pc = config.prefix
         self.prefix = PrefixIndex(len(config.backends), pc.capacity_blocks, pc.ttl_s)
         self.prefix_ship = pc.ship_blocks
+        self._prefix_cache: tuple[int, dict] | None = None
         self._backend_index = {b.name: i for i, b in enumerate(config.backends)}
 
     # -- change tracking -------------------------------------------------
@@ -118,6 +119,17 @@ class FleetState:
             except asyncio.TimeoutError:
                 return self.version > version
         return True
+
+    def backends_changed(self, old: Config, new: Config) -> None:
+        """A reload changed the backend list: the prefix index is kept by name (its rows follow the backends)."""
+        if [b.name for b in old.backends] == [b.name for b in new.backends] and old.prefix == new.prefix:
+            return
+        pc = new.prefix
+        rows = [self._backend_index.get(b.name) for b in new.backends]
+        self.prefix = self.prefix.remapped(rows, pc.capacity_blocks, pc.ttl_s)
+        self.prefix_ship = pc.ship_blocks
+        self._backend_index = {b.name: i for i, b in enumerate(new.backends)}
+        self._prefix_cache = None
 
     # -- observations ----------------------------------------------------
     def observe(self, obs: control_pb2.Observation, proxy_id: str) -> bool:
@@ -245,6 +257,24 @@ class FleetState:
             has_metrics=m.has_metrics,
             ttft_ms_by_region=o.ttft_ms_by_region,
         )
+
+    def prefix_resources(self) -> dict[tuple[str, str], control_pb2.Resource]:
+        """The merged prompt-prefix index as pushed resources, one per backend holding blocks (built once per version).
+
+        Each carries that backend's newest `ship_blocks` blocks; a subscriber's delta
+        holds only the backends whose blocks changed since its last update.
+        """
+        if self._prefix_cache is not None and self._prefix_cache[0] == self.version:
+            return self._prefix_cache[1]
+        out: dict[tuple[str, str], control_pb2.Resource] = {}
+        if self.prefix_ship > 0 and self.prefix.learned:
+            for i, b in enumerate(self.config.backends):
+                blocks = self.prefix.export(i, self.prefix_ship)
+                if blocks:
+                    out["prefix", b.name] = control_pb2.Resource(
+                        type="prefix", name=b.name, prefix=control_pb2.PrefixBlocks(backend=b.name, blocks=blocks))
+        self._prefix_cache = (self.version, out)
+        return out
 
     def snapshot(self) -> control_pb2.FleetTelemetry:
         """The current FleetTelemetry (built once per version)."""

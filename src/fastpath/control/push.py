@@ -4,7 +4,7 @@ Shaped like Envoy's xDS: a subscriber gets the whole state on its first
 update (and after every reconnect, since a new stream starts from nothing),
 then only what changed, each update carrying the state version and a nonce.
 The state is a set of named resources (backends, their telemetry, policies,
-router settings, client regions, learned sessions); subscribers ignore types
+router settings, client regions, the merged prompt-prefix index, learned sessions); subscribers ignore types
 they do not know, so other kinds of resource can join the stream.
 
 Sessions are the only large set. They come from the fleet state's ordered
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 Key = tuple[str, str]
 SESSION = "session"
-TYPES = ("backend", "telemetry", "policy", "settings", "limits", "region", SESSION)
+PREFIX = "prefix"
+TYPES = ("backend", "telemetry", "policy", "settings", "limits", "region", PREFIX, SESSION)
 _subscription_ids = itertools.count(1)
 
 
@@ -78,6 +79,8 @@ class Subscription:
             if self._wants("telemetry"):
                 current["telemetry", b.name] = pb.Resource(type="telemetry", name=b.name,
                                                            telemetry=state.backend_telemetry(b.name))
+        if self._wants(PREFIX):
+            current.update(state.prefix_resources())
         sessions = state.session_changes(self.session_seq) if self.session_seq >= 0 else None
         self.sent += 1
         msg = pb.ConfigUpdate(version=state.version, nonce=f"{self.proxy_id}/{self.id}/{self.sent}",

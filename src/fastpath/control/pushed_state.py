@@ -45,6 +45,7 @@ class FleetView:
     backends: list[pb.BackendTelemetry]
     session_backend: dict[str, str]
     offload_sessions: list[str]
+    prefix_index: list[pb.PrefixBlocks] = field(default_factory=list)  # merged prompt-prefix blocks per backend
 
 
 class PushedState:
@@ -105,7 +106,7 @@ class PushedState:
             ch.config = True
         elif type_ == "policy":
             ch.policies = True
-        elif type_ == "telemetry":
+        elif type_ in ("telemetry", "prefix"):
             ch.telemetry = True
         else:
             ch.other.add(type_)
@@ -116,7 +117,9 @@ class PushedState:
     def view(self, extra: list[pb.BackendTelemetry] = ()) -> FleetView:  # type: ignore[assignment]
         backends = [r.telemetry for r in self.named("telemetry").values()]
         backends.extend(extra)
-        return FleetView(self.version, self.generated_unix_ms, backends, self.sessions, list(self.offload_sessions))
+        prefix = [r.prefix for r in self.named("prefix").values()]
+        return FleetView(self.version, self.generated_unix_ms, backends, self.sessions, list(self.offload_sessions),
+                         prefix)
 
     def policy_list(self) -> pb.PolicyList:
         settings = self.named("settings").get("router")

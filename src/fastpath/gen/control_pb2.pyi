@@ -260,7 +260,7 @@ class RegionRtt(_message.Message):
     def __init__(self, rtt_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("type", "name", "backend", "telemetry", "policy", "session_backend", "settings", "region", "limits", "payload")
+    __slots__ = ("type", "name", "backend", "telemetry", "policy", "session_backend", "settings", "region", "limits", "prefix", "payload")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +270,7 @@ class Resource(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     type: str
     name: str
@@ -280,8 +281,9 @@ class Resource(_message.Message):
     settings: RouterSettings
     region: RegionRtt
     limits: LimitSettings
+    prefix: PrefixBlocks
     payload: bytes
-    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., backend: _Optional[_Union[BackendSpec, _Mapping]] = ..., telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., session_backend: _Optional[str] = ..., settings: _Optional[_Union[RouterSettings, _Mapping]] = ..., region: _Optional[_Union[RegionRtt, _Mapping]] = ..., limits: _Optional[_Union[LimitSettings, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., backend: _Optional[_Union[BackendSpec, _Mapping]] = ..., telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., session_backend: _Optional[str] = ..., settings: _Optional[_Union[RouterSettings, _Mapping]] = ..., region: _Optional[_Union[RegionRtt, _Mapping]] = ..., limits: _Optional[_Union[LimitSettings, _Mapping]] = ..., prefix: _Optional[_Union[PrefixBlocks, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class ResourceRef(_message.Message):
     __slots__ = ("type", "name")

@@ -85,6 +85,25 @@ class PrefixIndex:
     def __len__(self) -> int:
         return sum(len(d) for d in self.lru)
 
+    def remapped(self, rows: Sequence[int | None], capacity_blocks: int, ttl_s: float) -> "PrefixIndex":
+        """A new index whose backend i holds what this one's backend rows[i] held (None: nothing).
+
+        For a backend list that changed (a reload): what each remaining backend
+        holds, and when it was learned, is kept.
+        """
+        out = PrefixIndex(len(rows), capacity_blocks, ttl_s, self.clock)
+        for i, j in enumerate(rows):
+            if j is None or not 0 <= j < self.n:
+                continue
+            lru = out.lru[i]
+            for h, t in self.lru[j].items():
+                lru[h] = t
+                out.owners.setdefault(h, {})[i] = t
+            while len(lru) > out.capacity:
+                out._forget(i, lru.popitem(last=False)[0])
+        out.learned = self.learned
+        return out
+
     def learn(self, backend: int, blocks: Sequence[int], held: int = 0, now: float | None = None) -> None:
         """Backend `backend` was sent a prompt with these blocks: it will hold them in its cache.
 
