@@ -209,6 +209,8 @@ int FP_DPU_PROG_UPLINK(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	__sync_fetch_and_add(&r->conns, 1);
+	if (!r->first_ns)
+		r->first_ns = now;
 	c = bpf_map_lookup_elem(&FP_DPU_MAP_CONNS, &p.t);
 	if (!c) {
 		fp_count_error(&FP_DPU_MAP_ERRORS, FP_DPU_ERR_CONN_FULL);

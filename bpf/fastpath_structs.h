@@ -63,6 +63,7 @@ struct fp_dpu_rule {
 	__u64 bytes[2];             /* TCP payload bytes, per FP_DIR_* */
 	__u64 packets[2];
 	__u64 conns;                /* connections the entry switched */
+	__u64 first_ns;             /* bpf_ktime_get_ns() of the first packet switched (insertion latency) */
 	__u64 last_ns;              /* bpf_ktime_get_ns() of the last packet (aging) */
 };
 
