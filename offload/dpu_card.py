@@ -145,13 +145,29 @@ class CardInfo:
         return cls(**json.loads(path.read_text()))
 
     def open_maps(self) -> CardMaps:
-        """Opens the pinned maps (root); the caller closes them."""
+        """Opens the card's maps (root); the caller closes them.
+
+        Through the pins when this mount namespace sees them, else by map id:
+        `ip netns exec` mounts a fresh /sys, so a proxy or controller started
+        that way sees no /sys/fs/bpf, but ids are global. A map found by id is
+        checked by name, so a reused id is never taken for the card's map.
+        """
         L = load_layout()
         names = [L.str(k) for k in ("FP_DPU_MAP_RULES", "FP_DPU_MAP_CONNS", "FP_DPU_MAP_ERRORS")]
         fds: dict[str, int] = {}
         try:
-            for n in names:
-                fds[n] = libbpf.get_pinned(Path(self.pin_dir) / n)
+            for n, map_id in zip(names, self.map_ids):
+                pin = Path(self.pin_dir) / n
+                if pin.exists():
+                    fds[n] = libbpf.get_pinned(pin)
+                    continue
+                fd = libbpf.lib().bpf_map_get_fd_by_id(map_id)
+                if fd < 0:
+                    raise LookupError(f"card {self.name}: map {n} (id {map_id}) is gone; is the card still up? "
+                                      "(`fastpath dpu status`)")
+                fds[n] = fd
+                if libbpf.map_info(fd).name != n:
+                    raise LookupError(f"card {self.name}: map id {map_id} is no longer {n}: the card was removed")
         except BaseException:
             for fd in fds.values():
                 os.close(fd)

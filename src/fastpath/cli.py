@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("fastpath.sim.fleet", "run the simulated GPU fleet of a config"),
     "flows": ("fastpath.control.flows_cli", "list sessions and their data path"),
     "bpf": ("fastpath.offload.bpf_cli", "load, unload and inspect fastpath's BPF programs and maps"),
+    "dpu": ("fastpath.offload.dpu_cli", "the emulated BlueField DPU: status and installed rules (DOCA Flow JSON)"),
     "bench": ("fastpath.bench.harness", "benchmark fastpath against direct, nginx, HAProxy and Envoy"),
 }
 
