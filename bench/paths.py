@@ -144,6 +144,9 @@ def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
     """fastpath proxy paths: routed (per-request routing), pinned (session relayed by Python), splice (kernel)."""
 
     def start(ctx: PathContext) -> Endpoint:
+        if mode == "dpu":
+            raise PathUnavailable("the card path runs in the emulated card's namespaces: see the fastpath-dpu rows "
+                                  "of the splice section (fastpath.bench.dpu_bench)")
         if importlib.util.find_spec("fastpath.dataplane.server") is None:
             raise PathUnavailable("fastpath proxy not in this install yet (no module fastpath.dataplane.server)")
         ctx.workdir.mkdir(parents=True, exist_ok=True)
