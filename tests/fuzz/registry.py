@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import target_features, target_frames, target_hpack, target_hpack_encoder, target_model_name, target_promtext
+from . import (target_bpf_header, target_features, target_frames, target_hpack, target_hpack_encoder, target_model_name,
+               target_promtext)
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frames": target_frames.one_input,
@@ -12,8 +13,9 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "features": target_features.one_input,
     "model_name": target_model_name.one_input,
     "promtext": target_promtext.one_input,
+    "bpf_header": target_bpf_header.one_input,
 }
 
 # Longest input libFuzzer tries per target: long enough for a real exposition
 # page or a few requests' frames, short enough to keep thousands of runs a second.
-MAX_LEN: dict[str, int] = {"frames": 4096, "hpack": 2048, "hpack_encoder": 2048, "features": 1024, "model_name": 1024, "promtext": 1024}
+MAX_LEN: dict[str, int] = {"frames": 4096, "hpack": 2048, "hpack_encoder": 2048, "features": 1024, "model_name": 1024, "promtext": 1024, "bpf_header": 2048}

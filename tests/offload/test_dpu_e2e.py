@@ -188,6 +188,18 @@ def test_repeat_connection_bypasses_the_proxy_byte_exact(bpf_ready, tmp_path, mo
         assert status["errors"]["midstream"] >= 1
         again.close()
         first.close()
+
+        # The backend dies: the controller's health probe marks it unhealthy and the rule leaves the card.
+        sim = procs[0]
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(10)
+
+        def removed():
+            doc = dpu_cli("rules", "--format", "doca", env=env)
+            return [e for e in doc["pipes"][0]["entries"] if e["session"] == "sess-dpu" and e["status"] == "REMOVED"]
+        wait_for(removed, 20, "the rule's removal")
+        assert "unhealthy" in removed()[0]["reason"]
+        assert dpu_cli("status", "--json", env=env)["flow_table"]["used"] == 0
     finally:
         for p in procs:
             if p.poll() is None:
