@@ -254,3 +254,27 @@ def test_passive_driver_leaves_established_connections_on_the_relay(make_card):
     finally:
         a.close()
         b.close()
+
+
+def test_status_and_rules_commands_show_the_card_and_its_agent(make_card):
+    from fastpath.offload import dpu_cli
+
+    card, echo, relay, driver = make_card()
+    d = driver()
+    steer(d, card)
+    wait_status(d, "s0", SUCCESS)
+    c = client(card, VIP_PORT)
+    assert round_trip(c, b"r" * 21) == b"r" * 21
+    c.close()
+    d._last_write = 0.0
+    d._write_state()  # what the agent publishes for other processes
+    s = dpu_cli.status(card.name)
+    assert s["flow_table"] == {"used": 1, "capacity": card.max_rules}
+    assert s["connections"]["entries"] == 2  # one switched connection: both directions
+    assert all(v["exists"] for v in s["namespaces"].values())
+    assert s["agent"]["agent"] and s["agent"]["counts"]["inserted"] == 1
+    text = dpu_cli.format_status(s)
+    assert f"flow table  1/{card.max_rules}" in text and "pf0hpf" in text
+    rules = dpu_cli.format_rules(dpu_cli.rules_doc(card.name))
+    line = next(ln for ln in rules.splitlines() if ln.startswith("1 "))
+    assert "s0" in line and card.client_addr(0) in line and f"{card.backend_addr(0)}:7000" in line and "21 B" in line
