@@ -181,6 +181,9 @@ int FP_DPU_PROG_UPLINK(struct __sk_buff *skb)
 		fp_count_error(&FP_DPU_MAP_ERRORS, FP_DPU_ERR_MIDSTREAM);
 		return TC_ACT_OK;
 	}
+	/* A retransmitted SYN of a connection this entry already opened: same state, not a new connection. */
+	if (c && c->new_ip4 == r->backend_ip4 && c->new_port == r->backend_port)
+		return switch_conn(skb, &p, c, now);
 	/* A new connection: the reply's entry first, so no answer can arrive unmapped. */
 	rkey.src_ip4 = r->backend_ip4;
 	rkey.dst_ip4 = p.t.src_ip4;

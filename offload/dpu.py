@@ -26,7 +26,7 @@ from typing import Any
 
 from fastpath.offload.dpu_card import CardInfo, CardMaps, find_card, state_dir
 from fastpath.offload.dpu_doca import document
-from fastpath.offload.dpu_flow import ERROR, SUCCESS, CardAgent, PipeEntry, entry_counters, percentile
+from fastpath.offload.dpu_flow import ERROR, SUCCESS, CardAgent, PipeEntry, VipSteerPipe, entry_counters, percentile
 from fastpath.offload.steering import Addr, Flow, FlowStats, Installed, SteeringTable, addr_of
 
 log = logging.getLogger("fastpath.offload.dpu")
@@ -75,10 +75,8 @@ class DpuDriver(SteeringTable):
         refuses the entry, or later when it ages out or is removed.
         """
         agent = self._ensure_agent()
-        key = (client_ip, vip[0], int(vip[1]))
-        with agent._cv:
-            old = agent.by_match.get(key)
-        if old is not None and old.active:
+        old = agent.find((client_ip, vip[0], int(vip[1])))
+        if old is not None:
             if (old.backend, old.backend_port) == (backend[0], int(backend[1])):
                 return self._installed.get(old.entry_id) or Installed(session, "dpu")
             agent.rm_entry(old.entry_id, f"session {session} moved to {backend[0]}:{backend[1]}")
@@ -175,10 +173,12 @@ class DpuDriver(SteeringTable):
 
     def doca(self) -> dict[str, Any]:
         """The installed rules as DOCA Flow pipes and entries."""
-        agent = self._ensure_agent() if self.agent is None else self.agent
-        with agent._cv:
-            metas = [e.meta() for e in agent.entries.values()]
-        return document(self.card, self.maps, metas, agent.pipe)
+        if self.agent is None:  # nothing steered from here: the card's table alone
+            pipe = VipSteerPipe(nb_flows=self.card.max_rules, ingress_port=self.card.ports["p0"]["port_id"],
+                                fwd_port=self.card.ports["p1"]["port_id"], miss_port=self.card.ports["pf0hpf"]["port_id"],
+                                aging_s=float(self._agent_args["aging_s"]))
+            return document(self.card, self.maps, [], pipe)
+        return document(self.card, self.maps, self.agent.metas(), self.agent.pipe)
 
     def status(self) -> dict[str, Any]:
         """The agent's side of `fastpath dpu status`."""

@@ -23,12 +23,15 @@ log = logging.getLogger("fastpath.offload.dpu")
 class AffinitySteering:
     """Wraps a steering driver that can steer addresses (the dpu driver) for the controller."""
 
+    retry_s = 10.0  # a session whose rule the card refused is not asked for again before this
+
     def __init__(self, config: Config, driver: Any) -> None:
         self.config, self.driver = config, driver
         _, port = split_hostport(config.proxy.listen, "proxy.listen")
         self.vip = (driver.card.vip, int(port))
         self.backends = {b.name: b for b in config.backends}
         self.steered: dict[str, tuple[str, str]] = {}  # session -> (client ip, backend name)
+        self.retry_at: dict[str, float] = {}  # session -> when a refused rule may be asked for again
 
     @classmethod
     def open(cls, config: Config) -> AffinitySteering | None:
@@ -50,20 +53,26 @@ class AffinitySteering:
             if not f.session or not client or sessions.get(f.session) != backend or backend not in self.backends:
                 continue
             client_ip = client.rsplit(":", 1)[0]
-            if self.steered.get(f.session) == (client_ip, backend):
+            if self.steered.get(f.session) == (client_ip, backend) or self.retry_at.get(f.session, 0.0) > time.monotonic():
                 continue
             host, port = split_hostport(self.backends[backend].address, f"backend {backend}")
             self.steered[f.session] = (client_ip, backend)
             inst = self.driver.steer(f.session, client_ip, self.vip, (host, int(port)))
-            inst.add_done_callback(lambda _i, s=f.session, k=(client_ip, backend): self._ended(s, k))
+            inst.add_done_callback(lambda i, s=f.session, k=(client_ip, backend): self._ended(s, k, i))
             log.info("session %s: affinity %s learned; card rule for %s -> %s requested", f.session, backend, client_ip,
                      self.backends[backend].address)
             asked += 1
         return asked
 
-    def _ended(self, session: str, key: tuple[str, str]) -> None:
+    def _ended(self, session: str, key: tuple[str, str], installed: Any) -> None:
+        """A rule ended or was refused: the session may be steered again (a refused one after a pause)."""
         if self.steered.get(session) == key:
             del self.steered[session]
+        if installed.end_reason.startswith("card refused"):
+            self.retry_at[session] = time.monotonic() + self.retry_s
+            if len(self.retry_at) > 10_000:
+                now = time.monotonic()
+                self.retry_at = {s: t for s, t in self.retry_at.items() if t > now}
 
     def health_changed(self, name: str, healthy: bool) -> None:
         if healthy or name not in self.backends:

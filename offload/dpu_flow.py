@@ -155,6 +155,16 @@ class CardAgent:
             return None
         return self.maps.rules.lookup(self._match(e))
 
+    def find(self, match_key: tuple[str, str, int]) -> PipeEntry | None:
+        """The active entry with this match (client, VIP, VIP port), if any."""
+        with self._cv:
+            e = self.by_match.get(match_key)
+            return e if e is not None and e.active else None
+
+    def metas(self) -> list[dict]:
+        with self._cv:
+            return [e.meta() for e in self.entries.values()]
+
     def active_entries(self) -> list[PipeEntry]:
         with self._cv:
             return [e for e in self.entries.values() if e.active]

@@ -22,6 +22,7 @@ class Echo:
         self.bytes_in = 0
         self.conns = 0
         self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -32,6 +33,7 @@ class Echo:
                 return
             with self._lock:
                 self.conns += 1
+                self._open.append(c)
             threading.Thread(target=self._echo, args=(c,), daemon=True).start()
 
     def _echo(self, c: socket.socket) -> None:
@@ -48,7 +50,12 @@ class Echo:
                 c.sendall(d)
 
     def close(self) -> None:
+        """Closes the listener and every connection (a socket keeps its network namespace alive)."""
         self.sock.close()
+        with self._lock:
+            for c in self._open:
+                c.close()
+            self._open.clear()
 
 
 class Relay:
@@ -64,6 +71,7 @@ class Relay:
         self.bytes = 0
         self.conns = 0
         self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -81,6 +89,7 @@ class Relay:
                 continue
             with self._lock:
                 self.conns += 1
+                self._open += [c, b]
             for src, dst in ((c, b), (b, c)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
@@ -104,7 +113,12 @@ class Relay:
                 return
 
     def close(self) -> None:
+        """Closes the listener and every connection (a socket keeps its network namespace alive)."""
         self.sock.close()
+        with self._lock:
+            for c in self._open:
+                c.close()
+            self._open.clear()
 
 
 def client(card: EmulatedCard, vip_port: int, src_index: int = 0, timeout: float = 5.0) -> socket.socket:
@@ -127,7 +141,7 @@ def round_trip(s: socket.socket, payload: bytes) -> bytes:
     return got
 
 
-def leftovers(card: EmulatedCard, prog_ids: list[int], map_ids: list[int], wait_s: float = 5.0) -> list[str]:
+def leftovers(card: EmulatedCard, prog_ids: list[int], map_ids: list[int], wait_s: float = 20.0) -> list[str]:
     """What of `card` is still in the kernel or on disk (empty when destroy() left nothing)."""
     deadline = time.monotonic() + wait_s
     while True:
@@ -139,7 +153,9 @@ def leftovers(card: EmulatedCard, prog_ids: list[int], map_ids: list[int], wait_
             out.append(f"pin dir {pin}")
         if (state_dir() / f"{card.name}.json").exists():
             out.append("descriptor")
-        live = {o.id for o in libbpf.all_objects()}  # the kernel frees programs and maps a little later
+        # the kernel frees a deleted namespace (its veths, their tc filters, then programs and maps)
+        # from a work queue: seconds later on a busy machine
+        live = {o.id for o in libbpf.all_objects()}
         out += [f"prog {i}" for i in prog_ids if i in live]
         out += [f"map {i}" for i in map_ids if i in live]
         if not out or time.monotonic() > deadline:

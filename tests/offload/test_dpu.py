@@ -278,3 +278,33 @@ def test_status_and_rules_commands_show_the_card_and_its_agent(make_card):
     rules = dpu_cli.format_rules(dpu_cli.rules_doc(card.name))
     line = next(ln for ln in rules.splitlines() if ln.startswith("1 "))
     assert "s0" in line and card.client_addr(0) in line and f"{card.backend_addr(0)}:7000" in line and "21 B" in line
+
+
+def test_controller_steering_learns_backs_off_after_refusal_and_follows_health(make_card):
+    from fastpath.config import load_config, parse_config
+    from fastpath.gen import control_pb2
+    from fastpath.offload.dpu_affinity import AffinitySteering
+
+    card, echo, relay, driver = make_card(clients=2, max_rules=1)
+    raw = json.loads(json.dumps(load_config().raw))
+    site = dict(raw["backends"][0], address=f"{card.backend_addr(0)}:7000")
+    raw["backends"] = [site]
+    raw["proxy"] = dict(raw["proxy"], listen=f"{card.vip}:{VIP_PORT}")
+    st = AffinitySteering(parse_config(raw, "dpu steering test"), driver())
+    name = site["name"]
+    flows = [control_pb2.Flow(session=f"s{i}", client=f"{card.client_addr(i)}:4000{i}", backend=name, path="python")
+             for i in range(2)]
+    assert st.learned({}, flows) == 0  # no affinity learned yet: nothing to steer
+    assert st.learned({"s0": name, "s1": name}, flows) == 2
+    wait_status(st.driver, "s0", SUCCESS)
+    wait_for(lambda: "s1" in st.retry_at, 5, "the refusal")  # the table holds one entry
+    assert st.learned({"s0": name, "s1": name}, flows) == 0  # s0 is steered, s1 waits before asking again
+    c = client(card, VIP_PORT)
+    assert round_trip(c, b"h" * 40) == b"h" * 40
+    c.close()
+    assert relay.bytes == 0
+    [msg] = st.flow_messages()
+    assert (msg.session, msg.path, msg.backend, msg.bytes_offload) == ("s0", "dpu", name, 80)
+    st.health_changed(name, False)
+    assert st.flow_messages() == []
+    assert st.learned({"s0": name}, flows[:1]) == 1  # a fresh report steers the session again
