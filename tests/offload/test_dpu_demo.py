@@ -34,3 +34,32 @@ def test_cli_without_a_card_says_what_to_do(tmp_path):
                        env={**__import__("os").environ, "FASTPATH_DPU_DIR": str(tmp_path)})
     assert r.returncode == 1
     assert "no emulated card" in r.stderr and "FASTPATH_DPU_DIR" in r.stderr
+
+
+def test_dpu_up_builds_a_card_that_status_sees_and_removes_it_on_sigint(bpf_ready, tmp_path):
+    import os
+    import select
+    import signal
+
+    env = {**os.environ, "FASTPATH_DPU_DIR": str(tmp_path)}
+    p = subprocess.Popen([sys.executable, "-m", "fastpath.cli", "dpu", "up", "--clients", "2", "--max-rules", "8"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 60)
+        assert ready, "dpu up printed nothing"
+        line = p.stdout.readline()
+        assert line.startswith("card ") and "10.77.0.3" in line
+        name = line.split()[1]
+        r = subprocess.run([sys.executable, "-m", "fastpath.cli", "dpu", "status", "--json"], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        assert s["card"] == name and s["flow_table"] == {"used": 0, "capacity": 8} and not s["agent"]["agent"]
+        r = subprocess.run([sys.executable, "-m", "fastpath.cli", "dpu", "rules"], capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert r.returncode == 0 and "no rules" in r.stdout
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) == 0
+    assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not list(tmp_path.glob("*.json"))
