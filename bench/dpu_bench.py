@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import socket
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from fastpath.bench.splice_bench import CONCURRENCY, MSG, _child_env, _stop, pct
+from fastpath.bench.splice_bench import CONCURRENCY, MSG, _spawn, _stop, pct, run_client
 
 PATHS = ("fastpath-dpu-direct", "fastpath-dpu-proxy", "fastpath-dpu")
 
@@ -47,30 +46,14 @@ def unavailable() -> str:
     return ""
 
 
-def _spawn_in(card: Any, side: str, role: str, *args: str) -> tuple[subprocess.Popen, int]:
-    argv = card.exec_argv(side, [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", role, *args])
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
-    ready, _, _ = select.select([p.stdout], [], [], 20)
-    line = p.stdout.readline().strip() if ready else ""
-    if not line.isdigit():
-        err = p.stderr.read(2000) if p.poll() is not None else ""
-        _stop(p)
-        raise RuntimeError(f"{role} in {side} did not start: {err.strip() or 'no port printed'}")
-    return p, int(line)
+class InNetns:
+    """Runs a child in one of the card's namespaces (the `wrap(argv)` splice_bench's spawners take)."""
 
+    def __init__(self, card: Any, side: str) -> None:
+        self.card, self.side = card, side
 
-def _client(card: Any, host: str, port: int, source: str, conns: int, seconds: float, relay_pid: int) -> dict[str, float]:
-    argv = card.exec_argv("cli", [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", "client", str(port),
-                                  str(conns), str(seconds), str(relay_pid), host, source])
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
-    try:
-        out, err = p.communicate(timeout=seconds + 60)
-    except subprocess.TimeoutExpired:
-        _stop(p)
-        raise RuntimeError("benchmark client did not finish") from None
-    if p.returncode != 0:
-        raise RuntimeError(f"benchmark client failed: {err.strip()[-400:]}")
-    return json.loads(out.strip().splitlines()[-1])
+    def wrap(self, argv: list[str]) -> list[str]:
+        return self.card.exec_argv(self.side, argv)
 
 
 def insertion_latency(card: Any, driver: Any, echo_port: int, samples: int) -> dict[str, float]:
@@ -130,9 +113,9 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
     procs: list[subprocess.Popen] = []
     driver = None
     try:
-        echo, echo_port = _spawn_in(card, "net", "echo", card.backend_addr(0))
+        echo, echo_port = _spawn("echo", card.backend_addr(0), cgroup=InNetns(card, "net"))
         procs.append(echo)
-        relay, relay_port = _spawn_in(card, "host", "pyrelay", str(echo_port), "", card.vip, card.backend_addr(0))
+        relay, relay_port = _spawn("pyrelay", str(echo_port), "", card.vip, card.backend_addr(0), cgroup=InNetns(card, "host"))
         procs.append(relay)
         driver = DpuDriver(card.info)
         driver.steer("bench", card.client_addr(0), (card.vip, relay_port), (card.backend_addr(0), echo_port))
@@ -152,7 +135,7 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
             for path in order:
                 for conns in CONCURRENCY:
                     host, port, src, pid = targets[path]
-                    w = _client(card, host, port, src, conns, seconds, pid)
+                    w = run_client(port, conns, seconds, pid, InNetns(card, "cli"), host, src)
                     n = max(1, w["n"])
                     raw.setdefault((path, conns), []).append({
                         "p50": w["p50"], "p99": w["p99"], "msgs_per_s": w["n"] / w["wall"],

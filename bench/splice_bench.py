@@ -13,6 +13,10 @@ message is reported too (it includes the client and the echo server, and
 anything else the machine runs). Also measured: switching latency, the time
 from the splice call until the kernel has delivered the first byte.
 
+The same run ends with the DPU card path (fastpath.bench.dpu_bench: through the
+emulated card, switched by a card rule, against the proxy path and direct
+through the same card) and the card's rule insertion latency.
+
 `python -m fastpath.bench.splice_bench [--quick]` prints a table;
 `measure(quick)` returns the rows for the benchmark harness.
 """
@@ -285,9 +289,11 @@ def _role_client(port: int, conns: int, seconds: float, relay_pid: int, host: st
                       "cpu_ns": window[1], "busy_ns": window[2]}), flush=True)
 
 
-def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None) -> dict[str, float]:
+def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None,
+               host: str = "127.0.0.1", source: str = "") -> dict[str, float]:
+    """ping_pong in a child; `cgroup` is anything with wrap(argv) (a cgroup, or a network namespace)."""
     argv = [sys.executable, "-m", "fastpath.bench.splice_bench", "--role", "client",
-            str(port), str(conns), str(seconds), str(relay_pid)]
+            str(port), str(conns), str(seconds), str(relay_pid), host, source]
     p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=_child_env())
     try:

@@ -42,7 +42,8 @@ struct pkt {
 	__u8 fin_or_rst;
 };
 
-/* 1: an IPv4 TCP packet was read into p; 0: not ours (pass); -1: truncated. */
+/* 1: an IPv4 TCP packet was read into p; 0: pass it to the host (not IPv4/TCP, a fragment, or
+ * headers shorter than they claim, which is counted). */
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -65,14 +66,14 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		return 0;
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip))
-		return -1;
+		goto truncated;
 	tcp = (void *)ip + ihl;
 	if ((void *)(tcp + 1) > end)
-		return -1;
+		goto truncated;
 	doff = tcp->doff * 4;
 	tot = bpf_ntohs(ip->tot_len);
 	if (doff < sizeof(*tcp) || tot < ihl + doff)
-		return -1;
+		goto truncated;
 	p->t.src_ip4 = ip->saddr;
 	p->t.dst_ip4 = ip->daddr;
 	p->t.src_port = tcp->source;
@@ -82,6 +83,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->syn_only = tcp->syn && !tcp->ack;
 	p->fin_or_rst = tcp->fin || tcp->rst;
 	return 1;
+truncated:
+	fp_count_error(&FP_DPU_MAP_ERRORS, FP_DPU_ERR_TRUNCATED);
+	return 0;
 }
 
 /* Rewrites one address and one port with both checksums fixed (the TCP one
@@ -156,13 +160,8 @@ int FP_DPU_PROG_UPLINK(struct __sk_buff *skb)
 	struct fp_dpu_conn *c;
 	struct pkt p = {};
 	__u64 now;
-	int ok = parse(skb, &p);
 
-	if (ok < 0) {
-		fp_count_error(&FP_DPU_MAP_ERRORS, FP_DPU_ERR_TRUNCATED);
-		return TC_ACT_OK;
-	}
-	if (!ok)
+	if (!parse(skb, &p))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
 	c = bpf_map_lookup_elem(&FP_DPU_MAP_CONNS, &p.t);
@@ -227,13 +226,8 @@ int FP_DPU_PROG_NETWORK(struct __sk_buff *skb)
 {
 	struct fp_dpu_conn *c;
 	struct pkt p = {};
-	int ok = parse(skb, &p);
 
-	if (ok < 0) {
-		fp_count_error(&FP_DPU_MAP_ERRORS, FP_DPU_ERR_TRUNCATED);
-		return TC_ACT_OK;
-	}
-	if (!ok)
+	if (!parse(skb, &p))
 		return TC_ACT_OK;
 	c = bpf_map_lookup_elem(&FP_DPU_MAP_CONNS, &p.t);
 	if (!c || c->dir != FP_DIR_TO_CLIENT)

@@ -109,7 +109,7 @@ def card_config(config: Config, card: Any, base: int) -> Config:
     return parse_config(raw, "demo through the emulated card")
 
 
-def _reachable(card: Any, side: str, host: str, port: int) -> bool:
+def reachable(card: Any, side: str, host: str, port: int) -> bool:
     s = card.socket(side)
     s.settimeout(0.3)
     try:
@@ -129,7 +129,8 @@ def _wait(pred, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _metric(card: Any, address: str, name: str) -> float:
+def proxy_metric(card: Any, address: str, name: str) -> float:
+    """A sample of the proxy's /metrics, fetched from the client namespace (through the card's routing)."""
     host, port = address.rsplit(":", 1)
     s = card.socket("cli")
     s.settimeout(3)
@@ -142,7 +143,7 @@ def _metric(card: Any, address: str, name: str) -> float:
     for line in body.decode(errors="replace").splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
-    return 0.0
+    raise LookupError(f"{name} not in the proxy's metrics at {address}")
 
 
 def run_demo(config: Config, plan: Any, say, logs: bool = False, wait_rule_s: float = 5.0) -> dict[str, Any]:
@@ -176,12 +177,12 @@ def run_demo(config: Config, plan: Any, say, logs: bool = False, wait_rule_s: fl
         start("net", "sim")
         for b in cfg.backends:
             host, port = b.address.rsplit(":", 1)
-            _wait(lambda h=host, p=int(port): _reachable(card, "host", h, p), 30, f"site {b.name}")
+            _wait(lambda h=host, p=int(port): reachable(card, "host", h, p), 30, f"site {b.name}")
         start("host", "controller")
-        _wait(lambda: _reachable(card, "host", "127.0.0.1", base + 4), 20, "the controller")
+        _wait(lambda: reachable(card, "host", "127.0.0.1", base + 4), 20, "the controller")
         start("host", "proxy")
         vip = (card.vip, base + 2)
-        _wait(lambda: _reachable(card, "cli", *vip), 20, "the proxy")
+        _wait(lambda: reachable(card, "cli", *vip), 20, "the proxy")
         from fastpath.offload.dpu_cli import rules_doc
 
         rows = []
@@ -197,7 +198,7 @@ def run_demo(config: Config, plan: Any, say, logs: bool = False, wait_rule_s: fl
                 entry = next((e for e in rules_doc(card.name)["pipes"][0]["entries"]
                               if e.get("session") == sid and e["status"] == "DOCA_FLOW_ENTRY_STATUS_SUCCESS"), None)
                 time.sleep(0.1)
-            accepted0 = _metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total")
+            accepted0 = proxy_metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total")
             sent = received = ok = 0
             for t in turns[1:]:
                 c = GrpcConn(card, i, vip)
@@ -205,7 +206,7 @@ def run_demo(config: Config, plan: Any, say, logs: bool = False, wait_rule_s: fl
                 c.drain()
                 sent, received = sent + c.sent, received + c.received
                 c.close()
-            accepted = _metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total") - accepted0
+            accepted = proxy_metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total") - accepted0
             first.close()
             doc = rules_doc(card.name)
             entry = next((e for e in doc["pipes"][0]["entries"] if e.get("session") == sid), entry)

@@ -24,6 +24,7 @@ from fastpath.config import load_config, parse_config, with_ports
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.h2 import frames as fr
 from fastpath.offload.dpu_card import EmulatedCard
+from fastpath.offload.dpu_demo import proxy_metric, reachable
 from fastpath.ports import free_port_block
 
 from tests.dataplane.rawh2 import RawH2, trailers_of
@@ -79,34 +80,9 @@ def infer(c: RawH2, session: str, prompt: str) -> dict:
     return trailers_of(c.frames, sid)
 
 
-def metric(card: EmulatedCard, address: str, name: str) -> float:
-    """A sample of the proxy's /metrics, fetched from the client namespace (through the card's routing)."""
+def hostport(address: str) -> tuple[str, int]:
     host, port = address.rsplit(":", 1)
-    s = card.socket("cli")
-    s.settimeout(5)
-    with s:
-        s.connect((host, int(port)))
-        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        body = b""
-        while d := s.recv(65536):
-            body += d
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in the proxy's metrics")
-
-
-def tcp_ready(card: EmulatedCard, side: str, address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    s = card.socket(side)
-    s.settimeout(0.5)
-    try:
-        s.connect((host, int(port)))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+    return host, int(port)
 
 
 def dpu_cli(*args: str, env: dict) -> dict:
@@ -141,12 +117,12 @@ def test_repeat_connection_bypasses_the_proxy_byte_exact(bpf_ready, tmp_path, mo
             return p
 
         start("net", "sim", "--site", "euw1-a100")
-        wait_for(lambda: tcp_ready(card, "host", site["address"]), 20, "the site")
+        wait_for(lambda: reachable(card, "host", *hostport(site["address"])), 20, "the site")
         start("host", "controller")
-        wait_for(lambda: tcp_ready(card, "host", cfg.control.listen), 20, "the controller")
+        wait_for(lambda: reachable(card, "host", *hostport(cfg.control.listen)), 20, "the controller")
         start("host", "proxy")
         vip = (card.vip, base + 2)
-        wait_for(lambda: tcp_ready(card, "cli", f"{vip[0]}:{vip[1]}"), 20, "the proxy")
+        wait_for(lambda: reachable(card, "cli", *vip), 20, "the proxy")
 
         # First session: through the proxy (pinned), and the connection stays open.
         first = h2_client(card, vip)
@@ -158,7 +134,7 @@ def test_repeat_connection_bypasses_the_proxy_byte_exact(bpf_ready, tmp_path, mo
             return [e for e in doc["pipes"][0]["entries"]
                     if e["session"] == "sess-dpu" and e["status"] == "DOCA_FLOW_ENTRY_STATUS_SUCCESS"]
         wait_for(inserted, 20, "the card rule")
-        accepted = metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total")
+        accepted = proxy_metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total")
 
         # The repeat connection: straight to the backend through the card.
         again = h2_client(card, vip)
@@ -170,7 +146,7 @@ def test_repeat_connection_bypasses_the_proxy_byte_exact(bpf_ready, tmp_path, mo
         assert entry["query"]["to_backend"]["bytes"] == sent
         assert entry["query"]["to_client"]["bytes"] == received
         assert entry["query"]["connections"] == 1
-        assert metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total") == accepted  # the proxy never saw it
+        assert proxy_metric(card, cfg.proxy.metrics_listen, "fastpath_connections_total") == accepted  # the proxy never saw it
 
         # `fastpath flows` lists the card's flow with its counters.
         r = subprocess.run(card.exec_argv("host", [sys.executable, "-m", "fastpath.cli", "flows", "--json",
