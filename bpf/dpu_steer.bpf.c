@@ -38,6 +38,7 @@ struct pkt {
 	struct fp_dpu_tuple t;
 	__u32 l4_off;
 	__u32 payload;
+	__u32 seq;
 	__u8 syn_only;
 	__u8 fin_or_rst;
 };
@@ -80,6 +81,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->t.dst_port = tcp->dest;
 	p->l4_off = ETH_HLEN + ihl;
 	p->payload = tot - ihl - doff;
+	p->seq = tcp->seq;
 	p->syn_only = tcp->syn && !tcp->ack;
 	p->fin_or_rst = tcp->fin || tcp->rst;
 	return 1;
@@ -180,8 +182,10 @@ int FP_DPU_PROG_UPLINK(struct __sk_buff *skb)
 		fp_count_error(&FP_DPU_MAP_ERRORS, FP_DPU_ERR_MIDSTREAM);
 		return TC_ACT_OK;
 	}
-	/* A retransmitted SYN of a connection this entry already opened: same state, not a new connection. */
-	if (c && c->new_ip4 == r->backend_ip4 && c->new_port == r->backend_port)
+	/* A retransmitted SYN of a connection this entry already opened (same 4-tuple, same initial
+	 * sequence number): same state, not a new connection. A new connection reusing the 4-tuple
+	 * has another sequence number and is recorded afresh. */
+	if (c && c->syn_seq == p.seq && c->new_ip4 == r->backend_ip4 && c->new_port == r->backend_port)
 		return switch_conn(skb, &p, c, now);
 	/* A new connection: the reply's entry first, so no answer can arrive unmapped. */
 	rkey.src_ip4 = r->backend_ip4;
@@ -196,6 +200,7 @@ int FP_DPU_PROG_UPLINK(struct __sk_buff *skb)
 	rev.rule_vip_ip4 = m.vip_ip4;
 	rev.rule_vip_port = m.vip_port;
 	rev.last_ns = now;
+	rev.syn_seq = p.seq;
 	fwd = rev;
 	fwd.new_ip4 = r->backend_ip4;
 	fwd.new_port = r->backend_port;

@@ -86,6 +86,8 @@ struct fp_dpu_conn {
 	__u32 rule_vip_ip4;
 	__u16 rule_vip_port;
 	__u16 pad;
+	__u32 syn_seq;              /* sequence number of the SYN that opened it (a retransmission repeats it) */
+	__u32 pad2;
 	__u64 bytes;                /* TCP payload bytes this direction */
 	__u64 packets;
 	__u64 last_ns;

@@ -175,20 +175,51 @@ class CardInfo:
         return CardMaps.from_fds(fds, owned=True)
 
 
-def find_cards() -> list[CardInfo]:
-    """Every card described in the state dir whose card namespace still exists."""
+def all_descriptors() -> list[CardInfo]:
+    """Every card descriptor in the state dir, live or left behind by a process that died."""
     out = []
     d = state_dir()
-    if not d.is_dir():
-        return out
-    for p in sorted(d.glob("*.json")):
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        if p.name.endswith(".agent.json"):
+            continue
         try:
-            info = CardInfo.load(p)
+            out.append(CardInfo.load(p))
         except (OSError, ValueError, TypeError):
             continue
-        if netns.exists(info.namespaces.get("card", "")):
-            out.append(info)
     return out
+
+
+def owner_alive(info: CardInfo) -> bool:
+    return info.owner_pid > 0 and Path(f"/proc/{info.owner_pid}").exists()
+
+
+def remove_described(info: CardInfo) -> list[str]:
+    """Removes what a descriptor names (namespaces, pins, the descriptor itself); returns what went.
+
+    Only objects carrying the card's own name are touched, so a damaged
+    descriptor cannot make this remove anything else.
+    """
+    removed = []
+    for ns in info.namespaces.values():
+        if ns.startswith(info.name + "-") and netns.exists(ns):
+            netns.delete(ns)
+            removed.append(f"netns {ns}")
+    pin_dir = Path(info.pin_dir)
+    if pin_dir.parent == libbpf.BPF_FS_ROOT and pin_dir.name == f"{PIN_PREFIX}{info.name}" and pin_dir.is_dir():
+        for p in pin_dir.iterdir():
+            p.unlink(missing_ok=True)
+        shutil.rmtree(pin_dir, ignore_errors=True)
+        removed.append(f"pins {pin_dir}")
+    for p in (info.path, state_dir() / f"{info.name}.agent.json"):
+        if p.exists():
+            p.unlink(missing_ok=True)
+            removed.append(str(p))
+    return removed
+
+
+def find_cards() -> list[CardInfo]:
+    """Every card described in the state dir whose card namespace still exists."""
+    return [c for c in all_descriptors() if netns.exists(c.namespaces.get("card", ""))]
 
 
 def find_card(name: str | None = None) -> CardInfo:

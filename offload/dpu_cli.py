@@ -1,11 +1,12 @@
-"""`fastpath dpu status|rules|up`: the emulated BlueField, for operators.
+"""`fastpath dpu status|rules|up|down`: the emulated BlueField, for operators.
 
 `status` shows the card (namespaces, ports, table use, connection table,
 failure counters) and its agent (insertion queue, completions, latency);
 `rules --format doca` prints the installed rules as DOCA Flow pipe and entry
 specifications (schema: fastpath/offload/schemas/doca_flow_rules.schema.json);
 `up` builds a card and keeps it until interrupted, so a controller with
-`[offload] driver = "dpu"` has one to drive.
+`[offload] driver = "dpu"` has one to drive; `down` removes what a process that
+died left behind.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--card", help="card name (default: the only card, or $FASTPATH_DPU_CARD)")
     p.add_argument("--format", choices=("doca", "table"), default="table",
                    help="doca: DOCA Flow pipes and entries as JSON; table: one line per entry (default)")
+    p = sub.add_parser("down", help="remove cards left behind by a process that died (namespaces, pins, descriptor)")
+    p.add_argument("--card", help="only this card")
+    p.add_argument("--force", action="store_true", help="also remove a card whose creating process still runs")
     p = sub.add_parser("up", help="build an emulated card and keep it until interrupted")
     p.add_argument("--max-rules", type=int, default=None, help="flow table entries (default FP_DPU_MAX_RULES)")
     p.add_argument("--clients", type=int, default=4, help="client addresses to create (default 4)")
@@ -138,14 +142,37 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+def down(args: argparse.Namespace) -> int:
+    from fastpath.offload.dpu_card import all_descriptors, owner_alive, remove_described
+
+    cards = [c for c in all_descriptors() if args.card in (None, c.name)]
+    if args.card and not cards:
+        print(f"fastpath dpu down: no card {args.card!r} described here", file=sys.stderr)
+        return 1
+    rc = 0
+    for c in cards:
+        if owner_alive(c) and not args.force:
+            print(f"card {c.name}: process {c.owner_pid} that created it still runs; stop it (it removes the card) "
+                  "or pass --force", file=sys.stderr)
+            rc = 1
+            continue
+        gone = remove_described(c)
+        print(f"card {c.name}: removed {', '.join(gone) or 'nothing (already gone)'}")
+    if not cards:
+        print("no cards to remove")
+    return rc
+
+
 def run(args: argparse.Namespace) -> int:
     from fastpath.offload.libbpf import BpfError
 
     action = getattr(args, "dpu_command", None)
     if action is None:
-        print("usage: fastpath dpu {status,rules,up}", file=sys.stderr)
+        print("usage: fastpath dpu {status,rules,up,down}", file=sys.stderr)
         return 2
     try:
+        if action == "down":
+            return down(args)
         if action == "up":
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             return up(args)

@@ -99,6 +99,8 @@ class CardAgent:
         self.queue: collections.deque[PipeEntry] = collections.deque()
         self.counts = collections.Counter[str]()
         self.insert_latency_ns: collections.deque[int] = collections.deque(maxlen=4096)
+        self.reap_interval_s = min(1.0, conn_idle_s / 4)  # the connection table is walked at most this often
+        self._next_reap = 0.0
         self._next_id = 1
         self._cv = threading.Condition()
         self._stop = False
@@ -282,6 +284,9 @@ class CardAgent:
                     aged.append(e)
         for e in aged:
             self._notify_end(e)
+        if time.monotonic() < self._next_reap:
+            return
+        self._next_reap = time.monotonic() + self.reap_interval_s
         idle_ns = self.conn_idle_s * 1e9
         try:
             for k, v in self.maps.conns.items():

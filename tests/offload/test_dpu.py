@@ -308,3 +308,37 @@ def test_controller_steering_learns_backs_off_after_refusal_and_follows_health(m
     st.health_changed(name, False)
     assert st.flow_messages() == []
     assert st.learned({"s0": name}, flows[:1]) == 1  # a fresh report steers the session again
+
+
+def test_capacities_are_overridable_at_build_time(bpf_ready, tmp_path):
+    import subprocess
+
+    from fastpath.offload import libbpf
+    from fastpath.offload.maps import bpf_dir, load_layout
+
+    obj = tmp_path / "dpu_steer.bpf.o"
+    subprocess.run(["clang", "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                    f"-I{bpf_dir()}", "-DFP_DPU_MAX_RULES=7", "-DFP_DPU_MAX_CONNS=40", "-c",
+                    str(bpf_dir() / "dpu_steer.bpf.c"), "-o", str(obj)], check=True, capture_output=True)
+    L = load_layout()
+    o = libbpf.BpfObject(obj)
+    try:
+        sizes = {n: libbpf.map_info(o.map_fd(L.str(c))).max_entries for c, n in
+                 (("FP_DPU_MAP_RULES", "rules"), ("FP_DPU_MAP_CONNS", "conns"))}
+    finally:
+        o.close()
+    assert sizes == {"rules": 7, "conns": 40}
+
+
+def test_idle_connections_leave_the_connection_table(make_card):
+    card, echo, relay, driver = make_card()
+    d = driver(conn_idle_s=0.3, tick_s=0.05, aging_s=60)
+    steer(d, card)
+    wait_status(d, "s0", SUCCESS)
+    c = client(card, VIP_PORT)
+    assert round_trip(c, b"i" * 10) == b"i" * 10
+    c.close()
+    assert len(card.maps.conns.keys()) == 2
+    wait_for(lambda: len(card.maps.conns.keys()) == 0, 5, "idle connections reaped")
+    assert d.agent.counts["conns_reaped"] == 2
+    assert d.entry("s0").status == SUCCESS  # the rule itself is not idle-aged yet

@@ -63,3 +63,28 @@ def test_dpu_up_builds_a_card_that_status_sees_and_removes_it_on_sigint(bpf_read
         assert p.wait(30) == 0
     assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_dpu_down_removes_a_card_whose_process_was_killed(bpf_ready, tmp_path):
+    import os
+    import select
+    import signal
+
+    env = {**os.environ, "FASTPATH_DPU_DIR": str(tmp_path)}
+    p = subprocess.Popen([sys.executable, "-m", "fastpath.cli", "dpu", "up"], stdout=subprocess.PIPE, text=True, env=env)
+    ready, _, _ = select.select([p.stdout], [], [], 60)
+    assert ready
+    name = p.stdout.readline().split()[1]
+    refused = subprocess.run([sys.executable, "-m", "fastpath.cli", "dpu", "down"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert refused.returncode == 1 and "still runs" in refused.stderr  # never pulls a live card away
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(10)
+    p.stdout.close()
+    assert name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout  # left behind
+    r = subprocess.run([sys.executable, "-m", "fastpath.cli", "dpu", "down"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0 and f"card {name}: removed netns {name}-" in r.stdout
+    assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not list(tmp_path.glob("*.json"))
+    assert not any(d.name.endswith(name) for d in __import__("pathlib").Path("/sys/fs/bpf").iterdir())
