@@ -170,7 +170,41 @@ def chat_prefix(result: dict[str, Any], out: Path) -> Path | None:
     return p
 
 
+def offload_paths(result: dict[str, Any], out: Path) -> Path | None:
+    """The splice section's byte paths at one connection: p50/p99 round trip and the relay's CPU per message.
+
+    Loopback paths (direct, Python relay, kernel splice, sk_msg) beside the
+    DPU card paths (direct through the card, proxy through the card, switched
+    by the card), one run.
+    """
+    rows = [r for r in (result.get("splice") or {}).get("rows", [])
+            if r.get("kind") == "round_trip" and r.get("concurrency") == 1 and "rtt_p50_us" in r]
+    if not rows:
+        return None
+    names = [r["path"] for r in rows]
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(rows) * 2), 4))
+    xs = range(len(rows))
+    lat.bar([x - 0.2 for x in xs], [r["rtt_p50_us"] for r in rows], 0.4, label="p50", color="C0")
+    lat.bar([x + 0.2 for x in xs], [r["rtt_p99_us"] for r in rows], 0.4, label="p99", color="C1")
+    lat.set_ylabel("64 B round trip, µs (1 connection)")
+    lat.set_yscale("log")
+    cpu.bar(list(xs), [r["relay_cpu_us_per_msg"] for r in rows], 0.6,
+            color=["C2" if n.startswith("fastpath-dpu") else "C4" for n in names])
+    cpu.set_ylabel("relay/proxy CPU µs per message")
+    for ax in (lat, cpu):
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    lat.legend(fontsize=7)
+    fig.tight_layout()
+    p = out / "offload_paths.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
 def write_all(result: dict[str, Any], out: Path) -> list[str]:
     """Writes every plot the run has data for; returns their file names."""
-    made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies, chat_prefix)]
+    made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies, chat_prefix,
+                                     offload_paths)]
     return [p.name for p in made if p is not None]

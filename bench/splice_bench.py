@@ -13,6 +13,10 @@ message is reported too (it includes the client and the echo server, and
 anything else the machine runs). Also measured: switching latency, the time
 from the splice call until the kernel has delivered the first byte.
 
+The same run ends with the DPU card path (fastpath.bench.dpu_bench: through the
+emulated card, switched by a card rule, against the proxy path and direct
+through the same card) and the card's rule insertion latency.
+
 `python -m fastpath.bench.splice_bench [--quick]` prints a table;
 `measure(quick)` returns the rows for the benchmark harness.
 """
@@ -51,8 +55,8 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _role_echo() -> None:
-    """uvloop echo server."""
+def _role_echo(host: str = "127.0.0.1") -> None:
+    """uvloop echo server (on `host`: the DPU bench runs it in the card's backend namespace)."""
     import asyncio
 
     import uvloop
@@ -66,14 +70,15 @@ def _role_echo() -> None:
             self.t.write(data)
 
     async def main() -> None:
-        srv = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0, backlog=512)
+        srv = await asyncio.get_running_loop().create_server(Echo, host, 0, backlog=512)
         print(srv.sockets[0].getsockname()[1], flush=True)
         await asyncio.Event().wait()
 
     uvloop.run(main())
 
 
-def _role_pyrelay(backend_port: int, shortcut_cgroup: str = "") -> None:
+def _role_pyrelay(backend_port: int, shortcut_cgroup: str = "", listen_host: str = "127.0.0.1",
+                  backend_host: str = "127.0.0.1") -> None:
     """uvloop byte relay: what the fast path's pinned mode does in Python.
 
     With shortcut_cgroup, each flow also gets an sk_msg shortcut between its
@@ -113,7 +118,7 @@ def _role_pyrelay(backend_port: int, shortcut_cgroup: str = "") -> None:
             asyncio.get_running_loop().create_task(self.dial())
 
         async def dial(self) -> None:
-            up, _ = await asyncio.get_running_loop().create_connection(lambda: Upstream(self.t), "127.0.0.1", backend_port)
+            up, _ = await asyncio.get_running_loop().create_connection(lambda: Upstream(self.t), backend_host, backend_port)
             up.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.up = up
             for d in self.pending:
@@ -137,7 +142,7 @@ def _role_pyrelay(backend_port: int, shortcut_cgroup: str = "") -> None:
                 shortcuts.remove(self.session)
 
     async def main() -> None:
-        srv = await asyncio.get_running_loop().create_server(Downstream, "127.0.0.1", 0, backlog=512)
+        srv = await asyncio.get_running_loop().create_server(Downstream, listen_host, 0, backlog=512)
         if shortcuts is not None:
             shortcuts.watch_port(srv.sockets[0].getsockname()[1])
         print(srv.sockets[0].getsockname()[1], flush=True)
@@ -219,7 +224,7 @@ def system_busy_ns() -> int:
 
 
 def ping_pong(port: int, conns: int, seconds: float, window: list[float] | None = None,
-              relay_pid: int | None = None) -> list[float]:
+              relay_pid: int | None = None, host: str = "127.0.0.1", source: str = "") -> list[float]:
     """Round trips (µs) of 64-byte messages on `conns` connections for `seconds`.
 
     Connection set-up (and the splice) happen before the timed window; when
@@ -228,7 +233,7 @@ def ping_pong(port: int, conns: int, seconds: float, window: list[float] | None 
     """
     socks = []
     for _ in range(conns):
-        s = socket.create_connection(("127.0.0.1", port))
+        s = socket.create_connection((host, port), source_address=(source, 0) if source else None)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
         socks.append(s)
@@ -278,17 +283,19 @@ def ping_pong(port: int, conns: int, seconds: float, window: list[float] | None 
             s.close()
 
 
-def _role_client(port: int, conns: int, seconds: float, relay_pid: int) -> None:
+def _role_client(port: int, conns: int, seconds: float, relay_pid: int, host: str = "127.0.0.1", source: str = "") -> None:
     """Runs ping_pong in its own process (inside the shortcut cgroup) and prints one JSON line."""
     window: list[float] = []
-    rtts = ping_pong(port, conns, seconds, window, relay_pid or None)
+    rtts = ping_pong(port, conns, seconds, window, relay_pid or None, host, source)
     print(json.dumps({"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "n": len(rtts), "wall": window[0],
                       "cpu_ns": window[1], "busy_ns": window[2]}), flush=True)
 
 
-def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None) -> dict[str, float]:
+def run_client(port: int, conns: int, seconds: float, relay_pid: int, cgroup: Any = None,
+               host: str = "127.0.0.1", source: str = "") -> dict[str, float]:
+    """ping_pong in a child; `cgroup` is anything with wrap(argv) (a cgroup, or a network namespace)."""
     argv = python_argv("fastpath.bench.splice_bench", "--role", "client",
-            str(port), str(conns), str(seconds), str(relay_pid))
+                       str(port), str(conns), str(seconds), str(relay_pid), host, source)
     p = subprocess.Popen(cgroup.wrap(argv) if cgroup else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=_child_env())
     try:
@@ -446,6 +453,10 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
             rows.append({"kind": "round_trip", "path": path, "note": note})
         if not why_not:
             rows.append({"kind": "switching", "path": "kernel-splice", **switching_latency(30 if quick else 150)})
+        # The card path in the same run: its own topology (namespaces), its own direct and proxy rows.
+        from fastpath.bench import dpu_bench
+
+        rows += dpu_bench.measure(quick, progress)
         return rows
     finally:
         for p in procs:
@@ -455,13 +466,17 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = [f"{'path':<16} {'conc':>4} {'p50 µs':>8} {'p99 µs':>8} {'msg/s':>8} {'relay CPU µs/msg':>17} {'system CPU µs/msg':>18}"]
+    out = [f"{'path':<20} {'conc':>4} {'p50 µs':>8} {'p99 µs':>8} {'msg/s':>8} {'relay CPU µs/msg':>17} {'system CPU µs/msg':>18}"]
     for r in rows:
         if r["kind"] == "round_trip" and "note" not in r:
-            out.append(f"{r['path']:<16} {r['concurrency']:>4} {r['rtt_p50_us']:>8.1f} {r['rtt_p99_us']:>8.1f} {r['msgs_per_s']:>8} "
+            out.append(f"{r['path']:<20} {r['concurrency']:>4} {r['rtt_p50_us']:>8.1f} {r['rtt_p99_us']:>8.1f} {r['msgs_per_s']:>8} "
                        f"{r['relay_cpu_us_per_msg']:>17.2f} {r['system_cpu_us_per_msg']:>18.2f}")
         elif "note" in r:
-            out.append(f"{r['path']:<16} {r['note']}")
+            out.append(f"{r['path']:<20} {r['note']}")
+        elif r["kind"] == "dpu_insertion":
+            out.append(f"dpu rule insertion: decision -> in the card's table p50 {r['inserted_p50_us']:.0f} µs "
+                       f"(p99 {r['inserted_p99_us']:.0f}); decision -> first packet switched by the card "
+                       f"p50 {r['first_switched_p50_us']:.0f} µs (p99 {r['first_switched_p99_us']:.0f}), {r['samples']} samples")
         elif r["kind"] == "switching":
             out.append(f"switching: splice call p50 {r['splice_call_p50_us']:.1f} µs (p99 {r['splice_call_p99_us']:.1f}); "
                        f"splice call -> first byte delivered by the kernel p50 {r['first_kernel_byte_p50_us']:.1f} µs "
@@ -479,10 +494,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.role:
         _die_with_parent(int(os.environ.get("FASTPATH_BENCH_PARENT", os.getppid())))
         a = args.role_args
-        {"echo": lambda: _role_echo(),
-         "pyrelay": lambda: _role_pyrelay(int(a[0]), a[1] if len(a) > 1 else ""),
+        {"echo": lambda: _role_echo(*a[:1]),
+         "pyrelay": lambda: _role_pyrelay(int(a[0]), *a[1:4]),
          "splicerelay": lambda: _role_splicerelay(int(a[0])),
-         "client": lambda: _role_client(int(a[0]), int(a[1]), float(a[2]), int(a[3]))}[args.role]()
+         "client": lambda: _role_client(int(a[0]), int(a[1]), float(a[2]), int(a[3]), *a[4:6])}[args.role]()
         return 0
     rows = measure(args.quick, progress=True)
     print(table(rows))

@@ -13,50 +13,9 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#define FP_WANT_SPLICE_MAPS
 #include "fastpath_maps.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, FP_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, __u64);
-} FP_MAP_SOCKS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, FP_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, __u64);
-} FP_MAP_TARGETS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FP_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, struct fp_peer);
-} FP_MAP_PEERS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FP_MAX_FLOWS);
-	__type(key, __u64);
-	__type(value, struct fp_flow_stats);
-} FP_MAP_FLOWS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, FP_ERR_COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} FP_MAP_ERRORS SEC(".maps");
-
-static __always_inline void count_error(__u32 class)
-{
-	__u64 *n = bpf_map_lookup_elem(&FP_MAP_ERRORS, &class);
-
-	if (n)
-		__sync_fetch_and_add(n, 1);
-}
+#include "fastpath_helpers.h"
 
 SEC("sk_skb/stream_verdict")
 int FP_PROG_SPLICE(struct __sk_buff *skb)
@@ -73,19 +32,19 @@ int FP_PROG_SPLICE(struct __sk_buff *skb)
 	if (skb->len == 0)
 		return SK_DROP;
 	if (!peer) {
-		count_error(FP_ERR_NO_PEER);
+		fp_count_error(&FP_MAP_ERRORS, FP_ERR_NO_PEER);
 		return SK_PASS;
 	}
 	peer_cookie = peer->peer_cookie;
 	flow_id = peer->flow_id;
 	dir = peer->dir & 1;
 	if (bpf_sk_redirect_hash(skb, &FP_MAP_TARGETS, &peer_cookie, 0) != SK_PASS) {
-		count_error(FP_ERR_REDIRECT);
+		fp_count_error(&FP_MAP_ERRORS, FP_ERR_REDIRECT);
 		return SK_PASS;
 	}
 	st = bpf_map_lookup_elem(&FP_MAP_FLOWS, &flow_id);
 	if (!st) {
-		count_error(FP_ERR_NO_FLOW);
+		fp_count_error(&FP_MAP_ERRORS, FP_ERR_NO_FLOW);
 		return SK_PASS;
 	}
 	__sync_fetch_and_add(&st->bytes[dir], skb->len);

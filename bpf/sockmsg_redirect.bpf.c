@@ -11,52 +11,11 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#define FP_WANT_MSG_MAPS
 #include "fastpath_maps.h"
+#include "fastpath_helpers.h"
 
 #define AF_INET 2
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, FP_MAX_ENDS);
-	__type(key, struct fp_tuple);
-	__type(value, __u64);
-} FP_MAP_ENDS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FP_MAX_ENDS);
-	__type(key, struct fp_tuple);
-	__type(value, struct fp_shortcut);
-} FP_MAP_SHORTCUTS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u32);
-} FP_MAP_WATCH_PORTS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FP_MAX_FLOWS);
-	__type(key, __u64);
-	__type(value, struct fp_flow_stats);
-} FP_MAP_MSG_FLOWS SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, FP_MSG_ERR_COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} FP_MAP_MSG_ERRORS SEC(".maps");
-
-static __always_inline void count_error(__u32 class)
-{
-	__u64 *n = bpf_map_lookup_elem(&FP_MAP_MSG_ERRORS, &class);
-
-	if (n)
-		__sync_fetch_and_add(n, 1);
-}
 
 SEC("sockops")
 int FP_PROG_ENDS(struct bpf_sock_ops *skops)
@@ -103,12 +62,12 @@ int FP_PROG_MSG(struct sk_msg_md *msg)
 	flow_id = sc->flow_id;
 	dir = sc->dir & 1;
 	if (bpf_msg_redirect_hash(msg, &FP_MAP_ENDS, &dest, BPF_F_INGRESS) != SK_PASS) {
-		count_error(FP_MSG_ERR_REDIRECT);
+		fp_count_error(&FP_MAP_MSG_ERRORS, FP_MSG_ERR_REDIRECT);
 		return SK_PASS;
 	}
 	st = bpf_map_lookup_elem(&FP_MAP_MSG_FLOWS, &flow_id);
 	if (!st) {
-		count_error(FP_MSG_ERR_NO_FLOW);
+		fp_count_error(&FP_MAP_MSG_ERRORS, FP_MSG_ERR_NO_FLOW);
 		return SK_PASS;
 	}
 	__sync_fetch_and_add(&st->bytes[dir], size);

@@ -100,7 +100,8 @@ def open_driver(config_or_name: Any, **kwargs: Any) -> SteeringTable:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         hint = {
             "ebpf": "check `fastpath bpf status`; build the objects with `make bpf`; run as root",
-            "dpu": "check the DPU emulation is set up",
+            "dpu": "build a card with `fastpath dpu up` (root), run this process in its host namespace "
+                   "(ip netns exec <card>-host ...), set FASTPATH_DPU_CARD when there are several; `fastpath dpu status`",
         }[name]
         log.warning("offload driver %s unavailable (%s): every flow stays on the Python relay (driver none). To fix: %s", name, first, hint)
         return NoneDriver(f"offload driver {name} unavailable ({first}); flows stay on the Python relay")

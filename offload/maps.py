@@ -118,12 +118,33 @@ def parse_header(text: str, source: str = "<text>") -> Layout:
 
 
 
-@lru_cache(maxsize=4)
-def load_layout(path: str | None = None) -> Layout:
-    """Parses fastpath_maps.h (from bpf_dir() unless `path` is given)."""
-    p = Path(path) if path else bpf_dir() / "fastpath_maps.h"
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
+
+
+def read_with_includes(p: Path, seen: set[Path] | None = None) -> str:
+    """The header's text with its `#include "x.h"` lines replaced by x.h (next to it), each file once.
+
+    fastpath_maps.h includes fastpath_consts.h and fastpath_structs.h (the
+    Katran-style split); `<...>` system includes are left alone.
+    """
+    seen = set() if seen is None else seen
+    seen.add(p.resolve())
     try:
         text = p.read_text()
     except OSError as e:
         raise HeaderError(f"cannot read {p}: {e.strerror}; set FASTPATH_BPF_DIR to the folder holding fastpath_maps.h") from None
-    return parse_header(text, str(p))
+
+    def inline(m: re.Match[str]) -> str:
+        inc = p.parent / m.group(1)
+        if inc.resolve() in seen:
+            return ""
+        return read_with_includes(inc, seen)
+
+    return _INCLUDE.sub(inline, text)
+
+
+@lru_cache(maxsize=4)
+def load_layout(path: str | None = None) -> Layout:
+    """Parses fastpath_maps.h and what it includes (from bpf_dir() unless `path` is given)."""
+    p = Path(path) if path else bpf_dir() / "fastpath_maps.h"
+    return parse_header(read_with_includes(p), str(p))

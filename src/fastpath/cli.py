@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bpf": ("fastpath.offload.bpf_cli", "load, unload and inspect fastpath's BPF programs and maps"),
     "reload": ("fastpath.control.reload_cli", "make the controller re-read its config file and push it to the proxies"),
     "top": ("fastpath.control.top", "live view of backends, routing decisions and flows (from the controller)"),
+    "dpu": ("fastpath.offload.dpu_cli", "the emulated BlueField DPU: status and installed rules (DOCA Flow JSON)"),
     "bench": ("fastpath.bench.harness", "benchmark fastpath against direct, nginx, HAProxy and Envoy"),
 }
 

@@ -158,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as e:
         _say(str(e))
         return 2
+    if args.offload == "dpu":  # the session phase through the emulated BlueField (namespaces, tc flow table)
+        from fastpath.offload.dpu_demo import run as run_dpu
+
+        return run_dpu(args, config, plan, _say)
     warning = offload_warning(config)
     if warning:
         _say(warning)

@@ -214,13 +214,25 @@ def _pushed_seeds() -> list[bytes]:
             chunk(bad.SerializeToString()) + chunk(msgs[0]), chunk(b"\xff\xff not protobuf") + chunk(msgs[2])]
 
 
+def _bpf_header_seeds() -> list[bytes]:
+    """fastpath's own BPF headers (each alone, and fastpath_maps.h with its includes inlined) and hand-written edges."""
+    from fastpath.offload.maps import bpf_dir, read_with_includes
+
+    d = bpf_dir()
+    out = [p.read_bytes() for p in sorted(d.glob("fastpath_*.h"))]
+    out.append(read_with_includes(d / "fastpath_maps.h").encode())
+    out.append(b"#define FP_A 0x10\n#define FP_N fp_name\nstruct s {\n\t__u16 a;\n\t__u64 b[FP_A];\n};\n")
+    out.append(b"struct bad {\n\tint x;\n};\n#define FP_S \"str\"\n")
+    return out
+
+
 def build() -> dict[str, list[bytes]]:
     """Seed inputs per target name, built fresh (about a second: it makes real gRPC calls)."""
     cap = capture()
     return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
             "features": _features_seeds(cap),
             "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds(),
-            "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap)}
+            "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap), "bpf_header": _bpf_header_seeds()}
 
 
 def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:

@@ -115,10 +115,11 @@ def test_python_layout_is_what_clang_compiled(bpf_ready):
     if shutil.which("bpftool") is None:
         pytest.fail("bpftool missing: apt-get install bpftool")
     btf: dict[str, tuple[int, dict[str, int]]] = {}
-    for obj in ("sockmap_splice.bpf.o", "sockmsg_redirect.bpf.o"):
+    for obj in ("sockmap_splice.bpf.o", "sockmsg_redirect.bpf.o", "dpu_steer.bpf.o"):
         btf.update(btf_structs(str(REPO / "bpf/build" / obj)))
     layout = load_layout()
-    assert {"fp_peer", "fp_flow_stats", "fp_tuple", "fp_shortcut"} <= set(layout.structs)
+    assert {"fp_peer", "fp_flow_stats", "fp_tuple", "fp_shortcut", "fp_dpu_match", "fp_dpu_rule",
+            "fp_dpu_tuple", "fp_dpu_conn"} <= set(layout.structs)
     for name, cls in layout.structs.items():
         size, members = btf[name]
         assert ctypes.sizeof(cls) == size, name
@@ -126,3 +127,7 @@ def test_python_layout_is_what_clang_compiled(bpf_ready):
     errs = layout.prefixed("FP_ERR_")
     classes = {k: v for k, v in errs.items() if k != "FP_ERR_COUNT"}
     assert sorted(classes.values()) == list(range(errs["FP_ERR_COUNT"]))
+    for prefix in ("FP_MSG_ERR_", "FP_DPU_ERR_"):  # every program's failure classes are 0..COUNT-1, one each
+        errs = layout.prefixed(prefix)
+        classes = {k: v for k, v in errs.items() if k != prefix + "COUNT"}
+        assert sorted(classes.values()) == list(range(errs[prefix + "COUNT"])), prefix

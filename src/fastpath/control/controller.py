@@ -128,6 +128,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
             if batch.flows_included:
                 state.flows.replace_reported(batch.proxy_id, batch.flows)
                 settled = state.settle_offloads()
+                if self.ctl.steering is not None:  # session affinity learned -> card rule (dpu driver)
+                    self.ctl.steering.learned(state.sessions, batch.flows)
             if n or settled:
                 state.bump()
             accepted += n
@@ -143,10 +145,15 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         log.info("policy %s set: %s", p.name, ", ".join(f"{a}={w:.3f}" for a, w in p.weights.items()))
         self.ctl.config_changed()
+        if self.ctl.steering is not None:
+            self.ctl.steering.policy_changed(p.name)
         return self.ctl.policies.to_message()
 
     async def ListFlows(self, request, context):  # noqa: N802
-        return self.ctl.state.flows.to_message()
+        msg = self.ctl.state.flows.to_message()
+        if self.ctl.steering is not None:  # connections the card switches, with the card's counters
+            msg.flows.extend(self.ctl.steering.flow_messages())
+        return msg
 
     async def SetFlowPath(self, request, context):  # noqa: N802
         """Asks the proxies to move a pinned session off the Python relay; answers once they did (or after 2 s)."""
@@ -220,6 +227,7 @@ class Controller:
         self.listen = listen or config.control.listen
         split_hostport(self.listen, "control.listen")
         self.offload_wait_s = 2.0  # SetFlowPath waits this long for a proxy to report the move
+        self.steering = None  # fastpath.offload.dpu_affinity.AffinitySteering with the dpu driver
         self._make_probes(config)
         self.state = FleetState(
             config, self.scraper.metrics, self.health.state,
@@ -232,6 +240,11 @@ class Controller:
         self.address = ""
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task] = []
+
+    def _health_changed(self, name: str) -> None:
+        self.state.bump()
+        if self.steering is not None:
+            self.steering.health_changed(name, self.health.state[name].healthy)
 
     # -- pushed configuration --------------------------------------------------
     def resources(self) -> dict:
@@ -347,7 +360,7 @@ class Controller:
             config.backends,
             config.control.health_interval_ms / 1000.0,
             config.control.health_timeout_ms / 1000.0,
-            on_change=lambda name: self.state.bump(),
+            on_change=self._health_changed,
             fall=config.control.health_fall,
             rise=config.control.health_rise,
         )
@@ -410,6 +423,10 @@ class Controller:
         """Binds the control API and starts scraping and probing; returns host:port."""
         self.token = auth.ensure_token(self.config)
         self.metrics.start()
+        if self.config.offload_driver == "dpu" and self.steering is None:
+            from fastpath.offload.dpu_affinity import AffinitySteering
+
+            self.steering = AffinitySteering.open(self.config)
         server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
                                  interceptors=[auth.TokenInterceptor(self.token, str(auth.token_path(self.config)))])
         control_pb2_grpc.add_ControlServicer_to_server(ControlService(self), server)
@@ -470,6 +487,9 @@ class Controller:
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None
+        if self.steering is not None:
+            self.steering.close()
+            self.steering = None
 
     async def __aenter__(self) -> "Controller":
         await self.start()
