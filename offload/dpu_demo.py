@@ -130,7 +130,8 @@ def _wait(pred, timeout: float, what: str) -> None:
 
 
 def proxy_metric(card: Any, address: str, name: str) -> float:
-    """A sample of the proxy's /metrics, fetched from the client namespace (through the card's routing)."""
+    """A counter of the proxy's /metrics summed over its samples (one per worker), fetched from the client
+    namespace (through the card's routing)."""
     host, port = address.rsplit(":", 1)
     s = card.socket("cli")
     s.settimeout(3)
@@ -140,9 +141,10 @@ def proxy_metric(card: Any, address: str, name: str) -> float:
         body = b""
         while d := s.recv(65536):
             body += d
-    for line in body.decode(errors="replace").splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
+    values = [float(line.rsplit(None, 1)[1]) for line in body.decode(errors="replace").splitlines()
+              if line.startswith((name + " ", name + "{"))]
+    if values:
+        return sum(values)
     raise LookupError(f"{name} not in the proxy's metrics at {address}")
 
 
