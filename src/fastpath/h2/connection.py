@@ -670,7 +670,9 @@ class H2Connection:
         # Unknown frame types are ignored (RFC 9113 §5.5).
 
     def _window_update(self, sid: int, payload: bytes) -> None:
-        inc = fr.parse_window_update(payload, sid)  # FRAME_SIZE_ERROR for a bad length
+        if len(payload) != 4:
+            raise fr.H2Error(fr.FRAME_SIZE_ERROR, f"WINDOW_UPDATE of {len(payload)} bytes (RFC 9113 §6.9)")
+        inc = fr.read_u32(payload) & _MAX_WINDOW
         if not self.settings_seen:
             raise fr.H2Error(fr.PROTOCOL_ERROR, "the first frame must be SETTINGS (RFC 9113 §3.4)")
         self.window_updates += 1
