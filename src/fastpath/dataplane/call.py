@@ -41,6 +41,7 @@ from . import grpc_status as gs
 from .outcome import backend_at_fault
 
 if TYPE_CHECKING:
+    from fastpath.h2.connection import H2Stream
     from fastpath.router.features import RequestFeatures
     from fastpath.router.router import Decision
 
@@ -88,20 +89,21 @@ class CallServices(Protocol):
 
 class Call:
     __slots__ = (
-        "svc", "down", "down_id", "up", "up_id", "req", "resp", "features", "decision",
+        "svc", "down", "down_id", "_credit_client", "up", "up_id", "req", "resp", "features", "decision",
         "position", "backend", "t_start", "t_first", "held_headers", "replay", "replay_bytes",
         "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended",
     )
 
-    def __init__(self, svc: CallServices, down: "DownstreamConnection", down_id: int) -> None:
+    def __init__(self, svc: CallServices, down: "DownstreamConnection", down_st: "H2Stream") -> None:
         self.svc = svc
         self.down = down
-        self.down_id = down_id
+        self.down_id = down_st.sid
         self.up: UpstreamConnection | None = None
         self.up_id = 0
+        self._credit_client = down_st.credit
         self.req = Half(self._credit_client)
         self.resp = Half(_noop)
-        self.resp.attach(down.h2, down_id)
+        self.resp.attach(down.h2, self.down_id)
         self.resp.on_done = self._maybe_finish
         self.features: Any = None
         self.decision: Any = None
@@ -123,15 +125,6 @@ class Call:
     @property
     def committed(self) -> bool:
         return self.state == COMMITTED or (self.state == DONE and self.t_first > 0.0)
-
-    # -- flow-control credit back to the side that sent the bytes ------------
-    def _credit_client(self, n: int) -> None:
-        self.down.h2.credit(self.down_id, n)
-
-    def _credit_backend(self, n: int) -> None:
-        up = self.up
-        if up is not None:
-            up.h2.credit(self.up_id, n)
 
     # -- client side ---------------------------------------------------------
     def on_request_headers(self, headers: list, end: bool) -> None:
@@ -219,10 +212,11 @@ class Call:
             self.position += 1
         self.respond_error(gs.UNAVAILABLE, f"no backend could take this call ({len(ranked)} tried)")
 
-    def start_upstream(self, conn: "UpstreamConnection", sid: int) -> None:
+    def start_upstream(self, conn: "UpstreamConnection", st: "H2Stream") -> None:
         """Called by the upstream connection once the stream has an id there."""
         self.up = conn
-        self.up_id = sid
+        self.up_id = sid = st.sid
+        self.resp.on_sent = st.credit  # response bytes written to the client: credit the backend
         req = self.req
         no_body = req.end and not req.pending and req.trailers is None and not self.body_seen
         req.attach(conn.h2, sid)
@@ -300,7 +294,6 @@ class Call:
         self.replay = None
         now = _now()
         self.t_first = now
-        self.resp.on_sent = self._credit_backend
         self.svc.call_first_byte(self, (now - self.t_start) * 1000.0)
         held = self.held_headers
         if held is not None:

@@ -128,7 +128,8 @@ class DownstreamConnection(H2Transport):
         call = st.owner
         if call is None:
             self.requests += 1
-            call = st.owner = Call(self.services, self, st.sid)
+            call = st.owner = Call(self.services, self, st)
+            st.on_data = call.on_request_data
             call.on_request_headers(headers, end)
         else:
             call.on_request_trailers(headers)

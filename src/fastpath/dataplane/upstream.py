@@ -55,7 +55,8 @@ class UpstreamConnection(H2Transport):
 
     def _start(self, call: "Call") -> None:
         st = self.h2.open_stream(call)
-        call.start_upstream(self, st.sid)
+        st.on_data = call.on_response_data
+        call.start_upstream(self, st)
         if self.h2.next_local_id > fr.MAX_STREAM_ID - 2:
             self.draining = True  # stream ids exhausted: new streams go to a fresh connection
 

@@ -12,6 +12,7 @@ directly — no event object per frame — and what must go out is appended to
 Handler methods (a `ConnectionHandler`):
   on_headers(st, headers, end)     a valid request (server side), response or trailers
   on_data(st, data, end)           DATA payload (padding removed); give window back with `credit`
+                                   (a stream whose `on_data` is set gets its DATA there instead)
   on_reset(st, code)               the peer reset the stream
   on_stream_error(st, code, msg)   we reset the stream because the peer broke a stream rule
   on_refused(sid, why, msg)        a new stream was refused or malformed (never reached the handler)
@@ -69,9 +70,11 @@ class H2Stream:
     """One stream's protocol state on one connection; `owner` is what the application hangs on it."""
 
     __slots__ = ("sid", "state", "recv_window", "recv_unacked", "sender", "owner", "content_length",
-                 "received", "got_headers")
+                 "received", "got_headers", "conn", "on_data")
 
-    def __init__(self, sid: int, state: int, recv_window: int) -> None:
+    def __init__(self, conn: "H2Connection", sid: int, state: int, recv_window: int) -> None:
+        self.conn = conn
+        self.on_data: Callable[[bytes, bool], None] | None = None  # DATA goes here, not to the handler
         self.sid = sid
         self.state = state
         self.recv_window = recv_window  # what the peer may still send on this stream
@@ -81,6 +84,18 @@ class H2Stream:
         self.content_length = -1
         self.received = 0
         self.got_headers = False        # client side: the response HEADERS arrived
+
+    def credit(self, n: int) -> None:
+        """`n` bytes received on this stream were consumed: give them back to the peer in batches."""
+        if self.state == ss.HALF_CLOSED_REMOTE or self.state == _CLOSED:
+            return
+        unacked = self.recv_unacked + n
+        conn = self.conn
+        if unacked >= conn.stream_update_at:
+            conn.send(fr.window_update_frame(self.sid, unacked))
+            self.recv_window += unacked
+            unacked = 0
+        self.recv_unacked = unacked
 
 
 class Half:
@@ -316,7 +331,7 @@ class H2Connection:
         block = self.encoder.encode(headers)
         if extra:
             lit = self.encoder.literal
-            block += b"".join(lit(n, v) for n, v in extra)
+            block += b"".join([lit(n, v) for n, v in extra])
         self.send(fr.headers_frames(sid, block, end_stream, self.peer_max_frame))
         st.state = nxt
         if end_stream and not _from_half:
@@ -340,7 +355,7 @@ class H2Connection:
         """(Client side) a new stream with the next id, idle until `send_headers`."""
         sid = self.next_local_id
         self.next_local_id += 2
-        st = H2Stream(sid, ss.IDLE, self.limits.stream_window)
+        st = H2Stream(self, sid, ss.IDLE, self.limits.stream_window)
         st.owner = owner
         self.streams[sid] = st
         self.streams_opened += 1
@@ -349,13 +364,8 @@ class H2Connection:
     def credit(self, sid: int, n: int) -> None:
         """`n` bytes received on `sid` were consumed: give them back to the peer in batches."""
         st = self.streams.get(sid)
-        if st is None or st.state == ss.HALF_CLOSED_REMOTE:
-            return
-        st.recv_unacked += n
-        if st.recv_unacked >= self.stream_update_at:
-            self.send(fr.window_update_frame(sid, st.recv_unacked))
-            st.recv_window += st.recv_unacked
-            st.recv_unacked = 0
+        if st is not None:
+            st.credit(n)
 
     def reset_stream(self, sid: int, code: int) -> None:
         """Sends RST_STREAM(code) unless the stream is already closed, and forgets it."""
@@ -375,7 +385,11 @@ class H2Connection:
         st = self.streams.get(sid)
         if st is None:
             return
-        if st.state == ss.HALF_CLOSED_LOCAL and not self.client_side:
+        state = st.state
+        if state == _CLOSED:  # closed while its last frame was being handled: nothing to send
+            self._forget(st, False)
+            return
+        if state == ss.HALF_CLOSED_LOCAL and not self.client_side:
             code = fr.NO_ERROR
         self.reset_stream(sid, code)
 
@@ -508,7 +522,7 @@ class H2Connection:
             raise StreamError(sid, fr.FLOW_CONTROL_ERROR, f"peer exceeded the window of stream {sid}")
         data = fr.strip_padding(payload, flags, sid) if flags & fr.PADDED else payload
         if len(data) != n:
-            self.credit(sid, n - len(data))
+            st.credit(n - len(data))
         end = bool(flags & _END)
         if st.content_length >= 0:
             st.received += len(data)
@@ -517,7 +531,11 @@ class H2Connection:
                                   f"{st.content_length} (RFC 9113 §8.1.1)")
         if end:
             st.state = _RECV_END[state]
-        self._on_data(st, data, end)
+        on_data = st.on_data
+        if on_data is not None:
+            on_data(data, end)
+        else:
+            self._on_data(st, data, end)
         if st.state == _CLOSED and st.sid in self.streams:
             self._forget(st, False)
 
@@ -587,7 +605,7 @@ class H2Connection:
         if err is not None:
             self._refuse(sid, fr.PROTOCOL_ERROR, "malformed", f"malformed request: {err}")
             return
-        st = H2Stream(sid, ss.HALF_CLOSED_REMOTE if end else ss.OPEN, self.limits.stream_window)
+        st = H2Stream(self, sid, ss.HALF_CLOSED_REMOTE if end else ss.OPEN, self.limits.stream_window)
         st.content_length = cl
         if end and cl > 0:
             self._refuse(sid, fr.PROTOCOL_ERROR, "malformed", f"DATA does not match content-length {cl}")

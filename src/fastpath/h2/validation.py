@@ -24,6 +24,21 @@ _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
 
+_OK = ""
+_verdicts: dict[Header, str] = {}  # field -> "" (fine) or what is wrong; HPACK hands out the same tuples
+
+
+def _field_verdict(field: Header) -> str:
+    """`_field_error` of one field, remembered: a gRPC client repeats all but one or two fields."""
+    v = _verdicts.get(field)
+    if v is None:
+        v = _field_error(field[0], field[1]) or _OK
+        if len(_verdicts) >= 8192:
+            _verdicts.clear()
+        _verdicts[field] = v
+    return v
+
+
 def _field_error(name: bytes, value: bytes) -> str | None:
     if not name:
         return "empty field name"
@@ -43,7 +58,8 @@ def request_error(headers: list[Header]) -> str | None:
     seen: set[bytes] = set()
     regular = False
     method = path = scheme = None
-    for name, value in headers:
+    for field in headers:
+        name, value = field
         if name[:1] == b":":
             if regular:
                 return f"pseudo-header {name.decode('latin-1')} after a regular field (RFC 9113 §8.3)"
@@ -65,8 +81,8 @@ def request_error(headers: list[Header]) -> str | None:
                 return f"{name.decode()} has NUL/CR/LF or surrounding whitespace (RFC 9113 §8.2.1)"
             continue
         regular = True
-        err = _field_error(name, value)
-        if err is not None:
+        err = _field_verdict(field)
+        if err:
             return err
     if method is None:
         return "request without :method (RFC 9113 §8.3.1)"
@@ -81,11 +97,11 @@ def request_error(headers: list[Header]) -> str | None:
 
 def trailers_error(headers: list[Header]) -> str | None:
     """§8.1: trailers carry no pseudo-headers; the field rules of §8.2 apply."""
-    for name, value in headers:
-        if name[:1] == b":":
-            return f"pseudo-header {name[:40].decode('latin-1')} in trailers (RFC 9113 §8.1)"
-        err = _field_error(name, value)
-        if err is not None:
+    for field in headers:
+        if field[0][:1] == b":":
+            return f"pseudo-header {field[0][:40].decode('latin-1')} in trailers (RFC 9113 §8.1)"
+        err = _field_verdict(field)
+        if err:
             return err
     return None
 
@@ -101,8 +117,8 @@ def response_error(headers: list[Header]) -> str | None:
             status = value
             continue
         regular = True
-        err = _field_error(name, value)
-        if err is not None:
+        err = _field_verdict((name, value))
+        if err:
             return err
     if status is None:
         return "response without :status (RFC 9113 §8.3.2)"
