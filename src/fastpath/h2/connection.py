@@ -57,13 +57,11 @@ class ConnectionHandler(Protocol):
     def on_limit(self, name: str) -> None: ...
 
 
-class StreamError(Exception):
+class StreamError(fr.H2Error):
     """A stream error (RFC 9113 §5.4.2): RST_STREAM `code` on `stream_id`, the connection carries on."""
 
     def __init__(self, stream_id: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.stream_id = stream_id
-        self.code = code
+        super().__init__(code, message, stream_id)
 
 
 class H2Stream:
@@ -438,7 +436,9 @@ class H2Connection:
                         self._headers(flags, sid, payload)
                     else:
                         self._control(ftype, flags, sid, payload)
-                except StreamError as e:
+                except fr.H2Error as e:
+                    if not isinstance(e, StreamError):
+                        raise
                     self.stream_error(e.stream_id, e.code, str(e))
                 if self.closed:
                     return
