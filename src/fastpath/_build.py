@@ -27,6 +27,9 @@ HOT_MODULES = (
     "fastpath.dataplane.outcome",
     "fastpath.dataplane.call",
     "fastpath.dataplane.services",
+    "fastpath.dataplane.conn",
+    "fastpath.dataplane.downstream",
+    "fastpath.dataplane.upstream",
 )
 
 

@@ -39,8 +39,8 @@ def flush_dirty() -> None:
             conn.transport.close()
 
 
-class H2Transport(asyncio.Protocol):
-    """asyncio.Protocol around an `H2Connection`; subclasses are its handler (the two proxy sides)."""
+class H2Transport:
+    """An asyncio protocol (duck-typed, so mypyc can compile it) around an `H2Connection`; subclasses are its handler."""
 
     client_side = False  # True for connections to backends (we are the HTTP/2 client)
 
@@ -84,6 +84,25 @@ class H2Transport(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         pass
+
+    # -- handler: per stream (each side implements these) -----------------------
+    def on_headers(self, st: H2Stream, headers: list, end: bool) -> None:
+        raise NotImplementedError
+
+    def on_data(self, st: H2Stream, data: bytes, end: bool) -> None:
+        raise NotImplementedError
+
+    def on_reset(self, st: H2Stream, code: int) -> None:
+        raise NotImplementedError
+
+    def on_stream_error(self, st: H2Stream, code: int, message: str) -> None:
+        raise NotImplementedError
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None
 
     # -- handler: connection-level -------------------------------------------
     def on_connection_error(self, code: int, message: str) -> None:

@@ -179,6 +179,10 @@ class DownstreamConnection(H2Transport):
             self.close_soon()
 
 
+SNIFF_TIMEOUT_S = 0.25   # a new connection that sends no call within this is routed
+SNIFF_MAX_BYTES = 65536  # bytes watched before giving up on pinning
+
+
 class Sniffer:
     """Watches a new connection until its first call says whether to pin it.
 
@@ -190,11 +194,8 @@ class Sniffer:
     of our empty SETTINGS, and the pinned flow drops the backend's ACKs of the
     SETTINGS we already ACKed (`acked`). If it is not pinned, routed mode
     replays everything and skips the ACKs already sent. A connection that
-    sends no call within `timeout_s` is routed.
+    sends no call within SNIFF_TIMEOUT_S is routed.
     """
-
-    timeout_s = 0.25
-    max_bytes = 65536
 
     def __init__(self, conn: DownstreamConnection) -> None:
         import asyncio
@@ -211,9 +212,10 @@ class Sniffer:
         self.pending: tuple[int, list] | None = None  # (stream, headers) waiting for model_name in DATA
         self.decided: tuple[list, str] | None = None   # pin decision waiting for the SETTINGS ACK
         self.acked = [0, 0]  # SETTINGS and PINGs of the client we ACKed ourselves
+        self.hflags = 0
         assert conn.transport is not None
         conn.transport.write(fr.settings_frame({}))
-        self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._timeout)
+        self.timer = asyncio.get_running_loop().call_later(SNIFF_TIMEOUT_S, self._timeout)
 
     def cancel(self) -> None:
         self.timer.cancel()
@@ -228,7 +230,7 @@ class Sniffer:
         conn = self.conn
         self.raw.append(data)
         self.size += len(data)
-        if self.size > self.max_bytes:
+        if self.size > SNIFF_MAX_BYTES:
             conn.end_sniff()
             return
         buf = self.buf + data
@@ -286,13 +288,17 @@ class Sniffer:
                 if self.pending is not None or self.block is not None:
                     self.conn.end_sniff()
                     return
-                self.block = [fr.headers_block_fragment(payload, flags, sid)]
+                parts = self.block = [fr.headers_block_fragment(payload, flags, sid)]
                 self.hflags = flags
             else:
-                self.block.append(payload)
+                cur = self.block
+                if cur is None:
+                    return
+                cur.append(payload)
+                parts = cur
             if flags & fr.END_HEADERS:
-                block, self.block = b"".join(self.block), None
-                self._headers(sid, self.hflags, self.decoder.decode(block))
+                self.block = None
+                self._headers(sid, self.hflags, self.decoder.decode(b"".join(parts)))
         elif ftype == fr.DATA and self.pending is not None and sid == self.pending[0]:
             data = fr.strip_padding(payload, flags, sid)
             self._decide(self.pending[1], self.conn.proxy.model_from_body([data]) or "")

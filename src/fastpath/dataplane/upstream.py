@@ -176,7 +176,7 @@ class UpstreamPool:
 
         async def connect() -> None:
             try:
-                await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), timeout)
+                await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), timeout)  # type: ignore[type-var]
             except (OSError, asyncio.TimeoutError) as e:
                 why = "did not accept the connection in time" if isinstance(e, asyncio.TimeoutError) \
                     else f"refused the connection ({e.strerror or e.__class__.__name__})"
