@@ -313,8 +313,8 @@ class H2Connection:
     def send_control(self, frame: bytes) -> None:
         """Queues an ACK; a peer that makes us ACK but never reads what we send is cut off."""
         if self.unsent_bytes() > self.limits.max_unsent_control_bytes:
-            self.handler.on_limit("max_unsent_control_bytes")
-            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "peer does not read our frames (PING/SETTINGS ACKs piling up)")
+            raise self._limit_hit("max_unsent_control_bytes",
+                                  "peer does not read our frames (PING/SETTINGS ACKs piling up)")
         self.send(frame)
 
     def send_headers(self, sid: int, headers: list, end_stream: bool, extra: list | None = None,
@@ -508,8 +508,7 @@ class H2Connection:
         elif not flags & _END:
             self.empty_data_run += 1
             if self.empty_data_run > self.limits.max_consecutive_empty_data:
-                self.handler.on_limit("empty DATA frames")
-                raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "flood of empty DATA frames")
+                raise self._limit_hit("empty DATA frames", "flood of empty DATA frames")
         st = self.streams.get(sid)
         if st is None:
             self._closed_or_idle(sid, ss.RECV_DATA)
@@ -622,6 +621,11 @@ class H2Connection:
             del rc[next(iter(rc))]
         self.handler.on_refused(sid, why, message)
 
+    def _limit_hit(self, name: str, message: str) -> fr.H2Error:
+        """An abuse limit of `Constraints` was passed: tell the handler, and the error to raise."""
+        self.handler.on_limit(name)
+        return fr.H2Error(fr.ENHANCE_YOUR_CALM, message)
+
     def _checked(self, headers: list, check: Callable[[list], str | None]) -> str | None:
         """`check(headers)`, remembered per decoded list (HPACK hands out the same list for a repeated block)."""
         key = id(headers)
@@ -645,8 +649,7 @@ class H2Connection:
         if not self.settings_seen and not (ftype == fr.SETTINGS and not flags & fr.ACK):
             raise fr.H2Error(fr.PROTOCOL_ERROR, "the first frame must be SETTINGS (RFC 9113 §3.4)")
         if not self.control_bucket.take():
-            self.handler.on_limit("control frame flood")
-            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, f"control frame flood (frame type {ftype})")
+            raise self._limit_hit("control frame flood", f"control frame flood (frame type {ftype})")
         if ftype == fr.SETTINGS:
             if sid != 0:
                 raise fr.H2Error(fr.PROTOCOL_ERROR, "SETTINGS on a stream (RFC 9113 §6.5)")
@@ -697,8 +700,7 @@ class H2Connection:
         lim = self.limits
         if self.window_updates > (lim.window_update_base + lim.window_update_per_stream * self.streams_opened
                                   + lim.window_update_per_data_frame * self.data_frames_sent):
-            self.handler.on_limit("WINDOW_UPDATE flood")
-            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "WINDOW_UPDATE flood (more than our DATA frames justify)")
+            raise self._limit_hit("WINDOW_UPDATE flood", "WINDOW_UPDATE flood (more than our DATA frames justify)")
         if sid == 0:
             if inc == 0:
                 raise fr.H2Error(fr.PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment (RFC 9113 §6.9)")
@@ -731,8 +733,7 @@ class H2Connection:
         if not self.settings_seen:
             raise fr.H2Error(fr.PROTOCOL_ERROR, "the first frame must be SETTINGS (RFC 9113 §3.4)")
         if not self.client_side and not self.reset_bucket.take():
-            self.handler.on_limit("too many stream resets")
-            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
+            raise self._limit_hit("too many stream resets", "too many stream resets (rapid reset)")
         st = self.streams.get(sid)
         if st is None:
             self._closed_or_idle(sid, ss.RECV_RST_STREAM)

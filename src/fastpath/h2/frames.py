@@ -192,15 +192,10 @@ def strip_padding(payload: bytes, flags: int, stream_id: int) -> bytes:
 
 def headers_block_fragment(payload: bytes, flags: int, stream_id: int) -> bytes:
     """The header block fragment of a HEADERS frame, without padding and priority fields."""
-    if flags & PADDED:
-        payload = strip_padding(payload, flags, stream_id)
-    if flags & PRIORITY_FLAG:
-        if len(payload) < 5:
-            raise H2Error(FRAME_SIZE_ERROR, "HEADERS with PRIORITY flag shorter than 5 bytes", stream_id)
-        if _u32(payload)[0] & MAX_STREAM_ID == stream_id:
-            raise H2Error(PROTOCOL_ERROR, "stream depends on itself", stream_id)
-        payload = payload[5:]
-    return payload
+    fragment, flags = _fragment(payload, flags, stream_id)
+    if flags & SELF_DEPENDENT:
+        raise H2Error(PROTOCOL_ERROR, "stream depends on itself", stream_id)
+    return fragment
 
 
 def _fragment(payload: bytes, flags: int, stream_id: int) -> tuple[bytes, int]:
