@@ -9,9 +9,25 @@ BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
 APT_TEST := clang llvm libbpf-dev bpftool iproute2 openssl nginx-light haproxy
 APT_BENCH := nginx-light haproxy
 
-.PHONY: setup demo up test bench bench-quick bench-workers bench-control soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
+.PHONY: setup demo up test test-pure bench bench-quick bench-workers bench-control soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
 
-setup: $(STAMP) sysdeps bpf
+setup: $(STAMP) sysdeps bpf compiled
+
+# The hot modules compiled with mypyc (same source) when a C compiler is present; the
+# pure-Python package works without them (FASTPATH_PURE=1 forces it).
+HOT_SRC := $(wildcard src/fastpath/h2/*.py) $(addprefix src/fastpath/dataplane/,call.py services.py conn.py downstream.py upstream.py) \
+	src/fastpath/dataplane/outcome.py src/fastpath/_build.py tools/build_compiled.py
+COMPILED_STAMP := src/fastpath/.compiled
+HAVE_CC := $(shell command -v cc >/dev/null 2>&1 && echo 1)
+
+compiled: $(if $(HAVE_CC),$(COMPILED_STAMP))
+
+$(COMPILED_STAMP): $(STAMP) $(HOT_SRC)
+	@rm -f $@
+	$(PY) -m pip install -q -e '.[compiled]'
+	@if $(PY) tools/build_compiled.py >src/build.log 2>&1; then touch $@; else \
+	  echo "note: mypyc build failed (src/build.log); fastpath runs as pure Python"; \
+	  find src/fastpath -name '*.so' -delete; fi
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -48,7 +64,11 @@ up: setup
 	$(VENV)/bin/fastpath up
 
 test: setup
-	$(PY) -m pytest -q tests
+	FASTPATH_EXPECT_COMPILED=$$(test -f $(COMPILED_STAMP) && echo 1) $(PY) -m pytest -q tests
+
+# The same suite on the pure-Python build.
+test-pure: setup
+	FASTPATH_PURE=1 $(PY) -m pytest -q tests
 
 bench: setup bench-sysdeps
 	$(VENV)/bin/fastpath bench
@@ -84,4 +104,5 @@ proto: $(STAMP)
 	PYTHON=$(PY) proto/generate.sh
 
 clean:
-	rm -rf $(VENV) bpf/build .pytest_cache
+	rm -rf $(VENV) bpf/build .pytest_cache src/build $(COMPILED_STAMP)
+	find src/fastpath -name '*.so' -delete

@@ -147,9 +147,14 @@ def main() -> None:
         return measure(args.rounds, args.calls)
 
     rows = asyncio.run(run())
+    import fastpath
+
+    build = f"compiled ({len(fastpath.compiled_modules())} hot modules, mypyc)" if fastpath.compiled_modules() \
+        else "pure Python"
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
+        print(f"build: {build}")
         for r in rows:
             print(f"{r['kind']:15} {r['metadata']:9} {r['python_us_p50']:8.2f} µs (min {r['python_us_min']:.2f})")
 

@@ -140,8 +140,11 @@ def _commit() -> str:
         return ""
 
 
-def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
-    """fastpath proxy paths: routed (per-request routing), pinned (session relayed by Python), splice (kernel)."""
+def _fastpath(mode: str, pure: bool = False) -> Callable[[PathContext], Endpoint]:
+    """fastpath proxy paths: routed (per-request routing), pinned (session relayed by Python), splice (kernel).
+
+    `pure` runs the pure-Python build (FASTPATH_PURE=1) next to the compiled one.
+    """
 
     def start(ctx: PathContext) -> Endpoint:
         if importlib.util.find_spec("fastpath.dataplane.server") is None:
@@ -152,7 +155,8 @@ def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
         argv = procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
                                         "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1",
                                         "--workers", "1")  # one process: its CPU is the proxy's cost
-        proc = procs.spawn(argv, log_path=log, stdout_pipe=True, cwd=ctx.workdir)
+        env = {**os.environ, "FASTPATH_PURE": "1"} if pure else None
+        proc = procs.spawn(argv, log_path=log, stdout_pipe=True, cwd=ctx.workdir, env=env)
         metadata: tuple[tuple[str, str], ...] = ()
         if mode != "routed":
             metadata = (("x-fastpath-session", f"bench-{mode}-{os.urandom(6).hex()}"),)
@@ -182,8 +186,10 @@ def _fastpath(mode: str) -> Callable[[PathContext], Endpoint]:
             names = ("fastpath_pinned_total", "fastpath_offloaded_total", "fastpath_offload_refused_total")
             return ", ".join(f"{n.removeprefix('fastpath_')}={proxy_metric(metrics, n)}" for n in names)
 
-        return Endpoint(f"fastpath-{mode}" if mode != "routed" else "fastpath", address, proc.pid,
-                        f"{fp_version} ({mode}{_commit()}, python {sys.version.split()[0]})", lambda: procs.stop(proc),
+        name = (f"fastpath-{mode}" if mode != "routed" else "fastpath") + ("-pure" if pure else "")
+        return Endpoint(name, address, proc.pid,
+                        f"{fp_version} ({mode}{_commit()}, python {sys.version.split()[0]}"
+                        f"{', pure Python' if pure else ''})", lambda: procs.stop(proc),
                         metadata=metadata, check=check)
 
     return start
@@ -193,6 +199,8 @@ register(PathSpec("direct", "client → backend, no proxy", _direct))
 for _name in peers.PEERS:
     register(PathSpec(_name, f"client → {_name} → backend", _peer(_name)))
 register(PathSpec("fastpath", "client → fastpath proxy (routed mode, no controller) → backend", _fastpath("routed")))
+register(PathSpec("fastpath-pure", "client → fastpath proxy, pure-Python build (FASTPATH_PURE=1) → backend",
+                  _fastpath("routed", pure=True), in_quick=False))
 register(PathSpec("fastpath-pinned", "client → fastpath pinned mode (session relayed verbatim by Python) → backend",
                   _fastpath("pinned"), in_quick=False))
 register(PathSpec("fastpath-splice", "client → fastpath pinned mode, repeat session spliced in the kernel (eBPF sockmap) → backend",

@@ -9,3 +9,13 @@ import os as _os
 _os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 __version__ = "0.1.0"
+
+# FASTPATH_PURE=1 runs the pure-Python hot modules even where compiled ones are built (fastpath._build).
+from fastpath import _build as _fastpath_build  # noqa: E402
+
+_fastpath_build.install()
+
+
+def compiled_modules() -> list[str]:
+    """fastpath's hot modules that run compiled (mypyc) in this process; [] = pure Python."""
+    return _fastpath_build.compiled_modules()

@@ -10,8 +10,9 @@ from .rawh2 import RawH2
 def pending_bytes(proxy) -> int:
     total = 0
     for conn in proxy.connections:
-        for s in conn.streams.values():
-            total += s.resp.pending_bytes + s.req.pending_bytes
+        for st in conn.streams.values():
+            if st.owner is not None:
+                total += st.owner.resp.pending_bytes + st.owner.req.pending_bytes
     return total
 
 

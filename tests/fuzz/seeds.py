@@ -229,7 +229,7 @@ def _bpf_header_seeds() -> list[bytes]:
 def build() -> dict[str, list[bytes]]:
     """Seed inputs per target name, built fresh (about a second: it makes real gRPC calls)."""
     cap = capture()
-    return {"frames": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
+    return {"frames": _frames_seeds(cap), "connection": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
             "features": _features_seeds(cap),
             "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds(),
             "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap), "bpf_header": _bpf_header_seeds()}

@@ -4,7 +4,8 @@ Input layout: byte 0 = number of cuts (low 4 bits), max frame size (bit 4:
 16384 or 64) and max header block (bit 5: 65536 or 100); then one byte per
 cut (its position as a fraction of the stream, /256); then the stream.
 
-Contract checked: only H2Error escapes, with a known error code; every frame
+Contract checked: only H2Error escapes (or waits in `reader.error` behind
+the frames read before it), with a known error code; every frame
 is well formed (type and flags are bytes, stream id 31 bits, payload within
 the frame size, HEADERS joined with END_HEADERS set and never on stream 0,
 no CONTINUATION comes out); the frames and the error are the same however
@@ -29,6 +30,8 @@ def _run(reader: fr.FrameReader, pieces: list[bytes]) -> Outcome:
             got = reader.feed(p)
             assert isinstance(got, list), f"feed returned {type(got).__name__}, not a list"
             out += got
+            if reader.error is not None:  # frames before the violation come out first
+                raise reader.error
     except fr.H2Error as e:
         assert e.code in fr.ERROR_NAMES, f"H2Error with unknown code {e.code}"
         assert 0 <= e.stream_id <= fr.MAX_STREAM_ID
@@ -39,7 +42,7 @@ def _run(reader: fr.FrameReader, pieces: list[bytes]) -> Outcome:
 
 def _check_frames(frames: list[tuple[int, int, int, bytes]], max_frame: int, max_block: int) -> None:
     for ftype, flags, sid, payload in frames:
-        assert 0 <= ftype <= 255 and 0 <= flags <= 255, (ftype, flags)
+        assert 0 <= ftype <= 255 and 0 <= flags & ~fr.SELF_DEPENDENT <= 255, (ftype, flags)
         assert 0 <= sid <= fr.MAX_STREAM_ID, sid
         assert isinstance(payload, bytes), type(payload)
         assert ftype != fr.CONTINUATION, "a CONTINUATION frame escaped the reader"
@@ -89,8 +92,10 @@ def reference_frames(stream: bytes, max_frame: int, max_block: int) -> tuple[lis
                     return out, True
                 payload = payload[1 : len(payload) - payload[0]]
             if flags & fr.PRIORITY_FLAG:
-                if len(payload) < 5 or int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == sid:
+                if len(payload) < 5:
                     return out, True
+                if int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == sid:
+                    flags |= fr.SELF_DEPENDENT  # a stream error, left to the connection
                 payload = payload[5:]
             if flags & fr.END_HEADERS:
                 out.append((ftype, flags, sid, payload))

@@ -1,4 +1,4 @@
-"""The client side: we are the HTTP/2 server for each client connection."""
+"""The client side: we are the HTTP/2 server for each client connection (its transport and handler)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,11 +7,11 @@ import time
 from typing import TYPE_CHECKING
 
 from fastpath.h2 import frames as fr
+from fastpath.h2.connection import H2Stream
 from fastpath.h2.hpack_codec import HpackDecoder
 
-from .conn import H2Connection, flush_dirty
-from .limits import TokenBucket
-from .stream import _MODEL_IN_BODY, ProxyStream
+from .call import MODEL_IN_BODY, Call
+from .conn import H2Transport, flush_dirty
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -19,15 +19,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastpath.dataplane")
 
 
-class DownstreamConnection(H2Connection):
+class DownstreamConnection(H2Transport):
+    """A client's connection: we are its HTTP/2 server; each stream it opens becomes a `Call`."""
+
     def __init__(self, proxy: "Proxy") -> None:
         super().__init__(proxy.limits)
         self.proxy = proxy
-        self.preface = b""
-        self.preface_ok = False
-        self.last_stream = 0
+        self.services = proxy.call_services
         self.sniff: Sniffer | None = None
-        self.reset_bucket = TokenBucket(proxy.limits.resets_per_s, proxy.limits.reset_burst)
         self.opened = time.monotonic()
         self.last_active = self.opened
         self.requests = 0
@@ -47,7 +46,7 @@ class DownstreamConnection(H2Connection):
             self.begin_routed()
 
     def begin_routed(self) -> None:
-        self.send(self.initial_frames())
+        self.h2.initiate()
         if self.proxy.draining:
             self.start_drain()
         flush_dirty()
@@ -59,6 +58,7 @@ class DownstreamConnection(H2Connection):
             return
         sniff.cancel()
         self.begin_routed()
+        self.h2.skip_acks = sniff.acked[:]  # the replay must not ACK these again
         raw = b"".join(sniff.raw)
         if raw:
             self.data_received(raw)
@@ -75,28 +75,7 @@ class DownstreamConnection(H2Connection):
         if self.sniff is not None:
             self.sniff.feed(data)
             return
-        if not self.preface_ok:
-            self.preface += data
-            if len(self.preface) < len(fr.PREFACE):
-                if not fr.PREFACE.startswith(self.preface):
-                    self._bad_preface()
-                return
-            if not self.preface.startswith(fr.PREFACE):
-                self._bad_preface()
-                return
-            self.preface_ok = True
-            data = self.preface[len(fr.PREFACE):]
-            self.preface = b""
-            if not data:
-                return
         super().data_received(data)
-
-    def _bad_preface(self) -> None:
-        log.info("connection from %s is not HTTP/2 prior knowledge (h2c); closing", self.peer)
-        self.connection_error(fr.PROTOCOL_ERROR, "expected the HTTP/2 client preface (h2c prior knowledge)")
-
-    def last_peer_stream(self) -> int:
-        return self.last_stream
 
     def _tick(self) -> None:
         """Slowloris and idle checks: a cheap timer per connection, every few seconds."""
@@ -107,11 +86,11 @@ class DownstreamConnection(H2Connection):
         if not self.requests and now - self.opened > lim.header_timeout_s:
             self._timed_out("header_timeout", f"no complete request within {lim.header_timeout_s:g} s")
             return
-        pending = self.reader.pending_since()
+        pending = self.h2.reader.pending_since()
         if pending and now - pending > lim.header_timeout_s:
             self._timed_out("header_timeout", f"header block not completed within {lim.header_timeout_s:g} s")
             return
-        if not self.streams and now - self.last_active > lim.idle_timeout_s:
+        if not self.h2.streams and now - self.last_active > lim.idle_timeout_s:
             self._timed_out("idle_timeout", f"idle for {lim.idle_timeout_s:g} s")
             return
         self.timer = asyncio.get_running_loop().call_later(min(lim.header_timeout_s, lim.idle_timeout_s / 2), self._tick)
@@ -119,16 +98,13 @@ class DownstreamConnection(H2Connection):
     def _timed_out(self, limit: str, message: str) -> None:
         self.proxy.note_limit(self, limit)
         log.info("closing connection with %s: %s", self.peer, message)
-        if not self.goaway_sent:
-            self.send(fr.goaway_frame(self.last_stream, fr.NO_ERROR, message.encode()))
-            self.goaway_sent = True
+        self.h2.goaway(fr.NO_ERROR, message.encode())
         flush_dirty()
         if self.transport is not None:
             self.transport.close()
 
-    def note_error(self, code: int, message: str) -> None:
-        if code == fr.ENHANCE_YOUR_CALM:
-            self.proxy.note_limit(self, message.split(" (")[0])
+    def on_limit(self, name: str) -> None:
+        self.proxy.note_limit(self, name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
@@ -138,102 +114,88 @@ class DownstreamConnection(H2Connection):
             self.sniff.cancel()
             self.sniff = None
         self.closed = True
-        for stream in list(self.streams.values()):
-            stream.on_client_reset(fr.CANCEL)
-        self.streams.clear()
+        h2 = self.h2
+        h2.closed = True
+        for st in list(h2.streams.values()):
+            if st.owner is not None:
+                st.owner.on_client_reset(fr.CANCEL)
+        h2.streams.clear()
         self.proxy.connection_closed(self)
         flush_dirty()
 
-    # -- frames --------------------------------------------------------------
-    def on_headers(self, flags: int, sid: int, block: bytes) -> None:
-        headers = self.decoder.decode(block)  # always decode: HPACK state is per connection
-        end = bool(flags & fr.END_STREAM)
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.on_request_trailers(headers, end)
-            return
-        if not sid & 1:
-            raise fr.H2Error(fr.PROTOCOL_ERROR, f"client opened even-numbered stream {sid}")
-        if sid <= self.last_stream:
-            raise fr.H2Error(fr.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
-        self.last_stream = sid
+    # -- ConnectionHandler ----------------------------------------------------
+    def on_headers(self, st: H2Stream, headers: list, end: bool) -> None:
+        call = st.owner
+        if call is None:
+            self.requests += 1
+            call = st.owner = Call(self.services, self, st)
+            st.on_data = call.on_request_data
+            call.on_request_headers(headers, end)
+        else:
+            call.on_request_trailers(headers)
+
+    def on_data(self, st: H2Stream, data: bytes, end: bool) -> None:
+        call = st.owner
+        if call is not None:
+            call.on_request_data(data, end)
+
+    def on_reset(self, st: H2Stream, code: int) -> None:
+        if st.owner is not None:
+            self.proxy.metrics.cancelled += 1
+            st.owner.on_client_reset(code)
+
+    def on_stream_error(self, st: H2Stream, code: int, message: str) -> None:
+        self.proxy.note_stream_error(self, st.sid, code, message)
+        st.owner.on_client_reset(code)
+
+    def on_refused(self, sid: int, why: str, message: str) -> None:
         self.requests += 1
-        if self.goaway_sent:
-            self.send(fr.rst_stream_frame(sid, fr.REFUSED_STREAM))
-            return
-        if len(self.streams) >= self.limits.max_concurrent_streams:
-            self.proxy.note_limit(self, "max_concurrent_streams")
-            self.send(fr.rst_stream_frame(sid, fr.REFUSED_STREAM))
-            return
-        stream = ProxyStream(self.proxy, self, sid)
-        self.streams[sid] = stream
-        stream.on_request_headers(headers, end)
-
-    def on_data(self, sid: int, data: bytes, end: bool, padding: int) -> None:
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.on_request_data(data, end, padding)
-        elif sid > self.last_stream:
-            raise fr.H2Error(fr.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-
-    def on_stream_window(self, sid: int, inc: int) -> None:
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.resp_window(inc)
-
-    def adjust_stream_windows(self, delta: int) -> None:
-        for stream in list(self.streams.values()):
-            if delta > 0:
-                stream.resp_window(delta)
-            else:
-                stream.resp.window += delta
-
-    def on_rst(self, sid: int, code: int) -> None:
-        if not self.reset_bucket.take():
-            raise fr.H2Error(fr.ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.on_client_reset(code)
+        if why == "malformed":
+            self.proxy.note_malformed(self, sid, message)
 
     def on_goaway(self, last: int, code: int, debug: bytes) -> None:
-        self.peer_goaway = last
         if code != fr.NO_ERROR:
             log.info("client %s sent GOAWAY %s: %s", self.peer, fr.ERROR_NAMES.get(code, code), debug[:100])
 
+    def note_error(self, code: int, message: str) -> None:
+        pass
+
     def stream_closed(self, sid: int) -> None:
-        self.streams.pop(sid, None)
-        if not self.streams:
+        """The call on `sid` is over: the stream is closed (reset if the client is still sending)."""
+        h2 = self.h2
+        h2.close_stream(sid)
+        if not h2.streams:
             self.last_active = time.monotonic()
-        if self.goaway_sent and not self.streams and self.transport is not None:
-            flush_dirty()
-            self.transport.close()
+            if h2.goaway_sent and self.transport is not None:
+                self.close_soon()
 
     # -- graceful shutdown ----------------------------------------------------
     def start_drain(self) -> None:
         """GOAWAY(NO_ERROR): no new streams; the ones in flight finish, then the connection closes."""
-        if self.goaway_sent or self.closed:
+        if self.h2.goaway_sent or self.closed:
             return
-        self.goaway_sent = True
-        self.send(fr.goaway_frame(self.last_stream, fr.NO_ERROR, b"draining"))
-        if not self.streams and self.transport is not None:
-            flush_dirty()
-            self.transport.close()
+        self.h2.goaway(fr.NO_ERROR, b"draining")
+        if not self.h2.streams and self.transport is not None:
+            self.close_soon()
+
+
+SNIFF_TIMEOUT_S = 0.25   # a new connection that sends no call within this is routed
+SNIFF_MAX_BYTES = 65536  # bytes watched before giving up on pinning
 
 
 class Sniffer:
     """Watches a new connection until its first call says whether to pin it.
 
     The client gets an empty SETTINGS frame (all protocol defaults, which any
-    server may tighten later) and nothing else: no window grants, no ACK of
-    its settings. If the connection is pinned, the backend then takes over the
-    client's HTTP/2 session from its first byte — it ACKs the client's
-    SETTINGS and sends its own — and the client's ACK of our empty SETTINGS is
-    the one frame not passed on. If it is not pinned, routed mode replays
-    everything. A connection that sends no call within `timeout_s` is routed.
+    server may tighten later), and its SETTINGS and PINGs are ACKed at once
+    (RFC 9113 §6.5.3, §6.7: nothing waits for the first call). If the
+    connection is pinned, the backend then takes over the client's HTTP/2
+    session: it gets everything but the PINGs we answered and the client's ACK
+    of our empty SETTINGS, and the pinned flow drops the backend's ACKs of the
+    SETTINGS we already ACKed (`acked`). If it is not pinned, routed mode
+    replays everything and skips the ACKs already sent. A connection that
+    sends no call within SNIFF_TIMEOUT_S is routed.
     """
-
-    timeout_s = 0.25
-    max_bytes = 65536
 
     def __init__(self, conn: DownstreamConnection) -> None:
         import asyncio
@@ -249,9 +211,11 @@ class Sniffer:
         self.decoder = HpackDecoder(max_header_list=conn.limits.max_header_list)
         self.pending: tuple[int, list] | None = None  # (stream, headers) waiting for model_name in DATA
         self.decided: tuple[list, str] | None = None   # pin decision waiting for the SETTINGS ACK
+        self.acked = [0, 0]  # SETTINGS and PINGs of the client we ACKed ourselves
+        self.hflags = 0
         assert conn.transport is not None
         conn.transport.write(fr.settings_frame({}))
-        self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._timeout)
+        self.timer = asyncio.get_running_loop().call_later(SNIFF_TIMEOUT_S, self._timeout)
 
     def cancel(self) -> None:
         self.timer.cancel()
@@ -266,7 +230,7 @@ class Sniffer:
         conn = self.conn
         self.raw.append(data)
         self.size += len(data)
-        if self.size > self.max_bytes:
+        if self.size > SNIFF_MAX_BYTES:
             conn.end_sniff()
             return
         buf = self.buf + data
@@ -286,7 +250,7 @@ class Sniffer:
         pos = 0
         try:
             while len(buf) - pos >= 9:
-                length = int.from_bytes(buf[pos:pos + 3], "big")
+                length = fr.unpack_frame_header(buf, pos)[0]
                 if length > conn.limits.max_frame_size:
                     raise fr.H2Error(fr.FRAME_SIZE_ERROR, "frame too large")
                 end = pos + 9 + length
@@ -306,11 +270,16 @@ class Sniffer:
         self.buf = buf[pos:]
 
     def _frame(self, frame: bytes) -> None:
-        ftype, flags, sid = frame[3], frame[4], int.from_bytes(frame[5:9], "big") & fr.MAX_STREAM_ID
+        _, ftype, flags, sid = fr.unpack_frame_header(frame)
         payload = frame[9:]
         if ftype == fr.SETTINGS and flags & fr.ACK and self.ack_pending:
             self.ack_pending = False  # the ACK of our empty SETTINGS: not the backend's business
             return
+        if ftype == fr.SETTINGS and not flags & fr.ACK and sid == 0 and len(payload) % 6 == 0:
+            self._ack(fr.settings_frame(ack=True), 0)
+        elif ftype == fr.PING and not flags & fr.ACK and sid == 0 and len(payload) == 8:
+            self._ack(fr.ping_frame(payload, ack=True), 1)
+            return  # answered: the backend never sees it
         self.forward.append(frame)
         if self.decided is not None:
             return
@@ -319,16 +288,26 @@ class Sniffer:
                 if self.pending is not None or self.block is not None:
                     self.conn.end_sniff()
                     return
-                self.block = [fr.headers_block_fragment(payload, flags, sid)]
+                parts = self.block = [fr.headers_block_fragment(payload, flags, sid)]
                 self.hflags = flags
             else:
-                self.block.append(payload)
+                cur = self.block
+                if cur is None:
+                    return
+                cur.append(payload)
+                parts = cur
             if flags & fr.END_HEADERS:
-                block, self.block = b"".join(self.block), None
-                self._headers(sid, self.hflags, self.decoder.decode(block))
+                self.block = None
+                self._headers(sid, self.hflags, self.decoder.decode(b"".join(parts)))
         elif ftype == fr.DATA and self.pending is not None and sid == self.pending[0]:
             data = fr.strip_padding(payload, flags, sid)
             self._decide(self.pending[1], self.conn.proxy.model_from_body([data]) or "")
+
+    def _ack(self, frame: bytes, kind: int) -> None:
+        t = self.conn.transport
+        if t is not None and not t.is_closing():
+            t.write(frame)
+            self.acked[kind] += 1
 
     def _headers(self, sid: int, flags: int, headers: list) -> None:
         session = model = path = b""
@@ -341,7 +320,7 @@ class Sniffer:
                 path = value
         if not session:
             self.conn.end_sniff()
-        elif model or flags & fr.END_STREAM or path not in _MODEL_IN_BODY:
+        elif model or flags & fr.END_STREAM or path not in MODEL_IN_BODY:
             self._decide(headers, "")
         else:
             self.pending = (sid, headers)
@@ -352,5 +331,5 @@ class Sniffer:
     def _handoff(self, headers: list, model: str, rest: bytes | None = None) -> None:
         conn = self.conn
         initial = b"".join(self.forward) + (self.buf if rest is None else rest)
-        if not conn.proxy.start_pinned(conn, headers, model, initial):
+        if not conn.proxy.pinned.start(conn, headers, model, initial, self.acked[0]):
             conn.end_sniff()

@@ -47,7 +47,7 @@ class FrameScanner:
             pos += 9
 
     def _header(self, h: bytes) -> None:
-        length = (h[0] << 16) | (h[1] << 8) | h[2]
+        length, ftype, flags, sid = fr.unpack_frame_header(h)
         self.skip = length
         self.frames += 1
-        self.on_frame(h[3], h[4], int.from_bytes(h[5:9], "big") & fr.MAX_STREAM_ID)
+        self.on_frame(ftype, flags, sid)

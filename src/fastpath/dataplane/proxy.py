@@ -1,9 +1,15 @@
-"""The proxy: listeners, the routing state the fast path reads, and bookkeeping around streams.
+"""The proxy: wires listeners, the routing state, the upstream pool, calls and pinned sessions.
 
 The fast path reads `snapshot` (immutable, swapped whole when the controller
 sends new telemetry) and `live` (what this process observes itself), and calls
 the router synchronously: no awaits and no I/O between a HEADERS frame and
-its stream leaving for a backend.
+its stream leaving for a backend. Calls see the proxy only through
+`call_services` (`fastpath.dataplane.services`); pinned connections through
+`pinned` (`fastpath.dataplane.pinned.PinnedSessions`).
+
+Entry points other modules use: `Proxy(config, limits=None, proxy_id=None)`,
+`await start(listen, metrics_listen)` -> (host, port), `await drain(timeout)`,
+`set_telemetry`, `set_policies`, `flows`, `flow_messages`, `render_metrics`.
 """
 from __future__ import annotations
 
@@ -15,11 +21,8 @@ import time
 from typing import Any
 
 from fastpath.config import Config, ConfigError, split_hostport
-from fastpath.router.features import (RequestFeatures, features_from_headers, model_from_infer_request,
-                                      model_from_path)
-from fastpath.router import rendezvous
+from fastpath.router.features import RequestFeatures, model_from_infer_request, model_from_path
 from fastpath.router.live import LiveStats
-from fastpath.router.prefix import prompt_blocks_of
 from fastpath.router.router import Router
 from fastpath.router.snapshot import FleetSnapshot, build_snapshot
 
@@ -27,7 +30,8 @@ from .conn import flush_dirty
 from .downstream import DownstreamConnection
 from .limits import Limits
 from .metrics import ProxyCollector, ProxyMetrics
-from .pinned import PinnedFlow
+from .pinned import PinnedSessions
+from .services import ProxyCallServices, with_model
 from .upstream import UpstreamPool
 
 log = logging.getLogger("fastpath.dataplane")
@@ -60,36 +64,23 @@ class Proxy:
         self._unreachable: dict[int, str] = {}
         self._last_log = 0.0
         self._last_limit_log = 0.0
-        self._features: dict[int, tuple[list, RequestFeatures]] = {}
+        self.malformed = 0  # requests refused as malformed (RFC 9113 §8.1.1), never forwarded
         self.pin_sessions = config.proxy.pin_sessions
         self.offload: Any = None  # the steering table (fastpath.offload), opened by start()
-        self.pinned: dict[str, PinnedFlow] = {}
-        self.sessions_seen: dict[str, None] = {}  # sessions pinned before (bounded, oldest dropped)
-        self._pin_seq = 0
+        self.pinned = PinnedSessions(self)
+        self.call_services = ProxyCallServices(self)
         self.config_regions = [b.region for b in config.backends]  # for rendezvous.session_backend
         self.reuse_port = False  # True in a worker: the listener shares its port (SO_REUSEPORT)
         self._registry: Any = None
         self.telemetry: Any = None  # the latest fleet telemetry from the controller
 
-    # -- routing inputs --------------------------------------------------------
+    # -- routing inputs (kept for callers outside the call path) ----------------
     def features_for(self, headers: list) -> RequestFeatures:
-        """Routing inputs of a header list; a repeated header block (same cached list) is parsed once.
+        return self.call_services.features(headers)
 
-        The result is shared: use `with_model` rather than changing it.
-        """
-        hit = self._features.get(id(headers))
-        if hit is not None and hit[0] is headers:
-            return hit[1]
-        f = features_from_headers(headers)
-        if len(self._features) >= 1024:
-            self._features.clear()
-        self._features[id(headers)] = (headers, f)  # keeps `headers` alive, so its id stays unique
-        return f
-
-    def with_model(self, f: RequestFeatures, model: str, body: Any = None) -> RequestFeatures:
-        """f with the model set and, given the start of the body, the prompt's blocks (prefix affinity)."""
-        blocks = prompt_blocks_of(body, model, self.config.prefix) if body and self.router.prefix_on else ()
-        return RequestFeatures(model, f.region, f.session, f.policy, f.slo_ttft_ms, f.max_cost, f.allow_regions, blocks)
+    @staticmethod
+    def with_model(f: RequestFeatures, model: str) -> RequestFeatures:
+        return with_model(f, model)
 
     def model_for_path(self, path: bytes) -> str:
         model = model_from_path(path)
@@ -129,7 +120,7 @@ class Proxy:
 
         Backends are only ever appended, never moved (the controller link keeps a
         removed one in place, reported unhealthy), so every backend index held by a
-        stream, a pinned flow or an upstream connection stays valid. A changed address
+        call, a pinned flow or an upstream connection stays valid. A changed address
         applies to connections opened from now on.
         """
         names = [b.name for b in config.backends]
@@ -138,7 +129,7 @@ class Proxy:
             return
         old_n = len(self.names)
         self.config = config
-        self.names.extend(names[old_n:])  # in place: the metrics read this list
+        self.names.extend(names[old_n:])  # in place: the metrics and call services read this list
         self.name_bytes = [n.encode() for n in self.names]
         self.addresses = [split_hostport(b.address, b.name) for b in config.backends]
         self.config_regions = [b.region for b in config.backends]
@@ -151,6 +142,7 @@ class Proxy:
             self.live = live
         # New connections get the new limits; open ones keep what they were told in SETTINGS.
         self.limits = dataclasses.replace(self._limits_base, **config.limits)
+        self.call_services.replay_limit = self.limits.replay_limit
         self.router = Router(config)  # the pushed policies are in the config
         self.snapshot = build_snapshot(config, self.telemetry)  # new backends: healthy until telemetry says
         log.info("config from the controller applied: %d backends (%s)", len(names), ", ".join(names))
@@ -162,45 +154,22 @@ class Proxy:
     def backend_address(self, i: int) -> tuple[str, int]:
         return self.addresses[i]
 
-    def decision_trailers(self, stream: Any) -> list[tuple[bytes, bytes]]:
-        return self.backend_trailer(stream) + (self.decision_trailer(stream) or [])
-
-    def backend_trailer(self, stream: Any) -> list[tuple[bytes, bytes]]:
-        return [(b"x-fastpath-backend", self.name_bytes[stream.backend])]
-
-    def decision_trailer(self, stream: Any) -> list[tuple[bytes, bytes]] | None:
-        decision = stream.decision
-        if decision is None:
-            return None
-        return [(b"x-fastpath-decision", decision.header(stream.position))]
-
-    # -- bookkeeping -----------------------------------------------------------
-    def observe(self, stream: Any, ok: bool, ttft_ms: float) -> None:
-        name = self.names[stream.backend]
-        self.metrics.requests[(name, "ok" if ok else "error")] += 1
-        f = stream.features
-        self.metrics.call_finished(stream.backend, f.model if f is not None else "", ok,
-                                   time.monotonic() - stream.t_start, ttft_ms / 1000.0)
-        if ok and f is not None and f.session:
-            self.live.remember_session(f.session, stream.backend)
-        if self.watcher is not None and f is not None:
-            self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model, f.prompt_blocks)
-
     def backend_unreachable(self, i: int, why: str) -> None:
         if self._unreachable.get(i) != why:
             self._unreachable[i] = why
             log.warning("backend %s %s", self.names[i], why)
 
-    def log_failover(self, name: str, why: str) -> None:
+    def note_malformed(self, conn: Any, sid: int, message: str) -> None:
+        """A request the proxy refused as malformed (RST_STREAM PROTOCOL_ERROR); never forwarded."""
+        self.malformed += 1
         now = time.monotonic()
-        if now - self._last_log > 1.0:
-            self._last_log = now
-            log.info("failover: backend %s %s; trying the next candidate (%d failovers so far)",
-                     name, why, self.metrics.failovers)
+        if now - self._last_limit_log > 1.0:
+            self._last_limit_log = now
+            log.info("client %s stream %d: %s (%d so far)", conn.peer, sid, message, self.malformed)
 
-    def note_reset(self, stream: Any, message: str) -> None:
+    def note_stream_error(self, conn: Any, sid: int, code: int, message: str) -> None:
         self.metrics.resets += 1
-        log.info("reset stream %d from %s: %s", stream.down_id, stream.down.peer, message)
+        log.info("reset stream %d from %s: %s", sid, conn.peer, message)
 
     def note_limit(self, conn: Any, limit: str) -> None:
         self.metrics.limits_hit[limit] += 1
@@ -228,6 +197,7 @@ class Proxy:
             "fastpath_streams_active": sum(len(c.streams) for c in self.connections),
             "fastpath_upstream_connections": sum(len(v) for v in self.pool.conns.values()),
             "fastpath_snapshot_version": getattr(self.snapshot, "version", 0),
+            "fastpath_malformed_requests": self.malformed,
         }
 
     def metrics_registry(self) -> Any:
@@ -252,115 +222,15 @@ class Proxy:
         registry.register(ProxyCollector(self.metrics.frozen()))
         return await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
 
-    # -- pinned mode -------------------------------------------------------------
-    def start_pinned(self, conn: DownstreamConnection, headers: list, model: str, raw: bytes) -> bool:
-        """Routes a connection once, at its first call, and relays it verbatim from then on.
-
-        False leaves the connection to routed mode (which then answers any
-        error, such as bad metadata or no backend, as a gRPC status).
-        """
-        try:
-            features = features_from_headers(headers)
-        except ValueError:
-            return False
-        if not features.model:
-            features = self.with_model(features, model or self.model_for_path(
-                next((v for k, v in headers if k == b":path"), b"")))
-        t0 = time.perf_counter()
-        decision = self.router.route(features, self.snapshot, self.live)
-        self.metrics.decided(decision, time.perf_counter() - t0)
-        if not decision.ranked or conn.transport is None:
-            return False
-        position = 0
-        x = decision.explain
-        # A session that comes back returns to its backend (its KV cache) unless the router
-        # found that backend over its bound (affinity 0) or filtered it out.
-        if x is not None and x.sticky >= 0 and x.sticky_affinity > 0 and x.sticky in decision.ranked:
-            position = decision.ranked.index(x.sticky)
-        elif x is None or x.sticky < 0:  # a new session: the same backend whichever worker or proxy takes it
-            position = decision.ranked.index(rendezvous.session_backend(
-                features.session, decision.ranked, self.names, self.config_regions,
-                self.config.rtt_ms.get(features.region)))
-        backend = decision.ranked[position]
-        self._pin_seq += 1
-        key = f"{features.session}#{self._pin_seq}"
-        flow = PinnedFlow(self, key, features, backend, decision.header(position), conn.transport, raw)
-        conn.handed_off()
-        self.pinned[key] = flow
-        self.live.remember_session(features.session, backend)
-        self.metrics.pinned_total += 1
-        task = asyncio.get_running_loop().create_task(flow.connect())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return True
-
-    def should_offload(self, flow: PinnedFlow) -> bool:
-        """Repeat sessions go to the kernel right away; a first visit stays in Python (and is learned)."""
-        session = flow.features.session
-        seen = session in self.sessions_seen or session in getattr(self.snapshot, "session_backend", {})
-        self.sessions_seen[session] = None
-        if len(self.sessions_seen) > 100_000:
-            del self.sessions_seen[next(iter(self.sessions_seen))]
-        # TLS-terminated connections carry ciphertext on the socket: no splice without kTLS.
-        return (seen and self.offload is not None and self.offload.name != "none"
-                and not self.config.proxy.tls_cert)
-
+    # -- pinned mode (fastpath.dataplane.pinned.PinnedSessions) -------------------
     def offload_sessions(self, sessions: set[str]) -> int:
-        """Moves the named live sessions off the Python relay (the controller's SetFlowPath)."""
-        if self.offload is None or self.offload.name == "none" or self.config.proxy.tls_cert:
-            return 0
-        moved = 0
-        for flow in list(self.pinned.values()):
-            if flow.path == "python" and flow.features.session in sessions and not flow.closed:
-                moved += flow.offload()
-        return moved
+        return self.pinned.offload_sessions(sessions)
 
     def flow_messages(self) -> list[Any]:
-        """This proxy's pinned sessions as control-API Flow messages (reported to the controller)."""
-        from fastpath.gen import control_pb2
-
-        return [control_pb2.Flow(session=r["session"], client=r["client"], backend=r["backend"], path=r["path"],
-                                 bytes_python=r["bytes_python"], bytes_offload=r["bytes_offload"], age_s=r["age_s"],
-                                 proxy_id=self.proxy_id) for r in self.flows()]
-
-    def offloaded(self, flow: PinnedFlow) -> None:
-        self.metrics.offloaded_total += 1
-        log.info("session %s offloaded to %s (backend %s)", flow.features.session, flow.path, self.names[flow.backend])
-
-    def offload_refused(self, flow: PinnedFlow, reason: str) -> None:
-        self.metrics.offload_refused += 1
-        now = time.monotonic()
-        if now - self._last_log > 1.0:
-            self._last_log = now
-            log.warning("session %s stays on the Python relay: %s", flow.features.session, reason)
-
-    def pinned_closed(self, flow: PinnedFlow) -> None:
-        if self.pinned.pop(flow.key, None) is not None:
-            try:
-                row = flow.stats()
-            except Exception:  # the counters of a flow that could not be read are lost, not the close
-                log.debug("stats of closed flow %s not readable", flow.key, exc_info=True)
-            else:
-                self.metrics.flow_closed(row["path"], row["bytes_python"], row["bytes_offload"])
-
-    def observe_pinned(self, flow: PinnedFlow, ok: bool, ttft_ms: float, duration_s: float = -1.0) -> None:
-        name = self.names[flow.backend]
-        self.metrics.requests[(name, "ok" if ok else "error")] += 1
-        f = flow.features
-        self.metrics.call_finished(flow.backend, f.model, ok, duration_s, ttft_ms / 1000.0)
-        if self.watcher is not None:
-            self.watcher.observe(name, f.region, f.session, ttft_ms, ok, f.model)
+        return self.pinned.flow_messages()
 
     def flows(self) -> list[dict[str, Any]]:
-        """Pinned sessions of this proxy: where they go and which path moves their bytes."""
-        out = []
-        for flow in list(self.pinned.values()):
-            row = flow.stats()
-            t = flow.client.transport
-            peer = t.get_extra_info("peername") if t is not None else None
-            row["client"] = f"{peer[0]}:{peer[1]}" if peer else ""
-            out.append(row)
-        return out
+        return self.pinned.flows()
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self, listen: str | None = None, metrics_listen: str | None = None) -> tuple[str, int]:
@@ -421,7 +291,5 @@ class Proxy:
             if c.transport is not None:
                 c.transport.close()
         self.pool.close()
-        for flow in list(self.pinned.values()):
-            if flow.path == "python":
-                flow.side_lost(True, None)
+        self.pinned.close()
         return left

@@ -8,71 +8,79 @@ from typing import TYPE_CHECKING
 
 from fastpath.h2 import frames as fr
 
-from .conn import H2Connection, flush_dirty
-from .stream import DONE
+from fastpath.h2.connection import H2Stream
+
+from .call import DONE
+from .conn import H2Transport, flush_dirty
 
 if TYPE_CHECKING:
+    from .call import Call
     from .proxy import Proxy
-    from .stream import ProxyStream
 
 log = logging.getLogger("fastpath.dataplane")
 
 
-class UpstreamConnection(H2Connection):
-    is_client_side = True
+class UpstreamConnection(H2Transport):
+    """A pooled connection to one backend: we are its HTTP/2 client, one stream per `Call` attempt."""
+
+    client_side = True
 
     def __init__(self, proxy: "Proxy", backend: int) -> None:
         super().__init__(proxy.limits)
         self.proxy = proxy
         self.backend = backend
         self.name = proxy.names[backend]
-        self.next_id = 1
         self.connected = False
         self.draining = False
-        self.waiting: deque[ProxyStream] = deque()  # streams waiting for the connection or a stream slot
+        self.waiting: deque[Call] = deque()  # calls waiting for the connection or a stream slot
+
+    @property
+    def next_id(self) -> int:
+        return self.h2.next_local_id
 
     # -- pool interface --------------------------------------------------------
     @property
     def usable(self) -> bool:
-        return not (self.closed or self.draining or self.next_id > fr.MAX_STREAM_ID - 2)
+        return not (self.closed or self.draining or self.h2.next_local_id > fr.MAX_STREAM_ID - 2)
 
     @property
     def load(self) -> int:
-        return len(self.streams) + len(self.waiting)
+        return len(self.h2.streams) + len(self.waiting)
 
-    def open_stream(self, stream: "ProxyStream") -> None:
-        if self.connected and len(self.streams) < self.peer_max_streams and not self.waiting:
-            self._start(stream)
+    def open_stream(self, call: "Call") -> None:
+        if self.connected and len(self.h2.streams) < self.h2.peer_max_streams and not self.waiting:
+            self._start(call)
         else:
-            self.waiting.append(stream)
+            self.waiting.append(call)
 
-    def _start(self, stream: "ProxyStream") -> None:
-        sid = self.next_id
-        self.next_id += 2
-        self.streams[sid] = stream
-        stream.start_upstream(self, sid)
-        if self.next_id > fr.MAX_STREAM_ID - 2:
+    def _start(self, call: "Call") -> None:
+        st = self.h2.open_stream(call)
+        st.on_data = call.on_response_data
+        call.start_upstream(self, st)
+        if self.h2.next_local_id > fr.MAX_STREAM_ID - 2:
             self.draining = True  # stream ids exhausted: new streams go to a fresh connection
 
     def _start_waiting(self) -> None:
         waiting = self.waiting
-        while waiting and self.connected and not self.closed and len(self.streams) < self.peer_max_streams:
-            stream = waiting.popleft()
-            if stream.state != DONE and stream.up is None:  # still wants a backend
-                self._start(stream)
+        h2 = self.h2
+        while waiting and self.connected and not self.closed and len(h2.streams) < h2.peer_max_streams:
+            call = waiting.popleft()
+            if call.state != DONE and call.up is None:  # still wants a backend
+                self._start(call)
 
     def stream_closed(self, sid: int) -> None:
-        if self.streams.pop(sid, None) is not None:
-            if self.waiting:
-                self._start_waiting()
-            elif self.draining and not self.streams and self.transport is not None:
-                self.transport.close()
+        """The call is done with `sid`: reset it if still open, and let a waiting call have the slot."""
+        self.h2.close_stream(sid)
+        if self.waiting:
+            self._start_waiting()
+        elif self.draining and not self.h2.streams and self.transport is not None:
+            self.close_soon()
 
     # -- connection lifecycle ------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.connected = True
-        self.send(fr.PREFACE + self.initial_frames())
+        self.h2.initiate()
         self._start_waiting()
         flush_dirty()
 
@@ -87,68 +95,58 @@ class UpstreamConnection(H2Connection):
         was_closed = self.closed
         self.closed = True
         self.connected = False
+        self.h2.closed = True
         self.proxy.pool.remove(self)
         why = "closed the connection" if exc is None else f"connection failed ({exc.__class__.__name__})"
-        if not was_closed and (self.streams or self.waiting):
-            log.warning("backend %s %s with %d streams in flight", self.name, why, len(self.streams))
+        if not was_closed and (self.h2.streams or self.waiting):
+            log.warning("backend %s %s with %d streams in flight", self.name, why, len(self.h2.streams))
         self._fail_all(why)
         flush_dirty()
 
     def _fail_all(self, why: str) -> None:
-        streams = list(self.streams.values()) + list(self.waiting)
-        self.streams.clear()
+        calls = [st.owner for st in self.h2.streams.values()] + list(self.waiting)
+        self.h2.streams.clear()
         self.waiting.clear()
-        for stream in streams:
-            if stream.up is self or stream.up is None:
-                stream.on_upstream_lost(why)
+        for call in calls:
+            if call is not None and (call.up is self or call.up is None):
+                call.on_upstream_lost(why)
 
-    # -- frames --------------------------------------------------------------
-    def on_headers(self, flags: int, sid: int, block: bytes) -> None:
-        headers = self.decoder.decode(block)
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.on_response_headers(headers, bool(flags & fr.END_STREAM))
+    def on_connection_error(self, code: int, message: str) -> None:
+        super().on_connection_error(code, message)
+        self.draining = True
+        self.proxy.pool.remove(self)
 
-    def on_data(self, sid: int, data: bytes, end: bool, padding: int) -> None:
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.on_response_data(data, end, padding)
+    # -- ConnectionHandler ----------------------------------------------------
+    def on_headers(self, st: H2Stream, headers: list, end: bool) -> None:
+        st.owner.on_response_headers(headers, end)
 
-    def on_stream_window(self, sid: int, inc: int) -> None:
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.req_window(inc)
+    def on_data(self, st: H2Stream, data: bytes, end: bool) -> None:
+        st.owner.on_response_data(data, end)
 
-    def adjust_stream_windows(self, delta: int) -> None:
-        for stream in list(self.streams.values()):
-            if delta > 0:
-                stream.req_window(delta)
-            else:
-                stream.req.window += delta
+    def on_reset(self, st: H2Stream, code: int) -> None:
+        if code == fr.REFUSED_STREAM:
+            st.owner.on_upstream_lost("refused the stream (REFUSED_STREAM)")
+        else:
+            st.owner.on_upstream_reset(code)
 
-    def on_rst(self, sid: int, code: int) -> None:
-        stream = self.streams.get(sid)
-        if stream is not None:
-            if code == fr.REFUSED_STREAM:
-                stream.on_upstream_lost("refused the stream (REFUSED_STREAM)")
-            else:
-                stream.on_upstream_reset(code)
+    def on_stream_error(self, st: H2Stream, code: int, message: str) -> None:
+        st.owner.on_upstream_lost(f"broke the protocol ({message})")
 
     def on_goaway(self, last: int, code: int, debug: bytes) -> None:
         """The backend is going away: streams above `last` were not processed and fail over."""
-        self.peer_goaway = last
         self.draining = True
         self.proxy.pool.remove(self)
         if code != fr.NO_ERROR:
             log.warning("backend %s sent GOAWAY %s: %s", self.name, fr.ERROR_NAMES.get(code, code), debug[:100])
-        for sid, stream in list(self.streams.items()):
+        for sid, st in list(self.h2.streams.items()):
             if sid > last:
-                stream.on_upstream_lost("refused the call (GOAWAY)")
-        for stream in list(self.waiting):
-            stream.on_upstream_lost("refused the call (GOAWAY)")
+                self.h2.close_stream(sid)
+                st.owner.on_upstream_lost("refused the call (GOAWAY)")
+        for call in list(self.waiting):
+            call.on_upstream_lost("refused the call (GOAWAY)")
         self.waiting.clear()
-        if not self.streams and self.transport is not None:
-            self.transport.close()
+        if not self.h2.streams and self.transport is not None:
+            self.close_soon()
 
 
 class UpstreamPool:
@@ -178,7 +176,7 @@ class UpstreamPool:
 
         async def connect() -> None:
             try:
-                await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), timeout)
+                await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), timeout)  # type: ignore[type-var]
             except (OSError, asyncio.TimeoutError) as e:
                 why = "did not accept the connection in time" if isinstance(e, asyncio.TimeoutError) \
                     else f"refused the connection ({e.strerror or e.__class__.__name__})"

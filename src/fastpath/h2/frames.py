@@ -28,6 +28,9 @@ ACK = 0x1
 END_HEADERS = 0x4
 PADDED = 0x8
 PRIORITY_FLAG = 0x20
+# Not a wire flag: FrameReader sets it on a HEADERS whose priority names its own stream
+# (a stream error, RFC 9113 §5.3.1, which the connection answers).
+SELF_DEPENDENT = 0x100
 
 # Settings identifiers.
 SETTINGS_HEADER_TABLE_SIZE = 0x1
@@ -85,7 +88,18 @@ class H2Error(Exception):
 
 
 def frame_header(length: int, ftype: int, flags: int, stream_id: int) -> bytes:
+    """The 9-byte frame header (RFC 9113 §4.1); the one encoder every part of fastpath uses."""
     return _pack_hdr(length >> 8, length & 0xFF, ftype, flags, stream_id)
+
+
+def unpack_frame_header(buf: bytes, pos: int = 0) -> tuple[int, int, int, int]:
+    """(length, type, flags, stream id) of the frame header at `pos`; the one decoder fastpath uses."""
+    hi, lo, ftype, flags, sid = _unpack_hdr(buf, pos)
+    return (hi << 8) | lo, ftype, flags, sid & MAX_STREAM_ID
+
+
+def read_u32(payload: bytes, pos: int = 0) -> int:
+    return _u32(payload, pos)[0]
 
 
 def data_frame(stream_id: int, payload: bytes, end_stream: bool = False) -> bytes:
@@ -178,28 +192,39 @@ def strip_padding(payload: bytes, flags: int, stream_id: int) -> bytes:
 
 def headers_block_fragment(payload: bytes, flags: int, stream_id: int) -> bytes:
     """The header block fragment of a HEADERS frame, without padding and priority fields."""
+    fragment, flags = _fragment(payload, flags, stream_id)
+    if flags & SELF_DEPENDENT:
+        raise H2Error(PROTOCOL_ERROR, "stream depends on itself", stream_id)
+    return fragment
+
+
+def _fragment(payload: bytes, flags: int, stream_id: int) -> tuple[bytes, int]:
+    """As `headers_block_fragment`, but a self-dependency is flagged (SELF_DEPENDENT), not raised."""
     if flags & PADDED:
         payload = strip_padding(payload, flags, stream_id)
     if flags & PRIORITY_FLAG:
         if len(payload) < 5:
             raise H2Error(FRAME_SIZE_ERROR, "HEADERS with PRIORITY flag shorter than 5 bytes", stream_id)
         if _u32(payload)[0] & MAX_STREAM_ID == stream_id:
-            raise H2Error(PROTOCOL_ERROR, "stream depends on itself", stream_id)
+            flags |= SELF_DEPENDENT
         payload = payload[5:]
-    return payload
+    return payload, flags
 
 
 class FrameReader:
     """Splits a byte stream into frames, and joins HEADERS+CONTINUATION into one block.
 
-    `feed(data)` returns a list of (type, flags, stream_id, payload). HEADERS
+    `feed(data)` returns a list of (type, flags, stream_id, payload). A
+    violation raises H2Error, unless frames came before it in the same call:
+    then those are returned and the error waits in `error` (so frames that
+    arrived first are still acted on). HEADERS
     come out with the whole header block as payload (padding and priority
     removed, END_HEADERS set). A frame larger than `max_frame_size` or a header
     block larger than `max_header_block` raises H2Error, so a peer cannot make
     us buffer without bound (CONTINUATION floods included).
     """
 
-    __slots__ = ("buf", "max_frame_size", "max_header_block", "_cont", "frames_seen", "_cont_since")
+    __slots__ = ("buf", "max_frame_size", "max_header_block", "_cont", "frames_seen", "_cont_since", "error")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME, max_header_block: int = 65536) -> None:
         self.buf = bytearray()
@@ -208,12 +233,24 @@ class FrameReader:
         self._cont: list | None = None  # [stream_id, flags, [fragments], size] while CONTINUATION pending
         self._cont_since = 0.0
         self.frames_seen = 0
+        self.error: H2Error | None = None
 
     def pending_since(self) -> float:
         """When the header block still waiting for CONTINUATION started (0.0 = none pending)."""
         return self._cont_since if self._cont is not None else 0.0
 
     def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        out: list[tuple[int, int, int, bytes]] = []
+        try:
+            self._feed(data, out)
+        except H2Error as e:
+            if not out:
+                raise
+            self.error = e
+            self.buf.clear()
+        return out
+
+    def _feed(self, data: bytes, out: list[tuple[int, int, int, bytes]]) -> None:
         buf = self.buf
         if buf:
             buf += data
@@ -222,7 +259,6 @@ class FrameReader:
             view = data
         n = len(view)
         pos = 0
-        out: list[tuple[int, int, int, bytes]] = []
         max_frame = self.max_frame_size
         while n - pos >= 9:
             hi, lo, ftype, flags, sid = _unpack_hdr(view, pos)
@@ -242,7 +278,10 @@ class FrameReader:
             if ftype == HEADERS:
                 if sid == 0:
                     raise H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
-                frag = headers_block_fragment(payload, flags, sid)
+                if flags & (PADDED | PRIORITY_FLAG):
+                    frag, flags = _fragment(payload, flags, sid)
+                else:
+                    frag = payload
                 if not flags & END_HEADERS:
                     if len(frag) > self.max_header_block:
                         raise H2Error(ENHANCE_YOUR_CALM, f"header block over {self.max_header_block} bytes", 0)
@@ -261,7 +300,6 @@ class FrameReader:
             del buf[:pos]
         else:
             buf += view[pos:]
-        return out
 
     def _continuation(self, ftype: int, flags: int, sid: int, payload: bytes, out: list) -> None:
         cont = self._cont

@@ -163,8 +163,9 @@ class HpackDecoder:
                 name, value = self._lookup(index)
             elif b & 0x40:  # literal with incremental indexing
                 index, pos = self._int(data, pos, 6)
-                name = self._lookup(index)[0] if index else None
-                if name is None:
+                if index:
+                    name = self._lookup(index)[0]
+                else:
                     name, pos = self._string(data, pos)
                 value, pos = self._string(data, pos)
                 self._add(name, value)
@@ -176,8 +177,9 @@ class HpackDecoder:
                 continue
             else:  # literal without indexing (0000) or never indexed (0001)
                 index, pos = self._int(data, pos, 4)
-                name = self._lookup(index)[0] if index else None
-                if name is None:
+                if index:
+                    name = self._lookup(index)[0]
+                else:
                     name, pos = self._string(data, pos)
                 value, pos = self._string(data, pos)
             seen_field = True
@@ -192,7 +194,7 @@ class HpackEncoder:
     """Encodes header lists for one connection (one direction), never Huffman-coding."""
 
     __slots__ = ("entries", "size", "max_size", "_pairs", "_names", "_inserted", "_last_value",
-                 "_volatile", "_pending_resize", "generation", "_blocks", "_fields")
+                 "_value_changes", "_pending_resize", "generation", "_blocks", "_fields")
 
     def __init__(self) -> None:
         self.entries: deque[Header] = deque()  # newest first
@@ -202,7 +204,7 @@ class HpackEncoder:
         self._names: dict[bytes, int] = {}    # name -> insertion number of newest entry with it
         self._inserted = 0                    # insertions so far
         self._last_value: dict[bytes, bytes] = {}
-        self._volatile: dict[bytes, int] = {}  # name -> times its value changed
+        self._value_changes: dict[bytes, int] = {}  # name -> times its value changed
         self._pending_resize: int | None = None
         self.generation = 0
         self._blocks: dict[tuple[Header, ...], tuple[int, bytes]] = {}
@@ -303,10 +305,10 @@ class HpackEncoder:
                     name_idx = self._dyn_index(nins)
             last = self._last_value.get(name)
             if last is not None and last != value:
-                self._volatile[name] = self._volatile.get(name, 0) + 1
+                self._value_changes[name] = self._value_changes.get(name, 0) + 1
             self._last_value[name] = value
             size = _entry_size(name, value)
-            index_it = (name not in NEVER_INDEX and self._volatile.get(name, 0) < 2
+            index_it = (name not in NEVER_INDEX and self._value_changes.get(name, 0) < 2
                         and size <= self.max_size // 2)
             if index_it:
                 first, bits = 0x40, 6

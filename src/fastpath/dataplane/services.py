@@ -1,0 +1,166 @@
+"""What a `Call` may use from the rest of the proxy: routing, upstreams, outcome reporting.
+
+`ProxyCallServices` implements `fastpath.dataplane.call.CallServices` over the
+router, fleet snapshot, live stats, upstream pool and counters that `Proxy`
+wires together. Each `call_*` method is one recording point (call started,
+routed, first byte, failover, finished with a status) — where metrics hook in.
+Routing results are reused per request shape: the features of a repeated
+header block (HPACK hands out the same list) are parsed once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastpath.router.features import (RequestFeatures, features_from_headers, model_from_infer_request,
+                                      model_from_path)
+from fastpath.router.prefix import prompt_blocks_of
+
+from .outcome import status_ok
+
+if TYPE_CHECKING:
+    from fastpath.router.router import Decision
+
+    from .call import Call
+    from .proxy import Proxy
+    from .upstream import UpstreamConnection
+
+log = logging.getLogger("fastpath.dataplane")
+
+
+def with_model(f: RequestFeatures, model: str, prompt_blocks: tuple[int, ...] = ()) -> RequestFeatures:
+    return RequestFeatures(model, f.region, f.session, f.policy, f.slo_ttft_ms, f.max_cost, f.allow_regions,
+                           prompt_blocks or f.prompt_blocks, f.allow_substitute)
+
+
+class ProxyCallServices:
+    """The proxy as its calls see it."""
+
+    def __init__(self, proxy: "Proxy") -> None:
+        self.proxy = proxy
+        self.replay_limit = proxy.limits.replay_limit
+        self.names = proxy.names
+        self.metrics = proxy.metrics
+        self._features: dict[int, tuple[list, RequestFeatures]] = {}
+        self._with_path: dict[tuple[int, bytes], RequestFeatures] = {}
+        self._last_log = 0.0
+
+    # -- routing ---------------------------------------------------------------
+    def features(self, headers: list) -> RequestFeatures:
+        """Routing inputs of a header list; a repeated header block (same cached list) is parsed once."""
+        hit = self._features.get(id(headers))
+        if hit is not None and hit[0] is headers:
+            return hit[1]
+        f = features_from_headers(headers)
+        if len(self._features) >= 1024:
+            self._features.clear()
+            self._with_path.clear()
+        self._features[id(headers)] = (headers, f)  # keeps `headers` alive, so its id stays unique
+        return f
+
+    @property
+    def prefix_on(self) -> bool:
+        """Prompt-prefix affinity is on: KServe calls are held for their first DATA even when the model is known."""
+        return self.proxy.router.prefix_on
+
+    def features_from_path(self, f: RequestFeatures, path: bytes) -> RequestFeatures:
+        key = (id(f), path)
+        hit = self._with_path.get(key)
+        if hit is not None:
+            return hit
+        model = model_from_path(path) if path else ""
+        out = with_model(f, model if model in self.proxy.models else "")
+        if len(self._with_path) >= 4096:
+            self._with_path.clear()
+        self._with_path[key] = out  # f is kept alive by the _features entry
+        return out
+
+    def features_from_body(self, f: RequestFeatures, body: list[bytes]) -> RequestFeatures | None:
+        """The request body prefix is available: the model (unless metadata named it) and the prompt's
+        blocks for prefix affinity; None = need more of the body."""
+        data = body[0] if len(body) == 1 else b"".join(body)
+        model = model_from_infer_request(data)
+        if model is None:
+            return None
+        p = self.proxy
+        model = f.model or model
+        blocks = prompt_blocks_of(data, model, p.config.prefix) if p.router.prefix_on else ()
+        return with_model(f, model, blocks)
+
+    def route(self, f: RequestFeatures) -> "Decision":
+        p = self.proxy
+        t0 = time.perf_counter()
+        decision = p.router.route(f, p.snapshot, p.live)
+        self.metrics.decided(decision, time.perf_counter() - t0)
+        return decision
+
+    # -- upstreams -------------------------------------------------------------
+    def acquire(self, backend: int) -> "UpstreamConnection | None":
+        return self.proxy.pool.acquire(backend)
+
+    def backend_name(self, backend: int) -> str:
+        return self.names[backend]
+
+    def response_trailers(self, call: "Call") -> tuple[list, list | None]:
+        """(fields added to the backend's trailers, per-call literal fields)."""
+        plain = [(b"x-fastpath-backend", self.proxy.name_bytes[call.backend])]
+        decision = call.decision
+        return plain, (None if decision is None else [(b"x-fastpath-decision", decision.header(call.position))])
+
+    # -- outcomes --------------------------------------------------------------
+    def call_started(self, call: "Call") -> None:
+        pass
+
+    def call_routed(self, call: "Call") -> None:
+        """Prefix affinity: the prompt's blocks are learned where this call goes."""
+        if call.decision is not None:
+            self.proxy.router.learn(call.decision)
+
+    def call_attempt(self, call: "Call", backend: int) -> None:
+        """The call goes to `backend` (first try or failover): one more call in flight there."""
+        self.proxy.live.started(backend)
+
+    def call_first_byte(self, call: "Call", ttft_ms: float) -> None:
+        self.proxy.live.first_byte(call.backend, ttft_ms)
+
+    def call_failover(self, call: "Call", backend: int, why: str) -> None:
+        """`backend` failed the call before its first byte (its fault: transport or UNAVAILABLE)."""
+        p = self.proxy
+        p.live.finished(backend, False)
+        self._observe(call, backend, False, 0.0)
+        self.metrics.failovers += 1
+        f = call.features
+        self.metrics.call_finished(backend, f.model if f is not None else "", False, -1.0, 0.0)
+        now = time.monotonic()
+        if now - self._last_log > 1.0:
+            self._last_log = now
+            log.info("failover: backend %s %s; trying the next candidate (%d failovers so far)",
+                     self.names[backend], why, self.metrics.failovers)
+
+    def call_finished(self, call: "Call", status: bytes | None, backend_fault: bool, ttft_ms: float) -> None:
+        """Only `backend_fault` moves a backend's health; the status is what the client got."""
+        if not status_ok(status):
+            self.metrics.errors += 1
+        backend = call.backend
+        if backend < 0:
+            return
+        self.proxy.live.finished(backend, not backend_fault)
+        ok = status_ok(status)
+        self.metrics.requests[(self.names[backend], "ok" if ok else "error")] += 1
+        f = call.features
+        self.metrics.call_finished(backend, f.model if f is not None else "", ok,
+                                   time.monotonic() - call.t_start, ttft_ms / 1000.0)
+        self._observe(call, backend, not backend_fault, ttft_ms)
+
+    def _observe(self, call: "Call", backend: int, ok: bool, ttft_ms: float) -> None:
+        f = call.features
+        if ok and f is not None and f.session:
+            self.proxy.live.remember_session(f.session, backend)
+        watcher = self.proxy.watcher
+        if watcher is not None and f is not None:
+            watcher.observe(self.names[backend], f.region, f.session, ttft_ms, ok, f.model, f.prompt_blocks)
+
+    def call_reset(self, call: "Call", message: str) -> None:
+        self.metrics.resets += 1
+        log.info("reset stream %d from %s: %s", call.down_id, call.down.peer, message)
