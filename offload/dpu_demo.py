@@ -21,7 +21,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import hpack
 
 from fastpath.config import Config, parse_config
+from fastpath.launch import fastpath_argv
 from fastpath.h2 import frames as fr
 from fastpath.ports import free_port_block
 
@@ -171,8 +171,8 @@ def run_demo(config: Config, plan: Any, say, logs: bool = False, wait_rule_s: fl
 
         def start(side: str, *args: str) -> None:
             out = None if logs else subprocess.DEVNULL
-            procs.append(subprocess.Popen(card.exec_argv(side, [sys.executable, "-m", "fastpath.cli", "--log-level",
-                                                                "INFO" if logs else "WARNING", *args, "--config", str(path)]),
+            procs.append(subprocess.Popen(card.exec_argv(side, fastpath_argv("--log-level", "INFO" if logs else "WARNING",
+                                                                             *args, "--config", str(path))),
                                           env=env, stdout=out, stderr=out))
 
         say(f"card {card.name}: clients {card.client_addr(0)}.., VIP {card.vip}, sites on {card.backend_addr(0)}..")

@@ -67,7 +67,9 @@ class CallServices(Protocol):
     """Everything a call needs from the rest of the proxy."""
 
     replay_limit: int
-    prefix_on: bool  # prompt-prefix affinity: KServe calls wait for their body even when the model is known
+
+    @property
+    def prefix_on(self) -> bool: ...  # prompt-prefix affinity: KServe calls wait for their body even when the model is known
 
     # routing
     def features(self, headers: list) -> "RequestFeatures": ...                 # ValueError: bad metadata
