@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import hpack
 
 from fastpath.config import Config, parse_config
-from fastpath.launch import fastpath_argv
+from fastpath.launch import fastpath_argv, stop_process
 from fastpath.h2 import frames as fr
 from fastpath.ports import free_port_block
 
@@ -225,13 +224,7 @@ def run_demo(config: Config, plan: Any, say, logs: bool = False, wait_rule_s: fl
         return {"card": card.name, "sessions": rows}
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
         card.destroy()
         for f in workdir.glob("*"):
             f.unlink(missing_ok=True)

@@ -7,6 +7,8 @@ directory off sys.path; every child fastpath starts goes through here.
 """
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 
 
@@ -18,3 +20,17 @@ def python_argv(module: str, *args: str) -> list[str]:
 def fastpath_argv(*args: str) -> list[str]:
     """argv of the `fastpath` command itself (`fastpath ARGS`), as a child of this process."""
     return python_argv("fastpath.cli", *args)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Stops one child by its PID: SIGTERM (so it drains), then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass

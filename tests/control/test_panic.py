@@ -2,7 +2,6 @@
 where a backend can answer, and the decision trailer says the router was in panic."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from concurrent import futures
 import grpc
 
 from fastpath.config import parse_config
+from fastpath.launch import stop_process
 from fastpath.gen import control_pb2, control_pb2_grpc
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
@@ -78,6 +78,14 @@ def test_every_backend_failing_probes_still_gets_calls_in_panic(tmp_path):
         assert "listening on" in procs[1].stdout.readline()
         with grpc.insecure_channel(cfg.proxy.listen) as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)
+
+            def routed_in_panic():  # once the proxy's workers have the controller's pushed health
+                _, call = stub.ModelInfer.with_call(pb.ModelInferRequest(model_name="m", id="x"), timeout=10,
+                                                    metadata=(("x-fastpath-region", "us-east"),))
+                return "panic=0/2" in dict(call.trailing_metadata())["x-fastpath-decision"]
+
+            wait_for(routed_in_panic, what="the proxy routing in panic")
+            servicer.calls = 0
             trailers = []
             for k in range(6):
                 resp, call = stub.ModelInfer.with_call(pb.ModelInferRequest(model_name="m", id=str(k)), timeout=10,
@@ -99,11 +107,5 @@ def test_every_backend_failing_probes_still_gets_calls_in_panic(tmp_path):
             wait_for(answered_and_healthy, what="in-band successes counted")
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
         server.stop(None)

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from fastpath.config import load_config, parse_config, with_ports
+from fastpath.launch import stop_process
 from fastpath.gen import control_pb2, control_pb2_grpc
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.sim.fleet import FleetProcess
@@ -118,10 +119,4 @@ def test_set_flow_path_moves_a_live_session_into_the_kernel(tmp_path, bpf_ready)
             ctl_ch.close()
         finally:
             for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-                    try:
-                        p.wait(10)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait()
+                stop_process(p)

@@ -21,6 +21,7 @@ import sys
 import hpack
 import pytest
 from fastpath.config import load_config, parse_config, with_ports
+from fastpath.launch import stop_process
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.h2 import frames as fr
 from fastpath.offload.dpu_card import EmulatedCard
@@ -178,13 +179,7 @@ def test_repeat_connection_bypasses_the_proxy_byte_exact(bpf_ready, tmp_path, mo
         assert dpu_cli("status", "--json", env=env)["flow_table"]["used"] == 0
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
         card.destroy()
     assert leftovers(card, *ids) == []
 
