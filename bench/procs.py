@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import IO, Sequence
 
+from fastpath.launch import stop_process
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -101,16 +103,8 @@ def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen
 
 def stop(proc: subprocess.Popen | None, timeout_s: float = 3.0) -> None:
     """Stops one child by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout_s)
-    except ProcessLookupError:
-        pass
+    if proc is not None:
+        stop_process(proc, timeout_s)
 
 
 def python_module_argv(module: str, *args: str) -> list[str]:

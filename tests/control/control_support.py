@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from fastpath.config import Config, parse_config
+from fastpath import launch
 from fastpath.ports import free_port, free_port_block
 from fastpath.gen import grpc_service_pb2, grpc_service_pb2_grpc
 
@@ -189,12 +190,6 @@ def spawn_controller(config_path: Path, log_path: Path) -> subprocess.Popen:
 
 
 def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    launch.stop_process(proc, timeout_s=5)
     if proc.stdout:
         proc.stdout.close()

@@ -26,6 +26,7 @@ from fastpath.config import load_config, parse_config, with_ports
 from fastpath.control.auth import metadata as control_metadata
 from fastpath.gen import control_pb2, control_pb2_grpc
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
+from fastpath.launch import stop_process
 from fastpath.ports import free_port
 from fastpath.sim.fleet import FleetProcess
 
@@ -82,13 +83,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
     proc.stdout.close()
 
 
