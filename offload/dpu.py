@@ -27,7 +27,8 @@ from typing import Any
 from fastpath.offload.dpu_card import CardInfo, CardMaps, find_card, state_dir
 from fastpath.offload.dpu_doca import document
 from fastpath.offload.dpu_flow import ERROR, SUCCESS, CardAgent, PipeEntry, VipSteerPipe, entry_counters, percentile
-from fastpath.offload.steering import Addr, Flow, FlowStats, Installed, SteeringTable, addr_of
+from fastpath.offload.none import NoneDriver
+from fastpath.offload.steering import Addr, Flow, FlowStats, Installed, SteeringTable
 
 log = logging.getLogger("fastpath.offload.dpu")
 
@@ -54,7 +55,7 @@ class DpuDriver(SteeringTable):
         self.agent: CardAgent | None = None
         self._lock = threading.Lock()
         self._installed: dict[int, Installed] = {}
-        self._passive: dict[str, Flow] = {}
+        self._passive = NoneDriver(PASSIVE_REASON)  # proxy-side connections: listed, never moved
         self._last_write = 0.0
         self._closed = False
 
@@ -127,18 +128,10 @@ class DpuDriver(SteeringTable):
     # -- SteeringTable ---------------------------------------------------------------
     def install(self, session: str, client_sock: socket.socket, backend_sock: socket.socket) -> Installed:
         """An established connection stays on the relay; it is recorded so it is listed."""
-        try:
-            flow = Flow(session, addr_of(client_sock), addr_of(backend_sock), "python", FlowStats(), time.monotonic())
-        except OSError:
-            flow = None
-        if flow is not None:
-            with self._lock:
-                self._passive[session] = flow
-        return Installed(session, "python", PASSIVE_REASON)
+        return self._passive.install(session, client_sock, backend_sock)
 
     def remove(self, session: str) -> bool:
-        with self._lock:
-            passive = self._passive.pop(session, None) is not None
+        passive = self._passive.remove(session)
         e = self.entry(session)
         if e is not None and self.agent is not None:
             return self.agent.rm_entry(e.entry_id, "removed by the controller (policy)")
