@@ -24,13 +24,12 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
-from fastpath.bench.splice_bench import CONCURRENCY, MSG, _spawn, _stop, pct, run_client
+from fastpath.bench.splice_bench import CONCURRENCY, _spawn, _stop, pct, round_trip_rows, run_client
 
 PATHS = ("fastpath-dpu-direct", "fastpath-dpu-proxy", "fastpath-dpu")
 
@@ -148,13 +147,7 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
                               f"relay CPU {r['relay_cpu_us_per_msg']:5.2f} µs/msg", file=sys.stderr, flush=True)
         entry = driver.entry("bench")
         card_bytes = driver.agent.query(entry) if entry is not None else None
-        rows: list[dict[str, Any]] = []
-        for (path, conns), rs in raw.items():
-            med = {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
-            rows.append({"kind": "round_trip", "path": path, "concurrency": conns, "message_bytes": MSG, "rounds": len(rs),
-                         "rtt_p50_us": med["p50"], "rtt_p99_us": med["p99"], "msgs_per_s": round(med["msgs_per_s"]),
-                         "relay_cpu_us_per_msg": med["relay_cpu_us_per_msg"],
-                         "system_cpu_us_per_msg": med["system_cpu_us_per_msg"]})
+        rows = round_trip_rows(raw)
         if card_bytes is not None:
             rows.append({"kind": "dpu_card_counters", "path": "fastpath-dpu", "bytes_to_backend": int(card_bytes.bytes[0]),
                          "bytes_to_client": int(card_bytes.bytes[1]), "connections": int(card_bytes.conns)})

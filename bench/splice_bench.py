@@ -201,6 +201,18 @@ def _stop(p: subprocess.Popen) -> None:
             f.close()
 
 
+def round_trip_rows(raw: dict[tuple[str, int], list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """One row per (path, connections): the medians over rounds of a ping-pong's figures."""
+    rows: list[dict[str, Any]] = []
+    for (path, conns), rs in raw.items():
+        med = {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
+        rows.append({"kind": "round_trip", "path": path, "concurrency": conns, "message_bytes": MSG, "rounds": len(rs),
+                     "rtt_p50_us": med["p50"], "rtt_p99_us": med["p99"], "msgs_per_s": round(med["msgs_per_s"]),
+                     "relay_cpu_us_per_msg": med["relay_cpu_us_per_msg"],
+                     "system_cpu_us_per_msg": med["system_cpu_us_per_msg"]})
+    return rows
+
+
 def proc_cpu_ns(pid: int) -> int:
     """Run time of all threads of `pid` in ns (schedstat), or utime+stime ticks as a fallback."""
     total = 0
@@ -442,13 +454,7 @@ def measure(quick: bool = False, progress: bool = False) -> list[dict[str, Any]]
                         r = raw[(path, conns)][-1]
                         print(f"round {rnd + 1}/{rounds} {path:<16} c={conns:<3} p50 {r['p50']:7.1f} µs  "
                               f"relay CPU {r['relay_cpu_us_per_msg']:5.2f} µs/msg", file=sys.stderr, flush=True)
-        rows: list[dict[str, Any]] = []
-        for (path, conns), rs in raw.items():
-            med = {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
-            rows.append({"kind": "round_trip", "path": path, "concurrency": conns, "message_bytes": MSG, "rounds": len(rs),
-                         "rtt_p50_us": med["p50"], "rtt_p99_us": med["p99"], "msgs_per_s": round(med["msgs_per_s"]),
-                         "relay_cpu_us_per_msg": med["relay_cpu_us_per_msg"],
-                         "system_cpu_us_per_msg": med["system_cpu_us_per_msg"]})
+        rows = round_trip_rows(raw)
         for path, note in notes.items():
             rows.append({"kind": "round_trip", "path": path, "note": note})
         if not why_not:
