@@ -7,10 +7,13 @@
   objects in bpf/build/. `build_py` compiles those objects first when clang is present
   (a wheel built without clang still installs; `fastpath bpf status` and
   `fastpath up --offload ebpf` then say the objects are missing).
-- COMPILED_MODULES is the hook for a compiled (mypyc) build of the fast path:
-  list the modules there. Their .py sources still ship in the wheel, so the
-  pure-Python fallback is always present (FASTPATH_PURE_PYTHON=1 at build
-  time, or no mypyc, builds the pure wheel).
+- A wheel build compiles the hot modules (fastpath._build.HOT_MODULES) with
+  mypyc when a C compiler is present, or FASTPATH_COMPILE=1 (FASTPATH_COMPILE=0:
+  pure Python). Their .py sources still ship in the wheel, so the pure-Python
+  fallback is always present (FASTPATH_PURE=1 at run time). mypy is a build
+  requirement only then (tools/build_backend.py). An editable install never
+  compiles: `make compiled` builds the same extensions in place
+  (tools/build_compiled.py holds the mypyc invocation both use).
 """
 from __future__ import annotations
 
@@ -21,13 +24,16 @@ import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 EXTRA = {"fastpath.offload": "offload", "fastpath.bench": "bench", "fastpath.bpf": "bpf"}
+sys.path.insert(0, str(HERE / "tools"))
+import build_compiled  # noqa: E402  (tools/: the mypyc build shared with `make compiled`)
 
-# Modules compiled with mypyc when it is installed, e.g. "src/fastpath/h2/frames.py". Empty: pure Python.
-COMPILED_MODULES: list[str] = []
+# The commands that build what a wheel installs; metadata and editable builds never compile.
+BUILD_COMMANDS = ("bdist_wheel", "build", "build_ext", "install")
 
 
 def build_bpf_objects() -> None:
@@ -57,19 +63,41 @@ class BuildPyWithBpf(build_py):
     def run(self) -> None:
         build_bpf_objects()
         self.__dict__.pop("data_files", None)  # re-glob package data: the objects may be new
+        if not self.editable_mode and not self.distribution.ext_modules:
+            # build/lib outlives a build: a pure wheel must not pick up an earlier build's extensions.
+            build_compiled.remove_compiled(Path(self.build_lib) / "fastpath")
         super().run()
 
 
+class BuildExtWithManifest(build_ext):
+    """build_ext on both cores that records which sources the extensions were compiled from."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+    def run(self) -> None:
+        super().run()
+        package = HERE / "src" / "fastpath" if self.inplace else Path(self.build_lib) / "fastpath"
+        build_compiled.write_manifest(package, HERE / "src" / "fastpath")
+
+
 def compiled_extensions() -> list:
-    """mypyc extensions for COMPILED_MODULES, or [] (pure Python) when none, no mypyc, or opted out."""
-    if not COMPILED_MODULES or os.environ.get("FASTPATH_PURE_PYTHON") == "1":
+    """mypyc extensions of the hot modules for a wheel build, or [] (pure Python)."""
+    if not any(cmd in sys.argv for cmd in BUILD_COMMANDS) or not build_compiled.compile_requested():
         return []
+    forced = os.environ.get("FASTPATH_COMPILE") == "1"
     try:
-        from mypyc.build import mypycify
+        import mypyc.build  # noqa: F401
     except ImportError:
+        if forced:
+            raise SystemExit("fastpath: FASTPATH_COMPILE=1 but mypyc is not installed "
+                             f"(pip install '{build_compiled.MYPYC_REQUIREMENT}', or FASTPATH_COMPILE=0 for pure Python)")
         print("fastpath: mypyc not installed: building the pure-Python package", file=sys.stderr)
         return []
-    return mypycify(COMPILED_MODULES, opt_level="3")
+    print("fastpath: compiling the hot modules with mypyc (FASTPATH_COMPILE=0 builds pure Python)", file=sys.stderr)
+    return build_compiled.extensions("src")
 
 
 packages = find_packages("src")
@@ -79,6 +107,6 @@ package_dir = {"": "src", **EXTRA}
 setup(
     packages=packages,
     package_dir=package_dir,
-    cmdclass={"build_py": BuildPyWithBpf},
+    cmdclass={"build_py": BuildPyWithBpf, "build_ext": BuildExtWithManifest},
     ext_modules=compiled_extensions(),
 )

@@ -1,42 +1,97 @@
-"""Compiles fastpath's hot modules with mypyc, in place, next to their sources.
+"""Compiles fastpath's hot modules with mypyc: in place for a checkout, or into the wheel.
 
-    python tools/build_compiled.py          # what `make` runs when a C compiler is present
+    python tools/build_compiled.py          # what `make compiled` runs when a C compiler is present
 
 The compiled modules are the same Python source; the interpreter loads the
 extension (.so) in preference to the .py. `FASTPATH_PURE=1` makes fastpath
-load the pure-Python modules instead (see fastpath/__init__.py), and
-`fastpath.compiled_modules()` says which ones are compiled in this process.
-The list of modules is fastpath._build.HOT_MODULES.
+load the pure-Python modules instead (see fastpath/_build.py), and
+`fastpath --version` says which build runs. The list of modules is
+fastpath._build.HOT_MODULES.
+
+The in-place build and the wheel build (setup.py, through `extensions()`) run
+mypyc with the same arguments, and both write the manifest fastpath._build
+checks at import: the digest of each source an extension was compiled from.
 Each module is its own group (separate=True), so every artefact lives inside
-the package and an editable install finds it.
+the package, next to its source, for an editable install and a wheel alike.
 """
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import os
+import shutil
 import sys
+import sysconfig
+from pathlib import Path
+from types import ModuleType
 
+ROOT = Path(__file__).resolve().parents[1]
+# What the wheel build installs to compile (tools/build_backend.py); the `compiled` extra in pyproject.toml matches.
+MYPYC_REQUIREMENT = "mypy[mypyc]>=1.10"
+MYPYC_ARGS = ["--ignore-missing-imports", "--follow-imports=silent", "--cache-dir=/dev/null"]
+
+
+def runtime() -> ModuleType:
+    """fastpath/_build.py (stdlib only) loaded on its own, without importing the fastpath package."""
+    spec = importlib.util.spec_from_file_location("_fastpath_build_rules", ROOT / "src" / "fastpath" / "_build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def c_compiler() -> str | None:
+    """The C compiler setuptools would use, if it is on PATH."""
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    return shutil.which(cc.split()[0])
+
+
+def compile_requested() -> bool:
+    """FASTPATH_COMPILE=1 compiles, =0 builds pure Python; unset: compile when a C compiler is present."""
+    flag = os.environ.get("FASTPATH_COMPILE", "").strip()
+    if flag not in ("", "0", "1"):
+        raise SystemExit(f"FASTPATH_COMPILE={flag!r}: use 1 (compile the hot modules with mypyc) or 0 (pure Python)")
+    if flag:
+        return flag == "1"
+    return c_compiler() is not None
+
+
+def extensions(src: str) -> list:
+    """mypyc extensions of the hot modules; `src` is the source root relative to the current directory."""
+    from mypyc.build import mypycify
+
+    sources = [os.path.join(src, *m.split(".")) + ".py" for m in runtime().HOT_MODULES]
+    os.environ["FASTPATH_PURE"] = "1"  # mypy reads the sources, never a half-built extension
+    return mypycify([*MYPYC_ARGS, *sources], opt_level="3", separate=True, verbose=False)
+
+
+def remove_compiled(package: Path) -> None:
+    """Removes the hot modules' extensions and the manifest under `package` (a fastpath/ folder)."""
+    rules = runtime()
+    for name in rules.HOT_MODULES:
+        parts = name.split(".")[1:]
+        folder = package.joinpath(*parts[:-1])
+        for stem in (parts[-1], parts[-1] + "__mypyc"):
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                (folder / (stem + suffix)).unlink(missing_ok=True)
+    (package / rules.MANIFEST).unlink(missing_ok=True)
+
+
+def write_manifest(package: Path, sources: Path) -> None:
+    """Records, in `package`, the digest of each hot module's source in `sources` (both fastpath/ folders)."""
+    rules = runtime()
+    (package / rules.MANIFEST).write_text(rules.manifest_text(str(sources)))
 
 
 def main() -> int:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.chdir(os.path.join(root, "src"))
-    sys.path.insert(0, os.getcwd())
-    from fastpath._build import HOT_MODULES
-
-    sources = [m.replace(".", "/") + ".py" for m in HOT_MODULES]
-    os.environ["FASTPATH_PURE"] = "1"  # mypy reads the sources, never a half-built extension
-    from mypyc.build import mypycify
+    src = ROOT / "src"
+    os.chdir(src)
     from setuptools import setup
 
-    args = ["--ignore-missing-imports", "--follow-imports=silent", "--cache-dir=/dev/null", *sources]
-    exts = mypycify(args, opt_level="3", separate=True, verbose=False)
+    remove_compiled(src / "fastpath")  # a failed build leaves no manifest: fastpath then runs pure
+    exts = extensions(".")
     setup(name="fastpath-compiled", ext_modules=exts, script_args=["build_ext", "--inplace", "-q"])
-    # build_ext copies only what changed; every extension of this build is as new as the sources.
-    for ext in exts:
-        path = ext.name.replace(".", "/") + importlib.machinery.EXTENSION_SUFFIXES[0]
-        if os.path.exists(path):
-            os.utime(path)
+    write_manifest(src / "fastpath", src / "fastpath")
     return 0
 
 

@@ -28,8 +28,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Version(argparse.Action):
+    """`fastpath --version`: the version and which fast path runs (compiled or pure Python), computed only when asked."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        from fastpath import __version__, _build
+
+        print(f"fastpath {__version__}\nfast path: {_build.describe()}")
+        parser.exit()
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastpath", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and whether the fast path "
+                        "runs compiled (mypyc) or pure Python, and exit")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-format", choices=logfmt.FORMATS, default=logfmt.default_format(),
                         help="text (default) or json: one JSON object per log line, also for child processes")
