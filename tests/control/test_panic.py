@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from concurrent import futures
 
 import grpc
@@ -15,6 +14,7 @@ from fastpath.gen import control_pb2, control_pb2_grpc
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.ports import free_port
+from tests.support.waiting import wait_for
 
 
 class NotReadyButServing(pb_grpc.GRPCInferenceServiceServicer):
@@ -29,16 +29,6 @@ class NotReadyButServing(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request, context):  # noqa: N802
         self.calls += 1
         return pb.ModelInferResponse(model_name=request.model_name, id=request.id)
-
-
-def wait_for(fn, timeout=15.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_every_backend_failing_probes_still_gets_calls_in_panic(tmp_path):

@@ -18,6 +18,7 @@ from fastpath.launch import stop_process
 from fastpath.gen import control_pb2, control_pb2_grpc
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.sim.fleet import FleetProcess
+from tests.support.waiting import wait_for
 
 from .test_kserve_fleet import infer_request, port_block
 from .test_pinned import bpf_ready  # noqa: F401 (fixture)
@@ -51,16 +52,6 @@ def flow_of(control, session):
         if f.session == session:
             return f
     return None
-
-
-def wait_for(fn, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("condition not met")
 
 
 def stream_tokens(stub, n, session):

@@ -29,6 +29,7 @@ from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.launch import stop_process
 from fastpath.ports import free_port
 from fastpath.sim.fleet import FleetProcess
+from tests.support.waiting import wait_for
 
 from .test_kserve_fleet import infer_request, port_block
 
@@ -87,17 +88,6 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
-def _wait(fn, timeout: float = 15.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
 def _decision(call) -> dict[str, str]:
     trailers = dict(call.trailing_metadata())
     out = dict(kv.split("=", 1) for kv in trailers["x-fastpath-decision"].split(";") if "=" in kv)
@@ -148,7 +138,7 @@ def _status(stack) -> control_pb2.Status:
 
 
 def test_a_policy_set_on_the_controller_reaches_all_three_proxies(stack) -> None:
-    _wait(lambda: sum(p.subscribed for p in _status(stack).proxies) >= 3, what="three proxies subscribed")
+    wait_for(lambda: sum(p.subscribed for p in _status(stack).proxies) >= 3, what="three proxies subscribed")
     for listen in stack["proxies"]:
         with pytest.raises(grpc.RpcError) as e:
             _infer(listen, policy="green")
@@ -163,9 +153,9 @@ def test_a_policy_set_on_the_controller_reaches_all_three_proxies(stack) -> None
         except grpc.RpcError:
             return False
 
-    _wait(everywhere, what="policy green routed by every proxy")
+    wait_for(everywhere, what="policy green routed by every proxy")
     version = _status(stack).version
-    _wait(lambda: all(p.config_version >= version for p in _status(stack).proxies if p.subscribed),
+    wait_for(lambda: all(p.config_version >= version for p in _status(stack).proxies if p.subscribed),
           what="every proxy reports the pushed version")
 
 
@@ -192,16 +182,16 @@ def test_reload_changes_a_policy_and_adds_a_backend_with_calls_in_flight(stack) 
     for t in threads:
         t.start()
     try:
-        _wait(lambda: len(done) >= 12, what="calls flowing")
+        wait_for(lambda: len(done) >= 12, what="calls flowing")
         assert all(abs(float(d["score"]) - float(d["ttft"])) < 1e-3 for d in done)  # p1 = ttft only
         assert all(_advertised_streams(listen) == 256 for listen in stack["proxies"])
         parse_config(_config(stack["raw"], FLEET, {"cost": 1.0}, {"max_concurrent_streams": 77}),
                      "edited").write(stack["path"])
         stack["controller"].send_signal(signal.SIGHUP)
-        _wait(lambda: done and abs(float(done[-1]["score"]) - float(done[-1]["cost"])) < 1e-3, timeout=20,
+        wait_for(lambda: done and abs(float(done[-1]["score"]) - float(done[-1]["cost"])) < 1e-3, timeout=20,
               what="p1 = cost only, after the reload")
         n = len(done)
-        _wait(lambda: len(done) >= n + 12, what="more calls after the reload")
+        wait_for(lambda: len(done) >= n + 12, what="more calls after the reload")
     finally:
         stop.set()
         for t in threads:
@@ -209,9 +199,9 @@ def test_reload_changes_a_policy_and_adds_a_backend_with_calls_in_flight(stack) 
     assert failures == []
     assert _status(stack).config_generation == 2
     for listen in stack["proxies"]:  # the new limit, told to new connections
-        _wait(lambda: _advertised_streams(listen) == 77, what="max_concurrent_streams 77 from [limits]")
+        wait_for(lambda: _advertised_streams(listen) == 77, what="max_concurrent_streams 77 from [limits]")
     for listen in stack["proxies"]:
-        _, call = _wait(lambda: _try_infer(listen, model="llama-3-70b"), what="the added backend serves llama-3-70b")
+        _, call = wait_for(lambda: _try_infer(listen, model="llama-3-70b"), what="the added backend serves llama-3-70b")
         assert _decision(call)["backend"] == "use1-a100"
 
 
@@ -262,7 +252,7 @@ def test_metrics_of_proxy_and_controller_parse_and_hold_the_histograms(stack) ->
         _infer(proxy, model="mistral-7b" if i % 2 else "llama-3-8b", region="eu-west" if i % 3 else "us-east")
     for i in range(3):  # pinned sessions: relayed verbatim, their bytes counted by path when they close
         _infer(proxy, session=f"metrics-{i}")
-    fams = _wait(lambda: (f := _families(stack["proxy_metrics"]))
+    fams = wait_for(lambda: (f := _families(stack["proxy_metrics"]))
                  and sum(s.value for s in f["fastpath_flow_bytes"].samples if s.labels["path"] == "python") > 0
                  and f, what="proxy metrics with the closed sessions' bytes")
     assert sum(s.value for s in fams["fastpath_pinned"].samples) >= 3

@@ -15,6 +15,7 @@ from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.sim.tokens import completion
 from fastpath.up import children_of
 from fastpath.workload import nearest_sites
+from tests.support.output import read_until
 
 from .conftest import alive, reap_zombies, start_time
 
@@ -98,16 +99,7 @@ def test_up_prints_addresses_serves_and_stops_cleanly_on_sigint(config, tmp_path
     proc = subprocess.Popen([*CLI, "up", "--config", str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("ready in"):
-                break
-        text = "".join(lines)
+        text = read_until(proc, "ready in", 60)
         assert f"fastpath proxy listening on {config.proxy.listen}" in text, proc.stderr.read() if proc.poll() else text
         assert f"fastpath control API on {config.control.listen}" in text
         for b in config.backends:
@@ -176,13 +168,7 @@ def test_up_names_a_child_that_dies_and_stops_the_rest(config, tmp_path):
     proc = subprocess.Popen([*CLI, "up", "--config", str(path), "--no-controller"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        text = ""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not text.count("ready in"):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            text += line
+        text = read_until(proc, "ready in", 60)
         m = re.search(r"fastpath proxy listening on \S+ +\(pid (\d+)", text)
         assert m, text
         seen = {p: start_time(p) for p in children_of(proc.pid)}

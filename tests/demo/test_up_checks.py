@@ -19,6 +19,7 @@ from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.launch import fastpath_argv, python_argv
 from fastpath.offload.bpf_files import bpf_header
 from fastpath.up import Stack, channel
+from tests.support.output import read_until
 
 INSTALLED = str(Path(fastpath.__file__).resolve().parent)
 
@@ -43,19 +44,6 @@ def test_children_start_the_installed_package_even_with_a_fastpath_folder_in_cwd
     assert plain.returncode != 0 and "shadow folder" in plain.stderr
 
 
-def _read_until(proc: subprocess.Popen, marker: str, timeout_s: float) -> str:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith(marker):
-            break
-    return "".join(lines)
-
-
 def test_up_from_a_shadowing_cwd_starts_and_names_an_offload_that_cannot_work(config, tmp_path):
     """`--offload ebpf` without the BPF objects: one line at startup saying why and the fix; the stack still serves."""
     path = config.write(tmp_path / "fastpath.toml")
@@ -68,7 +56,7 @@ def test_up_from_a_shadowing_cwd_starts_and_names_an_offload_that_cannot_work(co
         proc = subprocess.Popen(fastpath_argv("up", "--config", str(path), "--offload", "ebpf"), cwd=shadow_folder(tmp_path),
                                 stdout=subprocess.PIPE, stderr=err_f, text=True, env=env)
         try:
-            text = _read_until(proc, "ready in", 60)
+            text = read_until(proc, "ready in", 60)
             assert f"fastpath proxy listening on {config.proxy.listen}" in text, err.read_text()[-3000:]
         finally:
             proc.send_signal(signal.SIGINT)
@@ -100,7 +88,7 @@ def test_json_logs_are_one_object_per_line(config, tmp_path):
     proc = subprocess.Popen(fastpath_argv("--log-format", "json", "proxy", "--config", str(path), "--no-controller"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "listening on" in _read_until(proc, "fastpath proxy listening", 20)
+        assert "listening on" in read_until(proc, "fastpath proxy listening", 20)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

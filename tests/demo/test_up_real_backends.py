@@ -4,7 +4,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from concurrent import futures
 
 import grpc
@@ -13,6 +12,7 @@ from fastpath.config import parse_config
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.ports import free_port
+from tests.support.output import read_until
 
 
 class RealBackend(pb_grpc.GRPCInferenceServiceServicer):
@@ -42,16 +42,7 @@ def test_up_with_only_real_backends_runs_controller_and_proxy(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fastpath.cli", "up", "--config", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("ready in"):
-                break
-        text = "".join(lines)
+        text = read_until(proc, "ready in", 60)
         assert "ready in" in text, proc.stderr.read() if proc.poll() is not None else text
         assert "none simulated" in text and "kserve-1" in text and "external" in text
         with grpc.insecure_channel(cfg.proxy.listen) as ch:

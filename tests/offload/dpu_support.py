@@ -161,12 +161,3 @@ def leftovers(card: EmulatedCard, prog_ids: list[int], map_ids: list[int], wait_
         if not out or time.monotonic() > deadline:
             return out
         time.sleep(0.1)
-
-
-def wait_for(pred, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-

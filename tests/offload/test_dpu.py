@@ -16,7 +16,8 @@ from fastpath.offload.dpu_card import EmulatedCard
 from fastpath.offload.dpu_doca import schema_path
 from fastpath.offload.dpu_flow import AGED, ERROR, REMOVED, SUCCESS
 
-from tests.offload.dpu_support import Echo, Relay, client, leftovers, round_trip, wait_for
+from tests.offload.dpu_support import Echo, Relay, client, leftovers, round_trip
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.bpf
 VIP_PORT = 8000

@@ -29,7 +29,8 @@ from fastpath.offload.dpu_demo import proxy_metric, reachable
 from fastpath.ports import free_port_block
 
 from tests.dataplane.rawh2 import RawH2, trailers_of
-from tests.offload.dpu_support import leftovers, wait_for
+from tests.offload.dpu_support import leftovers
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 INFER = "/inference.GRPCInferenceService/ModelInfer"
