@@ -1,10 +1,12 @@
 """The wheel is what users install: built from this tree, installed into a fresh virtualenv outside any
 checkout, it runs `fastpath up`, `fastpath demo` and, as root, `fastpath up --offload ebpf` with the
-kernel splice taking repeat sessions."""
+kernel splice taking repeat sessions. Built where a C compiler is, its fast path runs compiled (mypyc),
+with the pure-Python fallback beside it (FASTPATH_PURE=1); built with FASTPATH_COMPILE=0 it is pure."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,9 +19,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from fastpath import _build
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.ports import free_port_block
+from tests.support.output import read_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = os.environ.get("CI") == "true"
@@ -27,14 +31,21 @@ PORTS = 40  # a --base-port block wide enough for the default stack
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict:
-    """Builds the wheel and installs it into a fresh venv; returns the venv's paths."""
-    tmp = tmp_path_factory.mktemp("wheel")
+HAVE_CC = shutil.which(os.environ.get("CC") or "cc") is not None
+# Where each hot module was loaded from, and what `fastpath --version` says, in the installed package.
+PROBE = ("import json, importlib, fastpath._build as b; "
+         "print(json.dumps({m: importlib.import_module(m).__file__ for m in b.HOT_MODULES}))")
+
+
+def _build_wheel(tmp: Path, **env: str) -> Path:
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp / "dist")],
-                           capture_output=True, text=True, cwd=tmp)
+                           capture_output=True, text=True, cwd=tmp, env={**os.environ, **env})
     assert built.returncode == 0, built.stderr[-3000:]
-    wheel = next((tmp / "dist").glob("fastpath-*.whl"))
+    return next((tmp / "dist").glob("fastpath-*.whl"))
+
+
+def _install(wheel: Path, tmp: Path) -> dict:
+    """Installs `wheel` into a fresh venv under `tmp`; returns its paths and an environment that runs it."""
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
@@ -44,10 +55,34 @@ def installed(tmp_path_factory) -> dict:
     run = tmp / "run"
     (run / "fastpath").mkdir(parents=True)
     (run / "fastpath" / "__init__.py").write_text("raise ImportError('the folder in the cwd was imported')\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FASTPATH_BPF_DIR", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "FASTPATH_BPF_DIR", "VIRTUAL_ENV", "FASTPATH_PURE")}
     env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
     return {"wheel": wheel, "venv": venv, "run": run, "env": env, "fastpath": str(venv / "bin" / "fastpath"),
             "python": str(venv / "bin" / "python")}
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> dict:
+    """The wheel as `pip wheel .` builds it here (compiled where a C compiler is), in a fresh venv; built once."""
+    if not HAVE_CC and CI:
+        pytest.fail("CI installs a C compiler: the wheel's compiled fast path must be built and tested")
+    tmp = tmp_path_factory.mktemp("wheel")
+    return _install(_build_wheel(tmp), tmp)
+
+
+def _loaded_from(inst: dict, **env: str) -> dict[str, str]:
+    out = subprocess.run([inst["python"], "-c", PROBE], cwd=inst["run"].parent, env={**inst["env"], **env},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _version(inst: dict, **env: str) -> str:
+    out = subprocess.run([inst["fastpath"], "--version"], cwd=inst["run"], env={**inst["env"], **env},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def test_wheel_carries_the_bpf_headers_and_objects(installed):
@@ -59,9 +94,9 @@ def test_wheel_carries_the_bpf_headers_and_objects(installed):
         want = {f"fastpath/bpf/build/{p.name[:-2]}.o" for p in (ROOT / "bpf").glob("*.bpf.c")}
         assert want <= set(objects), (want, objects)
     assert not any(n.startswith("tests/") for n in names)
-    # A compiled (mypyc) module, when setup.py's COMPILED_MODULES lists any, ships beside its pure-Python source.
+    # Every compiled (mypyc) module ships beside its pure-Python source, the fallback.
     for so in (n for n in names if n.startswith("fastpath/") and n.endswith(".so")):
-        assert so.split(".", 1)[0] + ".py" in names, f"{so} without its pure-Python fallback"
+        assert so.split(".", 1)[0].removesuffix("__mypyc") + ".py" in names, f"{so} without its pure-Python fallback"
     # Installed: the package and its BPF files come from the venv, not from this checkout or the cwd.
     probe = ("import fastpath, fastpath.offload.bpf_files as b; "
              "print(fastpath.__file__); print(b.bpf_dir()); print(b.bpf_object('sockmap_splice.bpf.o').is_file())")
@@ -73,21 +108,38 @@ def test_wheel_carries_the_bpf_headers_and_objects(installed):
     assert obj == "True" or not shutil.which("clang")
 
 
-def _up(installed: dict, tmp: Path, *args: str) -> tuple[subprocess.Popen, str, Path]:
+def _up(installed: dict, tmp: Path, *args: str, env: dict[str, str] | None = None
+        ) -> tuple[subprocess.Popen, str, Path]:
     base = free_port_block(PORTS)
     err = tmp / f"up-{base}.err"
     proc = subprocess.Popen([installed["fastpath"], "up", "--base-port", str(base), *args], cwd=installed["run"],
-                            env=installed["env"], stdout=subprocess.PIPE, stderr=open(err, "w"), text=True)
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("ready in"):
-            break
-    return proc, "".join(lines), err
+                            env={**installed["env"], **(env or {})}, stdout=subprocess.PIPE, stderr=open(err, "w"),
+                            text=True)
+    return proc, read_until(proc, "ready in", 90), err
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            out += [child, *_descendants(child)]
+    return out
+
+
+def _mapped_extensions(pid: int) -> set[str]:
+    """Names of the fastpath mypyc extensions mapped into `pid` or any process under it (the proxy among them)."""
+    names = set()
+    for p in [pid, *_descendants(pid)]:
+        try:
+            maps = Path(f"/proc/{p}/maps").read_text()
+        except OSError:
+            continue
+        names |= set(re.findall(r"/fastpath/(?:h2|dataplane)/(\w+)__mypyc\.", maps))
+    return names
 
 
 def _stop(proc: subprocess.Popen) -> int:
@@ -115,8 +167,50 @@ def _infer(address: str, session: str = "") -> str:
         return resp.model_name
 
 
-def test_installed_up_serves_from_a_cwd_with_a_fastpath_folder(installed, tmp_path):
-    proc, text, err = _up(installed, tmp_path)
+@pytest.mark.parametrize("build", ["compiled", "pure"])
+def test_installed_up_serves_from_a_cwd_with_a_fastpath_folder(installed, tmp_path, build):
+    if build == "compiled" and not HAVE_CC:
+        pytest.skip("no C compiler: the wheel was built pure (CI fails instead)")
+    proc, text, err = _up(installed, tmp_path, env={"FASTPATH_PURE": "1"} if build == "pure" else None)
+    try:
+        assert "fastpath proxy listening on" in text, err.read_text()[-3000:]
+        assert _infer(_address(text, "fastpath proxy listening on ")) == "llama-3-8b"
+        # The processes serving that call run the build asked for: the proxy maps the compiled call path, or none.
+        mapped = _mapped_extensions(proc.pid)
+        if build == "compiled":
+            assert {"connection", "call", "downstream", "upstream"} <= mapped, mapped
+        else:
+            assert mapped == set(), mapped
+    finally:
+        rc = _stop(proc)
+    assert rc == 0, err.read_text()[-3000:]
+
+
+def test_installed_fast_path_is_compiled_and_falls_back_to_pure(installed):
+    if not HAVE_CC:
+        pytest.skip("no C compiler: the wheel was built pure (CI fails instead)")
+    names = zipfile.ZipFile(installed["wheel"]).namelist()
+    for module in _build.HOT_MODULES:
+        stem = module.replace(".", "/")
+        assert any(n.startswith(stem + ".") and n.endswith(".so") for n in names), f"{module} not compiled in the wheel"
+        assert stem + ".py" in names, f"{module} without its pure-Python source"
+    site = str(installed["venv"])
+    compiled = _loaded_from(installed)
+    assert all(f.startswith(site) and f.endswith(".so") for f in compiled.values()), compiled
+    assert _version(installed).splitlines()[1] == f"fast path: compiled (mypyc, {len(_build.HOT_MODULES)} modules)"
+    pure = _loaded_from(installed, FASTPATH_PURE="1")
+    assert all(f.startswith(site) and f.endswith(".py") for f in pure.values()), pure
+    assert _version(installed, FASTPATH_PURE="1").splitlines()[1] == "fast path: pure Python (FASTPATH_PURE=1)"
+
+
+def test_wheel_built_without_compiling_is_pure_and_serves(tmp_path):
+    wheel = _build_wheel(tmp_path, FASTPATH_COMPILE="0")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so") or n.endswith(_build.MANIFEST)]
+    inst = _install(wheel, tmp_path)
+    assert all(f.endswith(".py") for f in _loaded_from(inst).values())
+    assert "fast path: pure Python (this install has no compiled modules)" in _version(inst)
+    proc, text, err = _up(inst, tmp_path)
     try:
         assert "fastpath proxy listening on" in text, err.read_text()[-3000:]
         assert _infer(_address(text, "fastpath proxy listening on ")) == "llama-3-8b"
