@@ -78,7 +78,8 @@ bench: setup bench-sysdeps
 bench-workers: setup
 	$(PY) -m fastpath.bench.workers_bench
 
-# The wheel users install (BPF objects compiled into it when clang is present), in dist/.
+# The wheel users install, in dist/: BPF objects (with clang) and the mypyc-compiled hot modules (with a C
+# compiler; FASTPATH_COMPILE=0 builds it pure) compiled into it.
 wheel: $(PY)
 	$(PY) -m pip wheel --no-deps -w dist .
 
@@ -104,5 +105,5 @@ proto: $(STAMP)
 	PYTHON=$(PY) proto/generate.sh
 
 clean:
-	rm -rf $(VENV) bpf/build .pytest_cache src/build $(COMPILED_STAMP)
+	rm -rf $(VENV) bpf/build .pytest_cache src/build build $(COMPILED_STAMP) src/fastpath/_compiled.json
 	find src/fastpath -name '*.so' -delete
