@@ -25,6 +25,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, ExecError, PlatformError
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -78,8 +79,17 @@ class BuildExtWithManifest(build_ext):
             self.parallel = os.cpu_count() or 1
 
     def run(self) -> None:
-        super().run()
         package = HERE / "src" / "fastpath" if self.inplace else Path(self.build_lib) / "fastpath"
+        try:
+            super().run()
+        except (CCompilerError, ExecError, PlatformError) as e:
+            if build_compiled.compile_forced():
+                raise
+            # Without the manifest nothing counts as compiled: the package runs pure Python.
+            build_compiled.remove_compiled(package)
+            print(f"fastpath: compiling the hot modules failed ({e}); the package runs pure Python "
+                  "(FASTPATH_COMPILE=1 makes this an error)", file=sys.stderr)
+            return
         build_compiled.write_manifest(package, HERE / "src" / "fastpath")
 
 
@@ -87,7 +97,7 @@ def compiled_extensions() -> list:
     """mypyc extensions of the hot modules for a wheel build, or [] (pure Python)."""
     if not any(cmd in sys.argv for cmd in BUILD_COMMANDS) or not build_compiled.compile_requested():
         return []
-    forced = os.environ.get("FASTPATH_COMPILE") == "1"
+    forced = build_compiled.compile_forced()
     try:
         import mypyc.build  # noqa: F401
     except ImportError:
@@ -97,7 +107,14 @@ def compiled_extensions() -> list:
         print("fastpath: mypyc not installed: building the pure-Python package", file=sys.stderr)
         return []
     print("fastpath: compiling the hot modules with mypyc (FASTPATH_COMPILE=0 builds pure Python)", file=sys.stderr)
-    return build_compiled.extensions("src")
+    try:
+        return build_compiled.extensions("src")
+    except SystemExit as e:  # mypyc reports type errors and exits
+        if forced:
+            raise
+        print(f"fastpath: mypyc could not compile the hot modules ({e}); building the pure-Python package "
+              "(FASTPATH_COMPILE=1 makes this an error)", file=sys.stderr)
+        return []
 
 
 packages = find_packages("src")

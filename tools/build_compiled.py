@@ -46,14 +46,23 @@ def c_compiler() -> str | None:
     return shutil.which(cc.split()[0])
 
 
+def python_headers() -> bool:
+    """Python.h is installed (Debian: python3-dev), which a C extension needs."""
+    return os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+
+
+def compile_forced() -> bool:
+    return os.environ.get("FASTPATH_COMPILE", "").strip() == "1"
+
+
 def compile_requested() -> bool:
-    """FASTPATH_COMPILE=1 compiles, =0 builds pure Python; unset: compile when a C compiler is present."""
+    """FASTPATH_COMPILE=1 compiles, =0 builds pure Python; unset: compile when a C compiler and Python.h are here."""
     flag = os.environ.get("FASTPATH_COMPILE", "").strip()
     if flag not in ("", "0", "1"):
         raise SystemExit(f"FASTPATH_COMPILE={flag!r}: use 1 (compile the hot modules with mypyc) or 0 (pure Python)")
     if flag:
         return flag == "1"
-    return c_compiler() is not None
+    return c_compiler() is not None and python_headers()
 
 
 def extensions(src: str) -> list:
