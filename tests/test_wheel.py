@@ -23,6 +23,7 @@ from fastpath import _build
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.ports import free_port_block
+from fastpath.up import children_of
 from tests.support.output import read_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,22 +119,10 @@ def _up(installed: dict, tmp: Path, *args: str, env: dict[str, str] | None = Non
     return proc, read_until(proc, "ready in", 90), err
 
 
-def _descendants(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            out += [child, *_descendants(child)]
-    return out
-
-
 def _mapped_extensions(pid: int) -> set[str]:
     """Names of the fastpath mypyc extensions mapped into `pid` or any process under it (the proxy among them)."""
     names = set()
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *children_of(pid)]:
         try:
             maps = Path(f"/proc/{p}/maps").read_text()
         except OSError:
