@@ -22,6 +22,7 @@ HOT_MODULES = (
     "fastpath.h2.stream_state",
     "fastpath.h2.constraints",
     "fastpath.h2.validation",
+    "fastpath.h2.huffman",
     "fastpath.h2.hpack_codec",
     "fastpath.h2.connection",
     "fastpath.dataplane.outcome",
@@ -30,6 +31,11 @@ HOT_MODULES = (
     "fastpath.dataplane.conn",
     "fastpath.dataplane.downstream",
     "fastpath.dataplane.upstream",
+    "fastpath.router.axes",
+    "fastpath.router.live",
+    "fastpath.router.load",
+    "fastpath.router.prefix",
+    "fastpath.router.router",
 )
 
 
