@@ -16,7 +16,8 @@ setup: $(STAMP) sysdeps bpf compiled
 # The hot modules compiled with mypyc (same source) when a C compiler is present; the
 # pure-Python package works without them (FASTPATH_PURE=1 forces it).
 HOT_SRC := $(wildcard src/fastpath/h2/*.py) $(addprefix src/fastpath/dataplane/,call.py services.py conn.py downstream.py upstream.py) \
-	src/fastpath/dataplane/outcome.py src/fastpath/_build.py tools/build_compiled.py
+	src/fastpath/dataplane/outcome.py src/fastpath/_build.py tools/build_compiled.py \
+	$(addprefix src/fastpath/router/,axes.py live.py load.py prefix.py router.py)
 COMPILED_STAMP := src/fastpath/.compiled
 HAVE_CC := $(shell command -v cc >/dev/null 2>&1 && echo 1)
 

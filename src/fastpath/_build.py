@@ -29,6 +29,7 @@ HOT_MODULES = (
     "fastpath.h2.stream_state",
     "fastpath.h2.constraints",
     "fastpath.h2.validation",
+    "fastpath.h2.huffman",
     "fastpath.h2.hpack_codec",
     "fastpath.h2.connection",
     "fastpath.dataplane.outcome",
@@ -37,6 +38,11 @@ HOT_MODULES = (
     "fastpath.dataplane.conn",
     "fastpath.dataplane.downstream",
     "fastpath.dataplane.upstream",
+    "fastpath.router.axes",
+    "fastpath.router.live",
+    "fastpath.router.load",
+    "fastpath.router.prefix",
+    "fastpath.router.router",
 )
 MANIFEST = "_compiled.json"  # in the fastpath package folder, written by tools/build_compiled.py
 

@@ -226,13 +226,27 @@ def _bpf_header_seeds() -> list[bytes]:
     return out
 
 
+def _huffman_seeds(cap: Capture) -> list[bytes]:
+    """Metadata values as a gRPC client Huffman-codes them (raw mode), the same as plain text (round trip)."""
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+
+    enc = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    texts = [v if isinstance(v, bytes) else str(v).encode() for _, v in METADATA]
+    texts += [b"%032x" % 0x1234ABCD, b"application/grpc", b"/inference.GRPCInferenceService/ModelInfer", bytes(range(256))]
+    out = [b"\x00" + enc.encode(t) for t in texts]
+    out += [b"\x01" + t for t in texts] + [b"\x03\x80" + t for t in texts[:4]]
+    return out
+
+
 def build() -> dict[str, list[bytes]]:
     """Seed inputs per target name, built fresh (about a second: it makes real gRPC calls)."""
     cap = capture()
     return {"frames": _frames_seeds(cap), "connection": _frames_seeds(cap), "hpack": _hpack_seeds(cap), "hpack_encoder": _hpack_encoder_seeds(cap),
             "features": _features_seeds(cap),
             "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds(),
-            "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap), "bpf_header": _bpf_header_seeds()}
+            "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap), "bpf_header": _bpf_header_seeds(),
+            "huffman": _huffman_seeds(cap)}
 
 
 def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:

@@ -16,7 +16,7 @@ def test_inflight_counts_up_and_down_and_never_below_zero():
     live.finished(1, True)
     live.finished(1, True)
     live.finished(1, True)  # a stray end (e.g. a refused connect) must not go negative
-    assert live.inflight.tolist() == [0.0, 0.0]
+    assert list(live.inflight) == [0.0, 0.0]
 
 
 def test_first_byte_keeps_an_ewma_and_ignores_nonsense():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from hpack.huffman_table import decode_huffman
+from .huffman import decode_huffman
 from hpack.table import HeaderTable
 
 from .frames import COMPRESSION_ERROR, H2Error

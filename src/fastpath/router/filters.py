@@ -114,7 +114,7 @@ class CooldownFilter:
     @staticmethod
     def refusal(snap: FleetSnapshot, live: LiveStats, before: np.ndarray, s: Shape) -> str:
         down = []
-        for i in np.flatnonzero(before):
+        for i in np.flatnonzero(before).tolist():
             if live.is_cooling(i):
                 down.append(f"{snap.names[i]} is cooling down after {int(live.consecutive_failures[i])} "
                             "failures in a row")

@@ -25,8 +25,8 @@ CHANGE_LOG_MAX = 4096  # changed-backend log length before it is cut
 class LiveStats:
     """Per-backend counters owned by one proxy process (one event loop: no locks).
 
-    Arrays are indexed like the config's backends and never reallocated, so a
-    router may keep references to them.
+    Per-backend lists and arrays are indexed like the config's backends and
+    never reallocated, so a router may keep references to them.
     """
 
     def __init__(
@@ -45,16 +45,20 @@ class LiveStats:
         self.fail_threshold = fail_threshold
         self.cooldown_s = cooldown_s
         self.clock = clock
-        self.inflight = np.zeros(n_backends, dtype=np.float64)
-        self.ttft_ewma_ms = np.zeros(n_backends, dtype=np.float64)  # 0 = nothing observed yet
-        self.error_ewma = np.zeros(n_backends, dtype=np.float64)
-        self.consecutive_failures = np.zeros(n_backends, dtype=np.int64)
+        # Written on every call: plain lists (a numpy scalar read or write costs ~100 ns, a list
+        # item a few); LoadState turns them into arrays when it recomputes every backend at once.
+        self.inflight: list[float] = [0.0] * n_backends
+        self.ttft_ewma_ms: list[float] = [0.0] * n_backends  # 0 = nothing observed yet
+        self.error_ewma: list[float] = [0.0] * n_backends
+        self.consecutive_failures: list[int] = [0] * n_backends
+        # Written on failures only, read vectorised by cooling(): an array.
         self.cooldown_until = np.zeros(n_backends, dtype=np.float64)  # clock() time; 0 = not cooling
         self.n_cooling = 0  # backends with cooldown_until set; the router skips the check when 0
         self.sessions: dict[str, int] = {}
         # Backends this proxy has no first-byte time from (new, or back from cool-down or
         # from unhealthy): the router sends them a bounded share of calls to observe them.
         self.unobserved = np.ones(n_backends, dtype=bool)
+        self._unobserved_l = [True] * n_backends  # the same, read per call by first_byte()
         self.n_unobserved = n_backends
         # Which backends changed, in order, so a router can update the scores it
         # derives from these arrays row by row instead of recomputing them all.
@@ -90,16 +94,19 @@ class LiveStats:
         """Backend i answered its first byte after ttft_ms (measured by the proxy)."""
         if not (0.0 <= ttft_ms < math.inf):  # rejects NaN, inf and negatives
             return
-        old = self.ttft_ewma_ms[i]
-        self.ttft_ewma_ms[i] = ttft_ms if old == 0.0 else old + TTFT_ALPHA * (ttft_ms - old)
-        if self.unobserved[i]:
+        ewma = self.ttft_ewma_ms
+        old = ewma[i]
+        ewma[i] = ttft_ms if old == 0.0 else old + TTFT_ALPHA * (ttft_ms - old)
+        if self._unobserved_l[i]:
+            self._unobserved_l[i] = False
             self.unobserved[i] = False
             self.n_unobserved -= 1
         self._changed(i)
 
     def mark_unobserved(self, i: int) -> None:
         """Backend i came back (from cool-down or from unhealthy): what was observed is stale."""
-        if not self.unobserved[i]:
+        if not self._unobserved_l[i]:
+            self._unobserved_l[i] = True
             self.unobserved[i] = True
             self.n_unobserved += 1
 
@@ -110,13 +117,16 @@ class LiveStats:
         cooldown_s; after that it is tried again, and one more failure sends
         it straight back (the failure count only resets on success).
         """
-        if self.inflight[i] >= 1.0:
-            self.inflight[i] -= 1.0
-        self.error_ewma[i] += ERROR_ALPHA * ((0.0 if ok else 1.0) - self.error_ewma[i])
+        inflight = self.inflight
+        if inflight[i] >= 1.0:
+            inflight[i] -= 1.0
+        errors = self.error_ewma
+        errors[i] += ERROR_ALPHA * ((0.0 if ok else 1.0) - errors[i])
         self._changed(i)
         if ok:
             self.consecutive_failures[i] = 0
-            if self.cooldown_until[i] != 0.0:
+            # n_cooling counts the non-zero entries of cooldown_until: none, nothing to clear.
+            if self.n_cooling and self.cooldown_until[i] != 0.0:
                 self.cooldown_until[i] = 0.0
                 self.n_cooling -= 1
             return

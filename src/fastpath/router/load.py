@@ -32,7 +32,7 @@ ROW_UPDATE_MAX = 6  # more changed backends than this: one vectorised recompute 
 
 def queue_factor(rho: np.ndarray) -> np.ndarray:
     """1/(1-rho) below the knee, its tangent above: grows sharply near saturation, stays finite."""
-    return TTFT.model_vector(1.0, rho)
+    return TTFT.model_vector(np.ones_like(rho), rho)
 
 
 class LoadState:
@@ -55,7 +55,7 @@ class LoadState:
         # What the proxy had in flight when this snapshot was first used: the scrape
         # behind it already counted those, so only the difference is added to it.
         self.telemetry_load = np.where(snap.has_metrics, snap.waiting + snap.running, 0.0)
-        self.load_offset = self.telemetry_load - live.inflight
+        self.load_offset = self.telemetry_load - np.array(live.inflight)
         self.inv_slots = 1.0 / snap.slots
         # Python lists for the row-by-row path: list indexing is cheaper than numpy's.
         self._offset_l = self.load_offset.tolist()
@@ -78,16 +78,18 @@ class LoadState:
     def recompute(self) -> None:
         """Every backend at once (vectorised)."""
         snap, live = self.snap, self.live
-        load = np.maximum(live.inflight, self.load_offset + live.inflight)
+        inflight = np.array(live.inflight)
+        load = np.maximum(inflight, self.load_offset + inflight)
         rho = load * self.inv_slots
         rho_c = np.minimum(rho, 1.0)
         model = TTFT.model_vector(snap.prefill_ms, rho)
         self.model = model
-        obs = np.where(live.ttft_ewma_ms > 0.0, live.ttft_ewma_ms, snap.ttft_observed_ms)
+        ewma = np.array(live.ttft_ewma_ms)
+        obs = np.where(ewma > 0.0, ewma, snap.ttft_observed_ms)
         obs = np.where(obs > 0.0, obs, self.prior_ms)
         self.a, self.c = TTFT.blend_vector(model, obs)
         self.capacity = Capacity.vector(snap.capacity_static, rho_c)
-        self.health = Proximity.health(1.0 - snap.error_rate, live.error_ewma)
+        self.health = Proximity.health(1.0 - snap.error_rate, np.array(live.error_ewma))
         self.util = np.maximum(rho_c, snap.kv_usage)
         # Python mirrors for the router's small-fleet path (scalar reads from lists are cheap).
         self.model_l = model.tolist()
@@ -105,21 +107,21 @@ class LoadState:
         more than the comparison, and this runs for every proxy event.
         """
         live = self.live
-        inflight = float(live.inflight[i])
+        inflight = live.inflight[i]
         load = self._offset_l[i] + inflight
         if load < inflight:  # noqa: PLR1730
             load = inflight
         rho = load * self._inv_slots_l[i]
         rho_c = rho if rho < 1.0 else 1.0  # noqa: FURB136
         model = TTFT.model_scalar(self._prefill_l[i], rho)
-        obs = float(live.ttft_ewma_ms[i])
+        obs = live.ttft_ewma_ms[i]
         if not obs > 0.0:
             obs = self._obs_l[i]
             if not obs > 0.0:
                 obs = self._prior_l[i]
         a, c = TTFT.blend_scalar(model, obs)
         capacity = Capacity.scalar(self._cap_static_l[i], rho_c)
-        health = Proximity.health(self._ok_l[i], float(live.error_ewma[i]))
+        health = Proximity.health(self._ok_l[i], live.error_ewma[i])
         kv = self._kv_l[i]
         self.model[i] = self.model_l[i] = model
         self.a[i] = self.a_l[i] = a

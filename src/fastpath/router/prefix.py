@@ -211,7 +211,7 @@ class PrefixIndex:
     def export(self, backend: int, limit: int) -> list[int]:
         """Backend's most recently learned blocks, newest first, at most `limit` (for the controller)."""
         lru = self.lru[backend]
-        out = []
+        out: list[int] = []
         for h in reversed(lru):
             if len(out) >= limit:
                 break

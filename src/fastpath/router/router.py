@@ -198,10 +198,13 @@ class Decision:
         """The model ranked[position] serves the request with: a substitute when substitution
         was allowed and won; "" when the request's own model (no rewrite needed)."""
         x = self.explain
-        if x is None or x.entry.served is None or not 0 <= position < len(self.ranked):
+        if x is None or not 0 <= position < len(self.ranked):
             return ""
         e = x.entry
-        m = e.served[self.ranked[position]]
+        served = e.served
+        if served is None:
+            return ""
+        m = served[self.ranked[position]]
         return "" if e.shape is None or m == e.shape.model else m
 
     def axes(self, position: int = 0) -> dict[str, float]:
@@ -290,8 +293,8 @@ class Router:
         self._entries = {}
         old = self._healthy
         if old is not None and len(old) == snap.n:
-            for i in np.flatnonzero(snap.healthy & ~old):
-                live.mark_unobserved(int(i))  # back from unhealthy: explore it again
+            for j in np.flatnonzero(snap.healthy & ~old).tolist():
+                live.mark_unobserved(j)  # back from unhealthy: explore it again
         self._healthy = snap.healthy
         if snap.prefix_blocks and snap.prefix_blocks is not self._merged:
             self._merged = snap.prefix_blocks
@@ -310,7 +313,7 @@ class Router:
         elif state.position != live.changes_end:
             state.refresh()
         policy = f.policy or self.default_policy
-        key = (policy, f.region, f.model, f.allow_regions, f.max_cost)
+        key: tuple = (policy, f.region, f.model, f.allow_regions, f.max_cost)
         if f.allow_substitute and f.model in self.model_groups:
             key = (*key, True)  # a request shape of its own: more candidates, penalised substitutes
         e = self._entries.get(key)
@@ -620,7 +623,7 @@ class Router:
             rtt_c=(rtt[cand] if rtt is not None else np.zeros(len(cand))).tolist(),
             w_proximity_c=(w_prox * proximity)[cand].tolist(),
             region_observed_w_c=(np.where(region_observed, region_observed_w, -1.0)[cand].tolist()
-                                 if region_observed is not None else []),
+                                 if region_observed is not None and region_observed_w is not None else []),
             valid_all=valid,
             served=served,
             penalty=penalty,
