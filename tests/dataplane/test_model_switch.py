@@ -304,3 +304,13 @@ def test_a_later_compressed_message_ends_the_stream_with_a_clear_status(fleet):
     assert "message 2" in message and "compressed" in message and "small" in message
     resp, trailers = f.infer(request("big", b"still serving"))
     assert trailers["x-fastpath-served-model"] == "small"
+
+
+def test_a_session_call_that_allows_a_substitute_is_routed_not_pinned(fleet):
+    """Pinned connections relay bytes verbatim: a call that may be switched stays in routed mode."""
+    f = fleet(TWO_SITES)
+    req = request("big", b"session turn")
+    resp, trailers = f.infer(req, metadata=(NEAR, OPT_IN, ("x-fastpath-session", "s-1")))
+    assert f.sites["near-small"].received == [[as_served(req, "small")]]
+    assert trailers["x-fastpath-served-model"] == "small"
+    assert f.loop.call(lambda: f.proxy.metrics.pinned_total) == 0
