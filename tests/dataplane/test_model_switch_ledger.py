@@ -23,6 +23,7 @@ class CallState:
         self.path = PATH
         self.errors: list[tuple[int, str]] = []
         self.sent = bytearray()  # what the backend got, over all attempts (reset on failover)
+        self.resp_ended = False
 
     def _credit_client(self, n: int) -> None:
         assert n > 0
@@ -30,6 +31,7 @@ class CallState:
 
     def respond_error(self, code: int, message: str) -> None:
         self.errors.append((code, message))
+        self.resp_ended = True
 
     def drain(self, sizes: list[int]) -> None:
         """The backend takes what is pending, in steps of `sizes` (as Half.pump reports to on_sent)."""
@@ -131,8 +133,10 @@ def test_a_message_that_cannot_be_rewritten_mid_stream_ends_the_call():
     sw = ModelSwitch(call, "big", 1 << 20)
     assert sw.begin("s")
     sw.push(framed("big", 0, 10), False)
-    sw.push(b"\x01\x00\x00\x00\x03abc", True)
+    sw.push(b"\x01\x00\x00\x00\x03abc", False)
     assert call.errors and call.errors[0][0] == 9 and "message 2" in call.errors[0][1]
+    sw.push(framed("big", 2, 10), True)  # what the client still sends is dropped: one answer only
+    assert len(call.errors) == 1
     big = ModelSwitch(CallState(), "big", 100)
     big.call.req.push(framed("big", 0, 200), False)
     assert not big.begin("s") and "over the 100 bytes" in big.refused

@@ -137,6 +137,8 @@ class ModelSwitch:
     def push(self, data: bytes, end: bool) -> None:
         """Request bytes from the client for the current attempt (after `begin`)."""
         call = self.call
+        if call.resp_ended:
+            return  # answered already (or ended for a message that could not be rewritten): drop the rest
         n = len(data)
         self.received += n
         rw = self.rewriter
