@@ -29,6 +29,17 @@ its first token. Per policy: TTFT p50/p99 at the client, token-weighted cost
 per 1k tokens, requests shed (refused, failed or past the deadline), and the
 share of all requests whose first token came within the SLO.
 
+The substitute scenario ("substitute" rows) sends requests for a model that
+some client regions have no site for (the default config: llama-3-70b, served
+in us-east and us-west only, asked for mostly from eu-west, plus us-east and
+ap-south) through the real proxy twice over the same seeded trace: once
+asking for the exact model (eu-west goes across the Atlantic), once with
+`x-fastpath-allow-substitute: true`, where the config's model group lets a
+nearer site serve a substitute (llama-3-8b in eu-west) at a score penalty,
+and the proxy rewrites `model_name` in the request on the way. Rows add the
+share served by a substitute (the `x-fastpath-served-model` trailer), the
+models that answered, and TTFT p50 per client region.
+
 `measure(quick)` returns one row per (layout, policy); the harness runs it in
 a child process. `python -m fastpath.bench.fleet_scenarios [--quick]` prints them.
 """
@@ -62,6 +73,11 @@ class Arrival:
     prompt: str = ""  # the whole prompt (chat turns); "" = built from words
     conversation: int = -1  # chat: which conversation this turn belongs to
 
+
+SUBSTITUTE_MODEL = "llama-3-70b"  # requested; the default config's model group lets llama-3-8b serve it
+SUBSTITUTE_REGIONS = {"eu-west": 0.6, "us-east": 0.25, "ap-south": 0.15}  # eu-west has no site for it
+SUBSTITUTE_SUFFIX = "+substitute"  # a proxy row whose requests send x-fastpath-allow-substitute: true
+SERVED_MODEL_TRAILER = "x-fastpath-served-model"
 
 CHAT_POLICIES = ("round-robin", "least-loaded", "session-only", "sglang-cache-aware", "five-axis/prefix")
 CHAT_MODEL = "llama-3-8b"
@@ -112,6 +128,35 @@ def make_trace(models_served: set[str], seed: int, duration_s: float, base_rate:
         words = tuple(rng.choice(("route", "token", "cache", "power", "region", "batch", "prefill", "queue"))
                       for _ in range(6))
         out.append(Arrival(t, region, model, max_tokens, words))
+
+
+def make_substitute_trace(config, seed: int, duration_s: float, rate: float, max_tokens: int = 8,
+                          model: str = SUBSTITUTE_MODEL) -> list[Arrival]:
+    """Poisson requests for `model` from SUBSTITUTE_REGIONS (the regions the config knows); seeded."""
+    rng = random.Random(seed)
+    regions = {r: w for r, w in SUBSTITUTE_REGIONS.items() if r in config.rtt_ms} or {sorted(config.rtt_ms)[0]: 1.0}
+    out: list[Arrival] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= duration_s:
+            return out
+        region = rng.choices(list(regions), weights=list(regions.values()))[0]
+        words = tuple(rng.choice(("route", "token", "cache", "power", "region", "batch", "prefill", "queue"))
+                      for _ in range(6))
+        out.append(Arrival(t, region, model, max_tokens, words))
+
+
+def substitute_groups(config) -> dict[str, tuple[str, ...]]:
+    """The config's model groups whose requested model is missing from some site region that one
+    of its substitutes covers: where the substitute scenario can show a switch."""
+    out = {}
+    for model, g in config.model_groups.items():
+        have = {b.region for b in config.backends if model in b.models}
+        subs = {b.region for b in config.backends if any(s in b.models for s in g.substitutes)}
+        if have and subs - have:
+            out[model] = g.substitutes
+    return out
 
 
 def central_layout(config):
@@ -348,7 +393,15 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
     index = {b.name: i for i, b in enumerate(config.backends)}
     proxy_md: tuple[tuple[str, str], ...] = ()
     if via_proxy:
-        proxy_md = (("x-fastpath-policy", policy[len(PROXY_PREFIX):]), ("x-fastpath-slo-ttft-ms", f"{slo_ms:g}"))
+        name = policy[len(PROXY_PREFIX):]
+        substitute = name.endswith(SUBSTITUTE_SUFFIX)
+        name = name.removesuffix(SUBSTITUTE_SUFFIX)
+        proxy_md = (("x-fastpath-policy", name), ("x-fastpath-slo-ttft-ms", f"{slo_ms:g}"))
+        if substitute:
+            proxy_md += (("x-fastpath-allow-substitute", "true"),)
+    served_models: dict[str, int] = {}  # model_name of the responses (the model that answered)
+    substituted = 0  # calls whose trailers name a substitute model
+    ttfts_by_region: dict[str, list[float]] = {}
     ttfts: list[float] = []
     tokens_by_site = [0] * len(config.backends)
     requests_by_site = [0] * len(config.backends)
@@ -358,7 +411,7 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
     within = 0
 
     async def one(k: int, a: Arrival) -> None:
-        nonlocal within, blocks_cached, blocks_total
+        nonlocal within, blocks_cached, blocks_total, substituted
         if via_proxy:
             i = -1  # the proxy chooses; the site names itself in every response
             stub = stubs[0]
@@ -403,12 +456,18 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
                     if got == 0:
                         ttft = (time.monotonic() - t0) * 1000
                         ttfts.append(ttft)
+                        ttfts_by_region.setdefault(a.region, []).append(ttft)
+                        served_models[r.model_name] = served_models.get(r.model_name, 0) + 1
                         if chooser is not None:
                             chooser.first_token(i, ttft)
                         if ttft <= slo_ms:
                             within += 1
                     got += 1
             ok = got > 0 and i >= 0
+            if via_proxy and ok:
+                trailers = {key: value for key, value in (await call.trailing_metadata() or ())}
+                if trailers.get(SERVED_MODEL_TRAILER):
+                    substituted += 1
         except Exception as e:  # refused, reset, past the deadline: the request is shed
             if len(first_errors) < 3:
                 where = config.backends[i].name if i >= 0 else "proxy"
@@ -445,6 +504,9 @@ async def replay(config, trace: list[Arrival], policy: str, slo_ms: float, deadl
         "tokens": total_tokens,
         "cache_hit_share": round(blocks_cached / blocks_total, 4) if blocks_total else None,
         "requests_by_site": {b.name: c for b, c in zip(config.backends, requests_by_site) if c},
+        "served_models": dict(sorted(served_models.items())),
+        "substitute_share": round(substituted / n, 4) if n and via_proxy else None,
+        "ttft_p50_by_region_ms": {r: _pct(v, 50) for r, v in sorted(ttfts_by_region.items())},
         "first_errors": first_errors,
     }
 
@@ -503,7 +565,8 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
                 time.sleep(0.2)  # let the sites' queues empty between policies
     order_key = {p: i for i, p in enumerate(policies)}
     rows.sort(key=lambda r: (list(layouts).index(r["layout"]), order_key[r["policy"]]))
-    return rows + measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+    rows += measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+    return rows + measure_substitute(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
 
 
 def measure_chat(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0,
@@ -530,30 +593,77 @@ def measure_chat(quick: bool = False, seed: int = 7, progress: bool = False, slo
     return rows
 
 
+def measure_substitute(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0,
+                       duration_s: float | None = None, rate: float | None = None) -> list[dict[str, Any]]:
+    """The substitute scenario: the same seeded trace through the real proxy, exact model vs substitutes allowed."""
+    from fastpath.config import load_config, with_ports
+
+    base = load_config()
+    groups = substitute_groups(base)
+    if SUBSTITUTE_MODEL not in groups:
+        raise ValueError(f"the config declares no model group for {SUBSTITUTE_MODEL!r} with a substitute in a region "
+                         f"that lacks it (groups: {sorted(base.model_groups)}): nothing to switch")
+    if importlib.util.find_spec("fastpath.up") is None:
+        raise ModuleNotFoundError("the substitute scenario runs through the proxy: fastpath.up is not in this install")
+    cfg = with_ports(base, _free_base(3 + 2 * len(base.backends)))
+    duration = duration_s or (1.5 if quick else 5.0)
+    trace = make_substitute_trace(cfg, seed, duration, rate or 20.0)
+    policy = PROXY_PREFIX + cfg.default_policy
+    rows: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    with _fleet(cfg, True) as proxy:
+        if progress:
+            print(f"[substitute] stack up in {time.monotonic() - t0:.1f} s; {len(trace)} requests for "
+                  f"{SUBSTITUTE_MODEL} (substitutes {list(groups[SUBSTITUTE_MODEL])}) per row", file=sys.stderr, flush=True)
+        # Warm-up, not measured: the stack's first calls pay for connections and the controller's first
+        # scrapes, which would count against whichever row ran first.
+        asyncio.run(replay(cfg, trace[:12], policy, slo_ms, deadline_s=5.0, tag=f"subwarm{seed}", proxy=proxy))
+        time.sleep(0.3)
+        for pi, name in enumerate((policy, policy + SUBSTITUTE_SUFFIX)):
+            row = asyncio.run(replay(cfg, trace, name, slo_ms, deadline_s=5.0, tag=f"sub{pi}s{seed}", proxy=proxy))
+            row.update(layout="substitute", seed=seed, trace_duration_s=duration, requested_model=SUBSTITUTE_MODEL)
+            rows.append(row)
+            if progress:
+                print(f"[substitute] {name:30s} ttft p50 {row['ttft_p50_ms']} p99 {row['ttft_p99_ms']} ms, "
+                      f"cost/1k {row['cost_per_1k_tokens']}, served by substitute {row['substitute_share']}, "
+                      f"models {row['served_models']}, shed {row['shed']}", file=sys.stderr, flush=True)
+            time.sleep(0.3)  # let the sites' queues empty between rows
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastpath.bench.fleet_scenarios", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="1.2 s traces, no proxy rows")
+    p.add_argument("--quick", action="store_true", help="short traces; no proxy rows but the substitute scenario's "
+                   "(the rewrite happens in the proxy)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     p.add_argument("--chat-only", action="store_true", help="only the chat scenario (prefix affinity)")
-    p.add_argument("--plot", metavar="DIR", help="write the chat scenario's plot (chat_prefix.png) into DIR")
+    p.add_argument("--substitute-only", action="store_true", help="only the substitute scenario (model switching)")
+    p.add_argument("--plot", metavar="DIR", help="write the chat and substitute scenarios' plots "
+                   "(chat_prefix.png, substitute_region.png) into DIR")
     args = p.parse_args(argv)
-    rows = (measure_chat if args.chat_only else measure)(quick=args.quick, seed=args.seed, progress=True)
+    run = measure_chat if args.chat_only else measure_substitute if args.substitute_only else measure
+    rows = run(quick=args.quick, seed=args.seed, progress=True)
     if args.plot:
         from pathlib import Path
 
-        from .plots import chat_prefix
+        from .plots import chat_prefix, substitute_region
 
         out = Path(args.plot)
         out.mkdir(parents=True, exist_ok=True)
-        print(f"plot: {chat_prefix({'fleet': {'rows': rows}}, out)}", file=sys.stderr)
+        for plot in (chat_prefix, substitute_region):
+            made = plot({'fleet': {'rows': rows}}, out)
+            if made is not None:
+                print(f"plot: {made}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         for r in rows:
             print(f"{r['layout']:11s} {r['policy']:24s} ttft p50 {r['ttft_p50_ms']:>7} p99 {r['ttft_p99_ms']:>7} ms  "
                   f"cost/1k {r['cost_per_1k_tokens']}  shed {r['shed']}/{r['requests']}  in SLO {r['within_slo_share']}"
-                  + (f"  cache hit {r['cache_hit_share']}" if r.get("cache_hit_share") is not None else ""))
+                  + (f"  cache hit {r['cache_hit_share']}" if r.get("cache_hit_share") is not None else "")
+                  + (f"  by substitute {r['substitute_share']} {r['served_models']}" if r.get("layout") == "substitute"
+                     else ""))
     return 0
 
 

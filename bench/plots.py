@@ -117,7 +117,7 @@ def router_cost(result: dict[str, Any], out: Path) -> Path | None:
 def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
     """TTFT p50/p99 and cost per 1k tokens per policy and fleet layout."""
     rows = [r for r in (result.get("fleet") or {}).get("rows") or []
-            if r.get("ttft_p50_ms") is not None and r.get("layout") != "chat"]
+            if r.get("ttft_p50_ms") is not None and r.get("layout") not in ("chat", "substitute")]
     if not rows:
         return None
     labels = [f"{r['layout']}\n{r['policy']}" for r in rows]
@@ -170,6 +170,48 @@ def chat_prefix(result: dict[str, Any], out: Path) -> Path | None:
     return p
 
 
+def substitute_region(result: dict[str, Any], out: Path) -> Path | None:
+    """The substitute scenario: TTFT p50/p99, TTFT p50 per client region, and cost, exact model vs substitutes
+    allowed, with the share of calls a substitute served."""
+    rows = [r for r in (result.get("fleet") or {}).get("rows") or []
+            if r.get("layout") == "substitute" and r.get("ttft_p50_ms") is not None]
+    if not rows:
+        return None
+    labels = [r["policy"].replace("+", "\n+") for r in rows]
+    xs = list(range(len(rows)))
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(13, 4))
+    a0.bar([x - 0.2 for x in xs], [r["ttft_p50_ms"] for r in rows], 0.4, label="TTFT p50")
+    a0.bar([x + 0.2 for x in xs], [r.get("ttft_p99_ms") or 0 for r in rows], 0.4, label="TTFT p99")
+    a0.set_ylabel("ms at the client, all regions")
+    a0.legend(fontsize=7)
+    regions = sorted({g for r in rows for g in (r.get("ttft_p50_by_region_ms") or {})})
+    width = 0.8 / max(1, len(regions))
+    for k, g in enumerate(regions):
+        a1.bar([x - 0.4 + width * (k + 0.5) for x in xs],
+               [(r.get("ttft_p50_by_region_ms") or {}).get(g) or 0 for r in rows], width, label=f"from {g}")
+    a1.set_ylabel("TTFT p50 by client region, ms")
+    a1.legend(fontsize=7)
+    a2.bar(xs, [r.get("cost_per_1k_tokens") or 0 for r in rows], 0.6, color="C2")
+    a2.set_ylabel("cost per 1k tokens")
+    for x, r in zip(xs, rows):
+        share = r.get("substitute_share")
+        models = ", ".join(f"{m} {n}" for m, n in (r.get("served_models") or {}).items())
+        a2.annotate(f"served by a substitute: {'?' if share is None else f'{share:.0%}'}\n{models}", (x, 0), xytext=(0, 4),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=6)
+    for a in (a0, a1, a2):
+        a.set_xticks(xs)
+        a.set_xticklabels(labels, fontsize=7)
+        a.grid(True, axis="y", alpha=0.3)
+    requested = rows[0].get("requested_model", "the requested model")
+    fig.suptitle(f"substitute: requests for {requested} from regions without a site for it, exact model vs a nearer "
+                 "substitute (x-fastpath-allow-substitute), through the proxy", fontsize=9)
+    fig.tight_layout()
+    p = out / "substitute_region.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
 def offload_paths(result: dict[str, Any], out: Path) -> Path | None:
     """The splice section's byte paths at one connection: p50/p99 round trip and the relay's CPU per message.
 
@@ -206,5 +248,5 @@ def offload_paths(result: dict[str, Any], out: Path) -> Path | None:
 def write_all(result: dict[str, Any], out: Path) -> list[str]:
     """Writes every plot the run has data for; returns their file names."""
     made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies, chat_prefix,
-                                     offload_paths)]
+                                     substitute_region, offload_paths)]
     return [p.name for p in made if p is not None]

@@ -152,7 +152,8 @@ def _extras_text(result: dict[str, Any]) -> list[str]:
                                      ("ttft_p50_ms", "ttft p50", "{:.0f}"), ("ttft_p99_ms", "ttft p99", "{:.0f}"),
                                      ("cost_per_1k_tokens", "cost/1k", "{:.3f}"), ("shed", "shed", "{}"),
                                      ("within_slo_share", "in SLO", "{:.2f}"), ("requests", "requests", "{}"),
-                                     ("cache_hit_share", "cache hit", "{:.2f}")])
+                                     ("cache_hit_share", "cache hit", "{:.2f}"),
+                                     ("substitute_share", "by substitute", "{:.2f}")])
     else:
         lines.append(f"fleet scenarios: {fl.get('note') or 'not available'}")
     return lines

@@ -56,6 +56,7 @@ class Backend:
 class Policy:
     name: str
     weights: dict[str, float]  # axis -> weight (normalised to sum 1)
+    allow_substitute: bool = False  # its requests may be served by a model group's substitute
 
 
 @dataclass(frozen=True)
@@ -320,12 +321,13 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
 
     policies: dict[str, Policy] = {}
     for pname, table in data.get("policies", {}).items():
-        check_keys(table, AXES, f"policies.{pname}", "axis", "axes")
+        check_keys(table, (*AXES, "allow_substitute"), f"policies.{pname}", "axis", "axes")
         w = {a: _num(table, a, f"policies.{pname}", 0.0) for a in AXES}
         total = sum(w.values())
         if total <= 0:
             raise ConfigError(f"policies.{pname}: at least one weight must be positive")
-        policies[pname] = Policy(pname, {a: v / total for a, v in w.items()})
+        policies[pname] = Policy(pname, {a: v / total for a, v in w.items()},
+                                 _bool(table, "allow_substitute", f"policies.{pname}", False))
     if not policies:
         policies["balanced"] = Policy("balanced", {a: 1 / len(AXES) for a in AXES})
     rt = data.get("router", {})

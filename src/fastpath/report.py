@@ -116,6 +116,26 @@ def burst_summary(config: Config, plan: Plan, results: list[Result]) -> dict | N
     }
 
 
+def substitute_summary(config: Config, results: list[Result]) -> dict | None:
+    """The substitute phase: where requests allowing a substitute went and what served them, next to
+    the same requests without the opt-in."""
+    rs = [r for r in results if r.spec.phase == "substitute"]
+    if not rs:
+        return None
+
+    def side(group: list[Result]) -> dict:
+        st = stats(config, group)
+        served = Counter((r.served_model or r.spec.model) for r in group if r.ok)
+        total = sum(served.values()) or 1
+        return {"requests": len(group), "ok": st["ok"], "sites": st["sites"],
+                "served_models": {m: round(n / total, 3) for m, n in served.items()},
+                "ttft_p50_ms": st["ttft_p50_ms"], "cost_per_1k_tokens": st["cost_per_1k_tokens"]}
+
+    return {"region": rs[0].spec.region, "model": rs[0].spec.model,
+            "allowed": side([r for r in rs if r.spec.allow_substitute]),
+            "not_allowed": side([r for r in rs if not r.spec.allow_substitute])}
+
+
 def summarize(config: Config, plan: Plan, results: list[Result], *, duration_s: float = 0.0,
               startup_s: float = 0.0) -> dict:
     """Everything the demo prints, as one JSON-ready dict.
@@ -168,7 +188,7 @@ def summarize(config: Config, plan: Plan, results: list[Result], *, duration_s: 
 
     wrong_model = [{"index": r.spec.index, "model": r.spec.model, "backend": r.backend} for r in results
                    if r.ok and r.backend and r.backend in {b.name for b in config.backends}
-                   and r.spec.model not in config.backend(r.backend).models]
+                   and (r.served_model or r.spec.model) not in config.backend(r.backend).models]
     errors = Counter(r.error.split(":", 1)[0] for r in results if not r.ok)
     examples = {}
     for r in results:
@@ -188,6 +208,7 @@ def summarize(config: Config, plan: Plan, results: list[Result], *, duration_s: 
         "budget": budget,
         "sessions": sessions,
         "burst": burst_summary(config, plan, results),
+        "substitute": substitute_summary(config, results),
         "wrong_model": wrong_model,
         "errors": dict(errors),
         "error_examples": examples,
@@ -202,7 +223,7 @@ def summarize(config: Config, plan: Plan, results: list[Result], *, duration_s: 
 def observations(config: Config, s: dict, results: list[Result]) -> list[str]:
     """A few sentences a person can read, each backed by the numbers in the summary."""
     lines: list[str] = []
-    low = [r for r in results if r.spec.phase != "burst" and not r.spec.max_cost]
+    low = [r for r in results if r.spec.phase not in ("burst", "substitute") and not r.spec.max_cost]
     by_region: dict[str, list[Result]] = defaultdict(list)
     for r in low:
         by_region[r.spec.region].append(r)
@@ -248,6 +269,15 @@ def observations(config: Config, s: dict, results: list[Result]) -> list[str]:
         else:
             lines.append(f"burst: all {b['stayed']} of {b['ok']} {b['region']} {b['model']} requests stayed on "
                          f"{b['site']} (peak {b['peak_in_flight']} in flight for {b['slots']} slots): no spill-over.")
+    sub = s.get("substitute")
+    if sub and sub["allowed"]["ok"] and sub["not_allowed"]["ok"]:
+        a, n = sub["allowed"], sub["not_allowed"]
+        ttft = ""
+        if a["ttft_p50_ms"] is not None and n["ttft_p50_ms"] is not None:
+            ttft = f" TTFT p50 {a['ttft_p50_ms']:.0f} ms against {n['ttft_p50_ms']:.0f} ms."
+        lines.append(f"model switching: {sub['region']} {sub['model']} requests that allowed a substitute were "
+                     f"served {', '.join(f'{m} {v:.0%}' for m, v in a['served_models'].items())} on {_share_text(a['sites'], config)}; "
+                     f"without the opt-in they went to {_share_text(n['sites'], config)}.{ttft}")
     pol = s.get("policies") or {}
     if len(pol) > 1:
         parts = []

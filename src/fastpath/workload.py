@@ -5,7 +5,9 @@ What it exercises is what a fleet sees: clients in several regions
 ModelStreamInfer (TTFT measured at the client as time to the first token),
 sessions that come back (`x-fastpath-session`), each routing policy
 (`x-fastpath-policy`), cost ceilings (`x-fastpath-max-cost`), and a burst that
-drives the nearest site of one region toward saturation so spill-over shows.
+drives the nearest site of one region toward saturation so spill-over shows,
+and, when the config has model groups, the same requests from a region
+without a model with and without `x-fastpath-allow-substitute`.
 Every call's trailing metadata (`x-fastpath-backend`, `x-fastpath-decision`) is
 kept, so a report can say where requests went and why. The same seed gives the
 same plan; counts and deadlines bound the run.
@@ -34,7 +36,7 @@ class RequestSpec:
     """One planned request: who sends it, for what, with which routing metadata."""
 
     index: int
-    phase: str  # "mixed", "policy", "budget", "session", "burst"
+    phase: str  # "mixed", "policy", "budget", "session", "substitute", "burst"
     region: str
     model: str
     stream: bool
@@ -43,6 +45,7 @@ class RequestSpec:
     policy: str = ""  # "" = the config's default policy
     session: str = ""
     max_cost: float = 0.0  # per 1k tokens; 0 = no ceiling
+    allow_substitute: bool = False  # x-fastpath-allow-substitute: a model of its group may serve it
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         md = [("x-fastpath-region", self.region)]
@@ -52,6 +55,8 @@ class RequestSpec:
             md.append(("x-fastpath-session", self.session))
         if self.max_cost:
             md.append(("x-fastpath-max-cost", f"{self.max_cost:g}"))
+        if self.allow_substitute:
+            md.append(("x-fastpath-allow-substitute", "true"))
         return tuple(md)
 
     def request(self) -> pb.ModelInferRequest:
@@ -72,6 +77,7 @@ class Result:
     backend: str = ""  # x-fastpath-backend trailer, else the site named in the response
     backend_from: str = ""  # "trailer", "response" or "" (unknown)
     decision: str = ""  # x-fastpath-decision trailer
+    served_model: str = ""  # x-fastpath-served-model trailer: the substitute that served it ("" = its model)
     ttft_ms: float = 0.0  # first token (streamed) or whole answer (unary), at the client
     total_ms: float = 0.0
     tokens: int = 0
@@ -143,8 +149,25 @@ def _prompt(rng: random.Random, words: int = 6) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
+def substitute_showcase(config: Config) -> tuple[str, str, str] | None:
+    """(client region, model, substitute) where a model group's substitute is nearest by the widest
+    margin (at least 20 ms of RTT) over the model itself; None when no group makes a difference."""
+    best: tuple[float, str, str, str] | None = None
+    for model, group in config.model_groups.items():
+        own = sites_for(config, model)
+        for region, rtt in config.rtt_ms.items():
+            far = min((rtt.get(b.region, 1e9) for b in own), default=1e9)
+            for sub in group.substitutes:
+                near = min((rtt.get(b.region, 1e9) for b in sites_for(config, sub)), default=1e9)
+                gain = far - near
+                if gain >= 20.0 and near < 1e9 and (best is None or gain > best[0]):
+                    best = (gain, region, model, sub)
+                break  # the first substitute a region has is the one that would serve it
+    return best[1:] if best else None
+
+
 def plan_workload(config: Config, requests: int = 120, seed: int = 7) -> Plan:
-    """A deterministic plan of about `requests` requests in five phases."""
+    """A deterministic plan of about `requests` requests in five phases (six with a model group)."""
     if requests < 20:
         raise ValueError(f"--requests {requests}: need at least 20 to cover every phase")
     rng = random.Random(seed)
@@ -168,7 +191,10 @@ def plan_workload(config: Config, requests: int = 120, seed: int = 7) -> Plan:
     n_budget = max(1, int(requests * 0.1))
     n_session_groups = 3 if requests >= 60 else 1
     per_session = max(2, int(requests * 0.1) // n_session_groups)
-    n_mixed = max(1, requests - n_burst - per_policy * len(policies) - n_budget - n_session_groups * per_session)
+    showcase = substitute_showcase(config)
+    n_substitute = 4 if showcase else 0
+    n_mixed = max(1, requests - n_burst - per_policy * len(policies) - n_budget - n_session_groups * per_session
+                  - n_substitute)
 
     phases: list[Phase] = []
     # Low load: every region, every model, unary and streamed, the default policy.
@@ -203,6 +229,14 @@ def plan_workload(config: Config, requests: int = 120, seed: int = 7) -> Plan:
             sess.append(RequestSpec(s.index, s.phase, s.region, s.model, s.stream, s.max_tokens,
                                     f"{prompt_head} turn {k}", session=sid))
     phases.append(Phase("session", sess, concurrency=n_session_groups, sequential_groups=True))
+
+    if showcase:
+        # Model switching: the same requests from a region without the model, with and without
+        # the opt-in (streamed and unary), so the demo shows the switch and what it changes.
+        region, model, _ = showcase
+        specs = [spec("substitute", region, model, stream=k < 2, max_tokens=12, allow_substitute=k % 2 == 0)
+                 for k in range(n_substitute)]
+        phases.append(Phase("substitute", specs, concurrency=2))
 
     plan = Plan(phases, seed)
     if burst:
@@ -342,6 +376,7 @@ class Runner:
         if own_channel is not None:
             await own_channel.close()
         res.decision = trailers.get("x-fastpath-decision", "")
+        res.served_model = trailers.get("x-fastpath-served-model", "")
         if trailers.get("x-fastpath-backend"):
             res.backend, res.backend_from = trailers["x-fastpath-backend"], "trailer"
         elif site:

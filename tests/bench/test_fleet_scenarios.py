@@ -112,3 +112,64 @@ def test_chat_plot_shows_every_chat_row(tmp_path):
     path = plots.chat_prefix({"fleet": {"rows": rows}}, tmp_path)
     assert path is not None and path.stat().st_size > 10_000
     assert plots.chat_prefix({"fleet": {"rows": []}}, tmp_path) is None
+
+
+def test_substitute_trace_asks_for_the_grouped_model_from_a_region_without_it():
+    cfg = load_config()
+    trace = fs.make_substitute_trace(cfg, 4, 3.0, rate=20)
+    assert trace == fs.make_substitute_trace(cfg, 4, 3.0, rate=20) and trace
+    assert {a.model for a in trace} == {fs.SUBSTITUTE_MODEL}
+    regions = {a.region for a in trace}
+    assert regions <= set(fs.SUBSTITUTE_REGIONS) and "eu-west" in regions
+    # The embedded default declares the group, and eu-west has a site for a substitute but not for the model.
+    groups = fs.substitute_groups(cfg)
+    assert fs.SUBSTITUTE_MODEL in groups
+    eu = [b for b in cfg.backends if b.region == "eu-west"]
+    assert not any(fs.SUBSTITUTE_MODEL in b.models for b in eu)
+    assert any(set(groups[fs.SUBSTITUTE_MODEL]) & set(b.models) for b in eu)
+
+
+def test_substitute_groups_needs_a_region_the_substitute_covers_and_the_model_does_not():
+    from fastpath.config import parse_config
+
+    cfg = load_config()
+    same = [{**b, "models": ["big", "small"]} for b in cfg.raw["backends"]]
+    raw = {**cfg.raw, "backends": same, "model_groups": {"big": {"substitutes": ["small"]}}}
+    assert fs.substitute_groups(parse_config(raw, "every site serves both")) == {}
+    split = [{**b, "models": ["big"] if b["region"] == "us-east" else ["small"]} for b in cfg.raw["backends"]]
+    raw = {**cfg.raw, "backends": split, "model_groups": {"big": {"substitutes": ["small"]}}}
+    assert fs.substitute_groups(parse_config(raw, "split")) == {"big": ("small",)}
+
+
+def test_substitute_plot_shows_both_rows(tmp_path):
+    from fastpath.bench import plots
+
+    rows = [{"layout": "substitute", "policy": p, "ttft_p50_ms": 20.0 + 60 * k, "ttft_p99_ms": 150.0,
+             "cost_per_1k_tokens": 0.8 - 0.1 * k, "substitute_share": 0.6 * k,
+             "served_models": {"llama-3-70b": 10} if not k else {"llama-3-70b": 4, "llama-3-8b": 6},
+             "ttft_p50_by_region_ms": {"eu-west": 90.0 - 80 * k, "us-east": 10.0}, "requested_model": "llama-3-70b"}
+            for k, p in enumerate(("fastpath/balanced", "fastpath/balanced+substitute"))]
+    path = plots.substitute_region({"fleet": {"rows": rows}}, tmp_path)
+    assert path is not None and path.stat().st_size > 10_000
+    assert plots.substitute_region({"fleet": {"rows": [dict(rows[0], layout="chat")]}}, tmp_path) is None
+    assert plots.fleet_policies({"fleet": {"rows": rows}}, tmp_path) is None  # not mixed into the policy plot
+
+
+def test_substitute_scenario_through_the_proxy_switches_only_when_allowed():
+    """Both rows through the real stack: without the header every call is served by the requested model;
+    with it, eu-west's calls are served by the substitute at the eu-west site (the simulated sites
+    refuse a model they do not serve, so a call that reached one un-rewritten would fail)."""
+    rows = fs.measure_substitute(quick=True, seed=3, duration_s=0.8, rate=15)
+    exact, sub = rows
+    assert exact["policy"].endswith("balanced") and sub["policy"].endswith(fs.SUBSTITUTE_SUFFIX)
+    for r in rows:
+        assert r["shed"] == 0, r["first_errors"]
+        assert r["layout"] == "substitute" and r["requests"] == exact["requests"] > 0
+    assert exact["served_models"] == {fs.SUBSTITUTE_MODEL: exact["requests"]}
+    assert exact["substitute_share"] == 0.0
+    cfg = load_config()
+    substitutes = fs.substitute_groups(cfg)[fs.SUBSTITUTE_MODEL]
+    by_sub = sum(n for m, n in sub["served_models"].items() if m in substitutes)
+    assert by_sub > 0 and sub["substitute_share"] == round(by_sub / sub["requests"], 4)
+    eu_sites = {b.name for b in cfg.backends if b.region == "eu-west"}
+    assert set(sub["requests_by_site"]) & eu_sites and not set(exact["requests_by_site"]) & eu_sites

@@ -59,10 +59,14 @@ def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_
     routed = [r for r in results if not r["spec"]["session"]]
     assert all(r["backend_from"] == "trailer" and r["decision"] for r in routed), "routed calls without trailers"
     assert all(r["backend"] for r in results)
-    # Only sites serving the model, and the answer is the model's (deterministic) completion.
+    # Only sites serving the model (or, for a call that allowed it, the substitute named in the
+    # x-fastpath-served-model trailer), and the answer is the model's (deterministic) completion.
     for r in results:
         b = config.backend(r["backend"])
-        assert r["spec"]["model"] in b.models, r
+        if r["served_model"]:
+            assert r["spec"]["allow_substitute"], r
+            assert r["served_model"] in config.model_groups[r["spec"]["model"]].substitutes, r
+        assert (r["served_model"] or r["spec"]["model"]) in b.models, r
         assert r["tokens"] == r["spec"]["max_tokens"], r
         assert r["text"] == completion(r["spec"]["prompt"], r["spec"]["max_tokens"]), r
     # At low load each client region's traffic mostly lands in its nearest region serving the model.
@@ -73,6 +77,11 @@ def test_demo_json_answers_every_request_on_sites_that_serve_it_and_near_at_low_
         near = [r for r in low if config.backend(r["backend"]).region
                 in {b.region for b in nearest_sites(config, region, r["spec"]["model"])}]
         assert len(near) / len(low) > 0.5, (region, [(r["spec"]["model"], r["backend"]) for r in low])
+    # Model switching: the region without the model is served by a nearer substitute when it allows one.
+    sub = s["substitute"]
+    assert sub["allowed"]["ok"] and set(sub["allowed"]["served_models"]) == {"llama-3-8b"}, sub
+    assert set(sub["not_allowed"]["served_models"]) == {sub["model"]}, sub
+    assert any(o.startswith("model switching:") for o in s["observations"])
     # Sessions come back on new connections: the proxy recognised them and handed them to the kernel,
     # and every session answer (checked above, byte for byte) still came through.
     assert s["proxy"]["offloaded"] >= 1, s["proxy"]

@@ -22,7 +22,7 @@ from fastpath.h2 import frames as fr
 from fastpath.router import features as ft
 from fastpath.sim import metrics as sim_metrics
 
-from . import target_features, target_model_name, target_prompt
+from . import target_features, target_model_name, target_model_rewrite, target_prompt
 from .fuzz_input import chunk
 from .traffic_capture import METADATA, Capture, capture, infer_request
 
@@ -239,6 +239,25 @@ def _huffman_seeds(cap: Capture) -> list[bytes]:
     return out
 
 
+def _model_rewrite_seeds() -> list[bytes]:
+    """Real ModelInferRequest streams (one message, several, a large one) cut at a few points."""
+    reqs = []
+    for k in range(3):
+        req = pb.ModelInferRequest(model_name="llama-3-70b", id=f"r-{k}")
+        t = req.inputs.add(name="text_input", datatype="BYTES", shape=[1])
+        t.contents.bytes_contents.append(b"turn %d: hello" % k * (k + 1))
+        req.parameters["max_tokens"].int64_param = 8
+        reqs.append(req.SerializeToString())
+    big = pb.ModelInferRequest(model_name="llama-3-70b", raw_input_contents=[bytes(range(256)) * 8])
+    one = target_model_rewrite.frame(reqs[0])
+    many = b"".join(target_model_rewrite.frame(r) for r in reqs)
+    name = b"llama-3-8b"
+    head = bytes((len(name),)) + name
+    return [head + b"\x00\x00" + one, head + b"\x01\x07\x03\x00" + many,
+            head + b"\x02\xff\x80\x00" + target_model_rewrite.frame(big.SerializeToString()),
+            head + b"\x00\x02\x00" + many[:-7], head + b"\x00\x00" + target_model_rewrite.frame(reqs[1], True)]
+
+
 def build() -> dict[str, list[bytes]]:
     """Seed inputs per target name, built fresh (about a second: it makes real gRPC calls)."""
     cap = capture()
@@ -246,7 +265,7 @@ def build() -> dict[str, list[bytes]]:
             "features": _features_seeds(cap),
             "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds(),
             "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap), "bpf_header": _bpf_header_seeds(),
-            "huffman": _huffman_seeds(cap)}
+            "huffman": _huffman_seeds(cap), "model_rewrite": _model_rewrite_seeds()}
 
 
 def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:

@@ -38,6 +38,7 @@ from fastpath.h2 import frames as fr
 from fastpath.h2.connection import Half
 
 from . import grpc_status as gs
+from . import model_switch
 from .outcome import backend_at_fault
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class Call:
     __slots__ = (
         "svc", "down", "down_id", "_credit_client", "up", "up_id", "req", "resp", "features", "decision",
         "position", "backend", "t_start", "t_first", "held_headers", "replay", "replay_bytes",
-        "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended",
+        "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended", "switch",
     )
 
     def __init__(self, svc: CallServices, down: "DownstreamConnection", down_st: "H2Stream") -> None:
@@ -124,6 +125,7 @@ class Call:
         self.status: bytes | None = None   # grpc-status of the response
         self.fault = False                 # the backend is at fault for how this call ended
         self.resp_ended = False            # the response is complete (trailers or END_STREAM queued)
+        self.switch: Any = None            # model_switch.ModelSwitch of a call that allows a substitute model
 
     @property
     def committed(self) -> bool:
@@ -166,7 +168,11 @@ class Call:
                 self.replay = None
             else:
                 replay.append(data)
-        self.req.push(data, end)
+        sw = self.switch
+        if sw is None:
+            self.req.push(data, end)
+        else:  # a call that allows a substitute model: its attempt's bytes may be rewritten
+            sw.push(data, end)
         if self.state == HOLDING:
             f = self.svc.features_from_body(self.features, list(self.req.pending))
             if f is None and not end and self.req.pending_bytes < _WAIT_BODY_MAX:
@@ -191,6 +197,8 @@ class Call:
     def _route(self) -> None:
         decision = self.svc.route(self.features)
         self.decision = decision
+        if self.features.allow_substitute and decision.substitutes:
+            self.switch = model_switch.for_call(self)
         if not decision.ranked:
             code = gs.INVALID_ARGUMENT if decision.invalid else gs.UNAVAILABLE
             self._fail_before_routing(code, f"no backend for this call: {decision.reason}", self.req.end)
@@ -206,6 +214,9 @@ class Call:
         while self.position < len(ranked):
             i = ranked[self.position]
             conn = svc.acquire(i)
+            if conn is not None and self.switch is not None and not self.switch.begin(
+                    self.decision.served_model(self.position)):
+                conn = None  # a substitute this call cannot be rewritten for: the next candidate
             if conn is not None:
                 self.backend = i
                 self.fault = False
@@ -215,6 +226,9 @@ class Call:
                 conn.open_stream(self)
                 return
             self.position += 1
+        if self.switch is not None and self.switch.refused:
+            self.respond_error(gs.UNAVAILABLE, self.switch.no_candidate())
+            return
         self.respond_error(gs.UNAVAILABLE, f"no backend could take this call ({len(ranked)} tried)")
 
     def start_upstream(self, conn: "UpstreamConnection", st: "H2Stream") -> None:

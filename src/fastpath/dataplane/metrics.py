@@ -118,6 +118,8 @@ class ProxyMetrics:
         self.hedges: Counter[str] = Counter()  # outcome
         self.sheds: Counter[tuple[str, str]] = Counter()  # (priority, reason)
         self.budget_refusals: Counter[str] = Counter()  # budget
+        self.substitutions: Counter[tuple[str, str]] = Counter()  # (requested model, served model)
+        self.substitutes_refused: Counter[tuple[str, str]] = Counter()  # (requested model, substitute)
         self.queue_depth: dict[str, int] = {}  # priority -> calls waiting
         self.flow_bytes_closed: Counter[str] = Counter()  # path -> bytes of flows that ended
         self.flows_closed: Counter[str] = Counter()
@@ -162,6 +164,14 @@ class ProxyMetrics:
         """A call (or retry/hedge) refused because a budget ran out, e.g. "retry", "hedge", "cost"."""
         self.budget_refusals[budget] += 1
 
+    def substituted(self, requested: str, served: str) -> None:
+        """An attempt of a call for model `requested` went to a backend serving the substitute `served`."""
+        self.substitutions[(requested, served)] += 1
+
+    def substitute_refused(self, requested: str, substitute: str) -> None:
+        """A substitute backend ranked first was passed over: the call's messages cannot be rewritten."""
+        self.substitutes_refused[(requested, substitute)] += 1
+
     def set_queue_depth(self, priority: str, waiting: int) -> None:
         self.queue_depth[priority] = waiting
 
@@ -177,7 +187,8 @@ class ProxyMetrics:
         c = ProxyMetrics.__new__(ProxyMetrics)
         c.__dict__.update(self.__dict__)
         for name in ("requests", "limits_hit", "hedges", "sheds", "budget_refusals", "flow_bytes_closed",
-                     "flows_closed", "decisions", "queue_depth"):
+                     "flows_closed", "decisions", "queue_depth", "substitutions",
+                     "substitutes_refused"):
             setattr(c, name, type(getattr(self, name))(getattr(self, name)))
         for name in ("duration", "ttft", "decision_time"):
             h = getattr(self, name)
@@ -246,6 +257,12 @@ class ProxyCollector(Collector):
                        sorted(m.sheds.items()))
         yield _counter("fastpath_budget_refusals", "Calls refused because a budget ran out", ["budget"],
                        (((k,), n) for k, n in sorted(m.budget_refusals.items())))
+        yield _counter("fastpath_model_substitutions", "Calls served by a substitute model (a model group's member)",
+                       ["requested_model", "served_model"], sorted(m.substitutions.items()))
+        yield _counter("fastpath_model_substitutes_refused",
+                       "Substitute backends passed over because the call's messages cannot be rewritten "
+                       "(compressed, too large, not protobuf)", ["requested_model", "substitute_model"],
+                       sorted(m.substitutes_refused.items()))
         g = GaugeMetricFamily("fastpath_queue_depth", "Calls waiting for a backend, by priority", labels=["priority"])
         for p, n in sorted(m.queue_depth.items()):
             g.add_metric([p], n)

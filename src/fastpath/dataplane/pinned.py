@@ -88,6 +88,9 @@ class PinnedSessions:
             features = features_from_headers(headers)
         except ValueError:
             return False
+        policy = proxy.config.policies.get(features.policy or proxy.router.default_policy)
+        if features.allow_substitute or (policy is not None and policy.allow_substitute):
+            return False  # a substitute model needs its messages rewritten: routed mode does that
         if not features.model:
             features = proxy.with_model(features, model or proxy.model_for_path(
                 next((v for k, v in headers if k == b":path"), b"")))

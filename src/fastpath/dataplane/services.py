@@ -17,6 +17,7 @@ from fastpath.router.features import (RequestFeatures, features_from_headers, mo
                                       model_from_path)
 from fastpath.router.prefix import prompt_blocks_of
 
+from . import model_switch
 from .outcome import status_ok
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class ProxyCallServices:
         self._features: dict[int, tuple[list, RequestFeatures]] = {}
         self._with_path: dict[tuple[int, bytes], RequestFeatures] = {}
         self._last_log = 0.0
+        # Policies whose calls allow a substitute model without the header (config only: pushed
+        # weights keep the opt-in of the policy's name).
+        self._substitute_policies = model_switch.substitute_policies(proxy.config)
 
     # -- routing ---------------------------------------------------------------
     def features(self, headers: list) -> RequestFeatures:
@@ -53,6 +57,8 @@ class ProxyCallServices:
         if hit is not None and hit[0] is headers:
             return hit[1]
         f = features_from_headers(headers)
+        if self._substitute_policies and not f.allow_substitute:
+            f.allow_substitute = (f.policy or self.proxy.router.default_policy) in self._substitute_policies
         if len(self._features) >= 1024:
             self._features.clear()
             self._with_path.clear()
@@ -106,6 +112,12 @@ class ProxyCallServices:
         """(fields added to the backend's trailers, per-call literal fields)."""
         plain = [(b"x-fastpath-backend", self.proxy.name_bytes[call.backend])]
         decision = call.decision
+        sw = call.switch
+        if sw is not None:  # the call allowed a substitute model
+            if sw.served:
+                plain.append((model_switch.SERVED_MODEL, sw.served_b))
+            return plain, (None if decision is None else [
+                (b"x-fastpath-decision", decision.header(call.position) + sw.decision_note())])
         return plain, (None if decision is None else [(b"x-fastpath-decision", decision.header(call.position))])
 
     # -- outcomes --------------------------------------------------------------

@@ -18,6 +18,7 @@ POLICY = b"x-fastpath-policy"
 SLO_TTFT_MS = b"x-fastpath-slo-ttft-ms"
 MAX_COST = b"x-fastpath-max-cost"
 ALLOW_REGIONS = b"x-fastpath-allow-regions"
+ALLOW_SUBSTITUTE = b"x-fastpath-allow-substitute"
 
 MAX_NAME_LEN = 256  # model names and session ids
 MAX_TOKEN_LEN = 64  # regions and policy names
@@ -135,6 +136,21 @@ def _set_allow_regions(f: RequestFeatures, name: bytes, value: bytes) -> None:
     f.allow_regions = tuple(sorted(set(regions)))
 
 
+_YES = frozenset({b"true", b"1", b"yes"})
+_NO = frozenset({b"false", b"0", b"no"})
+
+
+def _set_allow_substitute(f: RequestFeatures, name: bytes, value: bytes) -> None:
+    v = value.strip().lower()
+    if v in _YES:
+        f.allow_substitute = True
+    elif v in _NO:
+        f.allow_substitute = False
+    else:
+        raise MetadataError(f"{name.decode()}: {_show(value)} is not a boolean; send true to let a substitute "
+                            "model of the requested model's group serve the call, or false (the default)")
+
+
 _HANDLERS: dict[bytes, Callable[[RequestFeatures, bytes, bytes], None]] = {
     MODEL: _set_model,
     REGION: _set_region,
@@ -143,11 +159,12 @@ _HANDLERS: dict[bytes, Callable[[RequestFeatures, bytes, bytes], None]] = {
     SLO_TTFT_MS: _set_slo,
     MAX_COST: _set_max_cost,
     ALLOW_REGIONS: _set_allow_regions,
+    ALLOW_SUBSTITUTE: _set_allow_substitute,
 }
 
 # An empty string header means "not given"; for these an empty value is a
 # client bug worth reporting (an empty allow-list must not silently mean "any").
-_EMPTY_IS_ERROR = frozenset({SLO_TTFT_MS, MAX_COST, ALLOW_REGIONS})
+_EMPTY_IS_ERROR = frozenset({SLO_TTFT_MS, MAX_COST, ALLOW_REGIONS, ALLOW_SUBSTITUTE})
 
 
 def features_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> RequestFeatures:

@@ -124,3 +124,79 @@ def rewrite_data_frame(frame: bytes, model: str) -> tuple[bytes, int] | None:
     if len(new_payload) > MAX_FRAME_LENGTH:
         return None
     return len(new_payload).to_bytes(3, "big") + frame[3:9] + new_payload, len(new_payload) - len(payload)
+
+
+class MessageStreamRewriter:
+    """A request body (gRPC-framed messages, split across DATA frames anyhow) with model_name rewritten
+    in every message, fed as it arrives.
+
+    `feed(data)` returns the rewritten bytes of every message that `data` completes (b"" when none)
+    and holds the start of an incomplete one (`held` bytes, the 5-byte prefix included, kept as the
+    pieces that came and joined once) until the rest arrives: a message's length prefix can only be
+    written once its whole body is known. A message is refused (None, and `error` says why) when it is compressed, longer than
+    `max_message`, or does not walk as a protobuf message; nothing is returned for it, and the
+    rewriter stays refused. Sans-IO: no sockets, no flow control (the caller accounts for `held`
+    bytes and for the size difference).
+    """
+
+    __slots__ = ("model", "max_message", "parts", "held", "need", "error", "messages")
+
+    def __init__(self, model: str, max_message: int) -> None:
+        self.model = model
+        self.max_message = max_message
+        self.parts: list[bytes] = []  # the incomplete message held so far
+        self.held = 0  # its bytes
+        self.need = 0  # bytes (prefix included) it will have; 0 = prefix not complete yet
+        self.error = ""
+        self.messages = 0  # messages rewritten
+
+    def feed(self, data: bytes) -> bytes | None:
+        if self.error:
+            return None
+        if self.parts:
+            if self.need and self.held + len(data) < self.need:  # still incomplete: no copy
+                self.parts.append(data)
+                self.held += len(data)
+                return b""
+            self.parts.append(data)
+            buf = b"".join(self.parts)
+            self.parts = []
+            self.held = 0
+        else:
+            buf = data
+        out = []
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            flag = buf[pos]
+            if flag != 0:
+                return self._refuse(f"message {self.messages + 1} is compressed" if flag == 1 else
+                                    f"message {self.messages + 1} has an invalid gRPC flag byte {flag}")
+            if n - pos < 5:
+                self.need = 0
+                break
+            length = int.from_bytes(buf[pos + 1:pos + 5], "big")
+            if length > self.max_message:
+                return self._refuse(f"message {self.messages + 1} is {length} bytes, over the "
+                                    f"{self.max_message} bytes held to rewrite one message")
+            stop = pos + 5 + length
+            if stop > n:
+                self.need = 5 + length
+                break
+            body = rewrite_message_body(buf[pos + 5:stop], self.model)
+            if body is None:
+                return self._refuse(f"message {self.messages + 1} is not a protobuf message with a "
+                                    "string model_name")
+            out.append(b"\x00" + len(body).to_bytes(4, "big") + body)
+            self.messages += 1
+            pos = stop
+        if pos < n:
+            self.parts.append(buf[pos:] if pos else buf)
+            self.held = n - pos
+        return b"".join(out) if out else b""
+
+    def _refuse(self, why: str) -> None:
+        self.error = why
+        self.parts = []
+        self.held = 0
+        return None

@@ -194,6 +194,13 @@ class Decision:
             score = max(0.0, score - float(e.penalty[i]))
         return score, ttft, cost, affinity, capacity, proximity, pred
 
+    @property
+    def substitutes(self) -> bool:
+        """Substitution was allowed and the requested model has a group: a ranked backend may serve
+        another model (see served_model)."""
+        x = self.explain
+        return x is not None and x.entry.served is not None
+
     def served_model(self, position: int = 0) -> str:
         """The model ranked[position] serves the request with: a substitute when substitution
         was allowed and won; "" when the request's own model (no rewrite needed)."""
@@ -260,6 +267,9 @@ class Router:
         self.panic_threshold = config.panic_threshold
         self.explore_every = config.explore_every if explore_every is None else explore_every
         self.model_groups = config.model_groups
+        # Policies whose requests opt in to substitutes without the header; kept by name from the
+        # config, so a policy's weights pushed later (SetPolicy) keep its opt-in.
+        self.substitute_policies = frozenset(n for n, p in config.policies.items() if p.allow_substitute)
         self._routed = 0
         pc = config.prefix
         self.prefix_on = pc.enabled
@@ -314,7 +324,8 @@ class Router:
             state.refresh()
         policy = f.policy or self.default_policy
         key: tuple = (policy, f.region, f.model, f.allow_regions, f.max_cost)
-        if f.allow_substitute and f.model in self.model_groups:
+        if (f.allow_substitute or (self.substitute_policies and policy in self.substitute_policies)) \
+                and f.model in self.model_groups:
             key = (*key, True)  # a request shape of its own: more candidates, penalised substitutes
         e = self._entries.get(key)
         if e is None:
