@@ -144,6 +144,7 @@ class Proxy:
         self.limits = dataclasses.replace(self._limits_base, **config.limits)
         self.call_services.replay_limit = self.limits.replay_limit
         self.router = Router(config)  # the pushed policies are in the config
+        self.call_services.set_hedge(config.hedge)
         self.snapshot = build_snapshot(config, self.telemetry)  # new backends: healthy until telemetry says
         log.info("config from the controller applied: %d backends (%s)", len(names), ", ".join(names))
 
@@ -290,6 +291,7 @@ class Proxy:
         for c in list(self.connections):
             if c.transport is not None:
                 c.transport.close()
+        self.call_services.set_hedge(dataclasses.replace(self.config.hedge, enabled=False))
         self.pool.close()
         self.pinned.close()
         return left

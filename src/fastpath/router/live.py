@@ -126,6 +126,20 @@ class LiveStats:
                 self.n_cooling += 1
             self.cooldown_until[i] = self.clock() + self.cooldown_s
 
+    def abandoned(self, i: int, waited_ms: float) -> None:
+        """A stream to backend i was given up on (hedged) after waited_ms without a first byte.
+
+        Not a failure: health, error rate and cool-down are untouched. The wait is a lower
+        bound of the backend's TTFT and is folded into the TTFT estimate, so a backend that
+        keeps answering late is predicted late and chosen less.
+        """
+        if self.inflight[i] >= 1.0:
+            self.inflight[i] -= 1.0
+        if waited_ms > self.ttft_ewma_ms[i]:
+            self.first_byte(i, waited_ms)
+        else:
+            self._changed(i)
+
     def remember_session(self, session: str, i: int) -> None:
         """The session's KV cache now lives on backend i (affinity for its next request)."""
         sessions = self.sessions

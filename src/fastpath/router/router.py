@@ -194,6 +194,16 @@ class Decision:
             score = max(0.0, score - float(e.penalty[i]))
         return score, ttft, cost, affinity, capacity, proximity, pred
 
+    def predicted_ttft_ms(self, position: int = 0) -> float:
+        """The TTFT the router predicted for ranked[position] (0.0 when not known); what hedging
+        multiplies, without computing the other axes."""
+        x = self.explain
+        if x is None or not 0 <= position < len(self.ranked):
+            return 0.0
+        i = self.ranked[position]
+        k = i if x.sub is None else int(np.searchsorted(x.sub, i))
+        return float(x.pred[k])
+
     def served_model(self, position: int = 0) -> str:
         """The model ranked[position] serves the request with: a substitute when substitution
         was allowed and won; "" when the request's own model (no rewrite needed)."""

@@ -151,7 +151,8 @@ async def _serve_in_process(backends: list[Backend], config: Config, faults: dic
         for s in sites:
             f = faults.get(s.name)
             if f is not None:
-                s.set_fault(f.mode, factor=f.factor, after_tokens=f.after_tokens, code=f.code)
+                s.set_fault(f.mode, factor=f.factor, after_tokens=f.after_tokens, code=f.code, share=f.share,
+                            stall_ms=f.stall_ms)
             await s.start()
             print(ReadyLine(s.name, s.address, s.metrics_url, s.backend.region, s.backend.models, os.getpid()).format(),
                   flush=True)
