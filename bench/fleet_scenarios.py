@@ -29,6 +29,9 @@ its first token. Per policy: TTFT p50/p99 at the client, token-weighted cost
 per 1k tokens, requests shed (refused, failed or past the deadline), and the
 share of all requests whose first token came within the SLO.
 
+The hedging scenario ("hedge" rows, fastpath.bench.hedge_scenario): one site
+intermittently slow to its first token, TTFT with and without TTFT hedging.
+
 `measure(quick)` returns one row per (layout, policy); the harness runs it in
 a child process. `python -m fastpath.bench.fleet_scenarios [--quick]` prints them.
 """
@@ -503,7 +506,10 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
                 time.sleep(0.2)  # let the sites' queues empty between policies
     order_key = {p: i for i, p in enumerate(policies)}
     rows.sort(key=lambda r: (list(layouts).index(r["layout"]), order_key[r["policy"]]))
-    return rows + measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+    from .hedge_scenario import measure_hedge
+
+    return (rows + measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+            + measure_hedge(quick=quick, seed=seed, progress=progress))
 
 
 def measure_chat(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0,
