@@ -10,7 +10,7 @@ SLO or 3 x the predicted TTFT, whichever comes first; 10 % budget). The
 trace is replayed once through each, after a short warm-up trace through
 both (connections open, first observations made; not counted). Rows: TTFT p50/p99 at the client, the
 share of calls hedged (the proxy's fastpath_hedges_total{outcome="sent"} over
-the calls), hedges that answered, requests per site.
+the calls), hedges the budget refused, cost per 1k tokens, requests per site.
 
 `measure_hedge(quick)` returns the rows; `python -m fastpath.bench.hedge_scenario
 [--quick] [--plot DIR]` prints them and draws hedge_ttft.png.
@@ -38,9 +38,9 @@ MODEL = "llama-3-8b"
 REGION = "us-east"
 # Two routings. "cost-first, SLO": the embedded cost-first policy and a 300 ms TTFT SLO, so the router
 # reacts to what it observes (a site predicted to miss the SLO is ranked after those that meet it).
-# "cost-only, no SLO": TTFT neither weighed nor promised, so traffic stays on the cheapest site, as
-# cache or session affinity would hold it there: the effect of hedging alone, apart from the router's.
-POLICIES = {"cost-first": None, "cost-only": {"ttft": 0.0, "cost": 0.85, "affinity": 0.0, "capacity": 0.0,
+# "cost-only, no SLO": TTFT neither weighed nor promised (capacity still spreads load), so traffic stays
+# on the cheapest site, as cache or session affinity would hold it there: the effect of hedging alone.
+POLICIES = {"cost-first": None, "cost-only": {"ttft": 0.0, "cost": 0.6, "affinity": 0.0, "capacity": 0.25,
                                               "proximity": 0.15}}
 ROUTINGS = {"cost-first, SLO": ("cost-first", 300.0), "cost-only, no SLO": ("cost-only", 0.0)}
 HEDGE = {"enabled": True, "after": "auto", "factor": 3.0, "min_ms": 50.0, "budget_percent": 10.0,
@@ -144,7 +144,8 @@ def measure_hedge(quick: bool = False, seed: int = 7, progress: bool = False) ->
                         rows.append(row)
                         if progress:
                             print(f"[hedge] {row['policy']:32s} ttft p50 {row['ttft_p50_ms']} p99 {row['ttft_p99_ms']} "
-                                  f"ms, hedged {row['hedged_share']} (budget refused {int(refused)}), shed {row['shed']}, by site "
+                                  f"ms, cost/1k {row['cost_per_1k_tokens']}, hedged {row['hedged_share']} "
+                                  f"(budget refused {int(refused)}), shed {row['shed']}, by site "
                                   f"{row['requests_by_site']}", file=sys.stderr, flush=True)
                         time.sleep(1.6)  # let the stalled calls of this variant drain
             finally:
@@ -166,7 +167,7 @@ def hedge_plot(result: dict[str, Any], out: Path) -> Path | None:
 
     labels = [r["policy"] for r in rows]
     xs = list(range(len(rows)))
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(14, 4))
     a0.bar([x - 0.2 for x in xs], [r["ttft_p50_ms"] for r in rows], 0.4, label="TTFT p50")
     a0.bar([x + 0.2 for x in xs], [r.get("ttft_p99_ms") or 0 for r in rows], 0.4, label="TTFT p99")
     a0.set_ylabel("ms at the client")
@@ -174,7 +175,9 @@ def hedge_plot(result: dict[str, Any], out: Path) -> Path | None:
     a1.bar(xs, [r.get("hedged_share") or 0 for r in rows], 0.6, color="C3")
     a1.set_ylabel("share of calls hedged")
     a1.set_ylim(0, max(0.2, max(r.get("hedged_share") or 0 for r in rows) * 1.3))
-    for a in (a0, a1):
+    a2.bar(xs, [r.get("cost_per_1k_tokens") or 0 for r in rows], 0.6, color="C2")
+    a2.set_ylabel("cost per 1k tokens")
+    for a in (a0, a1, a2):
         a.set_xticks(xs)
         a.set_xticklabels(labels, fontsize=7, rotation=20, ha="right")
         a.grid(True, axis="y", alpha=0.3)
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=1))
     else:
         for r in rows:
-            print(f"{r['policy']:32s} ttft p50 {r['ttft_p50_ms']:>7} p99 {r['ttft_p99_ms']:>7} ms  hedged "
+            print(f"{r['policy']:32s} ttft p50 {r['ttft_p50_ms']:>7} p99 {r['ttft_p99_ms']:>7} ms  "
+                  f"cost/1k {r['cost_per_1k_tokens']}  hedged "
                   f"{r['hedged']}/{r['requests']} ({r['hedged_share']})  shed {r['shed']}  by site {r['requests_by_site']}")
     return 0
 
