@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "site, each in its own child process")
     parser.add_argument("--fault", action="append", default=[], metavar="SITE=MODE",
                         help="inject a fault at start, e.g. use1-a100=hang or use1-a100=die_mid_stream&after_tokens=3 "
-                             "(modes: none, refuse, hang, slow, die_mid_stream, reset)")
+                             "(modes: none, refuse, hang, slow, stall, die_mid_stream, reset)")
     parser.add_argument("--restart-after", type=float, default=2.0, metavar="S",
                         help="restart a site that died, after S seconds (0 = leave it down; default 2)")
     parser.add_argument("--ready-timeout", type=float, default=30.0, metavar="S",
