@@ -89,3 +89,43 @@ def test_hedge_table_is_read_and_off_by_default():
 def test_bad_hedge_table_says_what_is_wrong(hedge, words):
     with pytest.raises(ConfigError, match=words):
         parse_config(_raw(hedge))
+
+
+def test_a_pushed_config_turns_hedging_on_and_off_and_an_unchanged_one_keeps_the_timers():
+    from fastpath.dataplane.proxy import Proxy
+
+    off = load_config()
+    on = parse_config(_raw({"enabled": True}))
+    proxy = Proxy(off)
+    assert proxy.call_services.hedger is None
+    proxy.apply_config(on)
+    hedger = proxy.call_services.hedger
+    assert hedger is not None
+    proxy.apply_config(parse_config(_raw({"enabled": True})))
+    assert proxy.call_services.hedger is hedger
+    proxy.apply_config(parse_config(_raw({"enabled": True, "factor": 2.0})))
+    assert proxy.call_services.hedger is not hedger and proxy.call_services.hedger.factor == 2.0
+    proxy.apply_config(off)
+    assert proxy.call_services.hedger is None
+
+
+def test_an_abandoned_backend_is_not_failed_and_only_a_stalled_one_is_predicted_slower():
+    from fastpath.router.live import LiveStats
+
+    live = LiveStats(2)
+    live.started(0)
+    live.first_byte(0, 40.0)
+    live.finished(0, True)
+    for _ in range(10):  # late now and then, answering in between: estimate and health untouched
+        live.started(0)
+        live.abandoned(0, 300.0)
+        live.started(0)
+        live.first_byte(0, 40.0)
+        live.finished(0, True)
+    assert live.ttft_ewma_ms[0] == 40.0 and live.inflight[0] == 0.0
+    for k in range(3):  # three in a row with no first byte: stalled; the third wait is folded in
+        live.started(0)
+        live.abandoned(0, 300.0)
+        assert (live.ttft_ewma_ms[0] > 40.0) == (k == 2)
+    assert live.consecutive_failures[0] == 0 and live.error_ewma[0] == 0.0 and not live.is_cooling(0)
+    assert live.inflight[0] == 0.0

@@ -30,9 +30,14 @@ that is late because it is overloaded. A hedge refused for the budget is
 counted (`fastpath_budget_refusals_total{budget="hedge"}`).
 
 The abandoned backend is not charged a failure (a slow first byte is not a
-fault: no cool-down, no error rate); its wait is folded into its TTFT
-estimate as a lower bound (`LiveStats.abandoned`), so the router predicts it
-slower and chooses it less.
+fault: no cool-down, no error rate). An occasional late start leaves its TTFT
+estimate alone: folding each wait in made the estimate, and with it the next
+"predicted" deadline, climb after every hedge until stalls outlasted it
+(measured in the hedging scenario: 5 % of calls hedged, p99 unchanged). After
+`fail_threshold` (3) abandonments in a row with no first byte between them the
+backend looks stalled, not unlucky, and each further wait enters its TTFT
+estimate as a lower bound (`LiveStats.abandoned`), so it is chosen less until
+it answers again.
 
 Timers: one heap of (deadline, seq, call, attempt position) and a single
 `loop.call_at` for its earliest entry. Arming is a heap push; a call that
@@ -106,6 +111,7 @@ class Hedger:
     """Arms a deadline per uncommitted attempt; when one passes, `Call.hedge()` (if the budget allows)."""
 
     def __init__(self, cfg: "HedgeConfig", metrics: Any) -> None:
+        self.cfg = cfg
         self.after = cfg.after
         self.factor = cfg.factor
         self.min_ms = cfg.min_ms

@@ -136,7 +136,8 @@ class Proxy:
         self.models = frozenset(config.models)
         if len(names) > old_n:
             old, live = self.live, LiveStats(len(names))
-            for a in ("inflight", "ttft_ewma_ms", "error_ewma", "consecutive_failures", "cooldown_until"):
+            for a in ("inflight", "ttft_ewma_ms", "error_ewma", "consecutive_failures", "cooldown_until",
+                      "abandoned_in_row"):
                 getattr(live, a)[:old_n] = getattr(old, a)
             live.n_cooling, live.sessions = old.n_cooling, old.sessions
             self.live = live

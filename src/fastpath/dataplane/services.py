@@ -50,9 +50,13 @@ class ProxyCallServices:
         self.set_hedge(proxy.config.hedge)
 
     def set_hedge(self, cfg: Any) -> None:
-        """Turns TTFT hedging on or off (at start and on a pushed config)."""
-        if self.hedger is not None:
-            self.hedger.close()
+        """Turns TTFT hedging on or off (at start and on a pushed config; unchanged settings keep
+        the armed timers and the budget)."""
+        old = self.hedger
+        if old is not None:
+            if cfg.enabled and old.cfg == cfg:
+                return
+            old.close()
         self.hedger = Hedger(cfg, self.metrics) if cfg.enabled else None
 
     # -- routing ---------------------------------------------------------------

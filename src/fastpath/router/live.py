@@ -49,6 +49,7 @@ class LiveStats:
         self.ttft_ewma_ms = np.zeros(n_backends, dtype=np.float64)  # 0 = nothing observed yet
         self.error_ewma = np.zeros(n_backends, dtype=np.float64)
         self.consecutive_failures = np.zeros(n_backends, dtype=np.int64)
+        self.abandoned_in_row = np.zeros(n_backends, dtype=np.int64)  # hedged away from, no first byte since
         self.cooldown_until = np.zeros(n_backends, dtype=np.float64)  # clock() time; 0 = not cooling
         self.n_cooling = 0  # backends with cooldown_until set; the router skips the check when 0
         self.sessions: dict[str, int] = {}
@@ -92,6 +93,7 @@ class LiveStats:
             return
         old = self.ttft_ewma_ms[i]
         self.ttft_ewma_ms[i] = ttft_ms if old == 0.0 else old + TTFT_ALPHA * (ttft_ms - old)
+        self.abandoned_in_row[i] = 0
         if self.unobserved[i]:
             self.unobserved[i] = False
             self.n_unobserved -= 1
@@ -129,16 +131,21 @@ class LiveStats:
     def abandoned(self, i: int, waited_ms: float) -> None:
         """A stream to backend i was given up on (hedged) after waited_ms without a first byte.
 
-        Not a failure: health, error rate and cool-down are untouched. The wait is a lower
-        bound of the backend's TTFT and is folded into the TTFT estimate, so a backend that
-        keeps answering late is predicted late and chosen less.
+        Not a failure: health, error rate and cool-down are untouched. A backend only now and
+        then late keeps its TTFT estimate (folding each wait in would raise the estimate, and
+        with it the next hedge deadline, after every hedge). Once `fail_threshold` attempts in
+        a row were given up on with no first byte between them, it looks stalled rather than
+        unlucky: each further wait, a lower bound of its TTFT, is folded in, so it is predicted
+        late and chosen less until it answers again.
         """
         if self.inflight[i] >= 1.0:
             self.inflight[i] -= 1.0
-        if waited_ms > self.ttft_ewma_ms[i]:
+        n = self.abandoned_in_row[i] + 1
+        if n >= self.fail_threshold and waited_ms > self.ttft_ewma_ms[i]:
             self.first_byte(i, waited_ms)
         else:
             self._changed(i)
+        self.abandoned_in_row[i] = n
 
     def remember_session(self, session: str, i: int) -> None:
         """The session's KV cache now lives on backend i (affinity for its next request)."""
