@@ -22,6 +22,13 @@ counted from the attempt; "auto" takes the earlier of the two. Never earlier
 than `min_ms` (nor 1 ms). A call with neither SLO nor prediction is not hedged, nor is
 one without a next candidate or whose replay buffer overflowed.
 
+A "predicted" deadline moves with the router's TTFT model, which counts calls
+in flight as queueing: calls stalled at a backend raise its prediction, and so
+the deadline of the next call there. In the hedging scenario (no SLO, 8 % of
+one site's calls stalled 1.5 s) that left about half the stalls unhedged and
+p99 where it was, while an SLO deadline cut p99 from ~1.57 s to ~0.33 s.
+Give calls an SLO where the tail matters.
+
 Budget (`HedgeBudget`, pure): a token bucket as gRPC's retry throttling and
 Envoy's retry budgets keep. Every armed call earns `budget_percent`/100 of a
 token, up to `budget_burst`; a hedge spends one. So hedges stay under that

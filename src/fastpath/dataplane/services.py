@@ -148,7 +148,7 @@ class ProxyCallServices:
 
     def call_hedged(self, call: "Call", backend: int, waited_ms: float) -> None:
         """`backend` gave no first byte in time: abandoned, not failed (no health, error or cool-down
-        charge); the wait feeds its TTFT estimate as a lower bound."""
+        charge; `LiveStats.abandoned` folds the wait into its TTFT estimate only once it stalls in a row)."""
         self.proxy.live.abandoned(backend, waited_ms)
         self.metrics.hedge("sent")
         now = time.monotonic()
