@@ -9,7 +9,7 @@ BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
 APT_TEST := clang llvm libbpf-dev bpftool iproute2 openssl nginx-light haproxy
 APT_BENCH := nginx-light haproxy
 
-.PHONY: setup demo up test test-pure bench bench-quick bench-workers bench-control soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
+.PHONY: setup demo up test test-pure bench bench-quick bench-hedge bench-workers bench-control soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
 
 setup: $(STAMP) sysdeps bpf compiled
 
@@ -74,6 +74,10 @@ test-pure: setup
 bench: setup bench-sysdeps
 	$(VENV)/bin/fastpath bench
 	$(PY) -m fastpath.bench.workers_bench
+
+# TTFT hedging on the simulated fleet: one site intermittently slow to start, with and without (plot in bench/results/hedge).
+bench-hedge: setup
+	$(PY) -m fastpath.bench.hedge_scenario --plot bench/results/hedge
 
 # Streamed messages/s at c=64 through 1 and 2 proxy workers (SO_REUSEPORT), with the ratio.
 bench-workers: setup

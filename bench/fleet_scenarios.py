@@ -40,6 +40,9 @@ and the proxy rewrites `model_name` in the request on the way. Rows add the
 share served by a substitute (the `x-fastpath-served-model` trailer), the
 models that answered, and TTFT p50 per client region.
 
+The hedging scenario ("hedge" rows, fastpath.bench.hedge_scenario): one site
+intermittently slow to its first token, TTFT with and without TTFT hedging.
+
 `measure(quick)` returns one row per (layout, policy); the harness runs it in
 a child process. `python -m fastpath.bench.fleet_scenarios [--quick]` prints them.
 """
@@ -565,8 +568,11 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
                 time.sleep(0.2)  # let the sites' queues empty between policies
     order_key = {p: i for i, p in enumerate(policies)}
     rows.sort(key=lambda r: (list(layouts).index(r["layout"]), order_key[r["policy"]]))
+    from .hedge_scenario import measure_hedge
+
     rows += measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
-    return rows + measure_substitute(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+    rows += measure_substitute(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+    return rows + measure_hedge(quick=quick, seed=seed, progress=progress)
 
 
 def measure_chat(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0,

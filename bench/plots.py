@@ -117,7 +117,7 @@ def router_cost(result: dict[str, Any], out: Path) -> Path | None:
 def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
     """TTFT p50/p99 and cost per 1k tokens per policy and fleet layout."""
     rows = [r for r in (result.get("fleet") or {}).get("rows") or []
-            if r.get("ttft_p50_ms") is not None and r.get("layout") not in ("chat", "substitute")]
+            if r.get("ttft_p50_ms") is not None and r.get("layout") not in ("chat", "substitute", "hedge")]
     if not rows:
         return None
     labels = [f"{r['layout']}\n{r['policy']}" for r in rows]
@@ -247,6 +247,8 @@ def offload_paths(result: dict[str, Any], out: Path) -> Path | None:
 
 def write_all(result: dict[str, Any], out: Path) -> list[str]:
     """Writes every plot the run has data for; returns their file names."""
+    from .hedge_scenario import hedge_plot
+
     made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies, chat_prefix,
-                                     substitute_region, offload_paths)]
+                                     substitute_region, offload_paths, hedge_plot)]
     return [p.name for p in made if p is not None]

@@ -98,6 +98,22 @@ class PrefixConfig:
 
 
 @dataclass(frozen=True)
+class HedgeConfig:
+    """TTFT hedging ([router.hedge]): a call whose first response byte is late is reset and replayed
+    once on its next candidate (fastpath.dataplane.hedging)."""
+
+    enabled: bool = False
+    after: str = "auto"  # "slo": the request's TTFT SLO; "predicted": factor x predicted TTFT; "auto": the earlier
+    factor: float = 3.0  # k in "predicted TTFT x k"
+    min_ms: float = 50.0  # never hedge earlier than this after the attempt started
+    budget_percent: float = 10.0  # hedges at most this share of the calls hedging applies to ...
+    budget_burst: float = 5.0  # ... plus this many in a burst (a token bucket, as gRPC retry throttling)
+
+
+HEDGE_AFTER = ("slo", "predicted", "auto")
+
+
+@dataclass(frozen=True)
 class ModelGroup:
     """[model_groups."MODEL"]: models that may serve MODEL's requests when the request allows it."""
 
@@ -124,6 +140,7 @@ class Config:
     explore_every: int = 20  # router: 1 call in this many may go to a not yet observed backend (0 = never)
     model_groups: dict[str, ModelGroup] = field(default_factory=dict)
     budgets: dict[str, Any] = field(default_factory=dict)  # tenant -> fastpath.control.budgets.Budget
+    hedge: HedgeConfig = HedgeConfig()
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -158,7 +175,7 @@ class Config:
 TOP_LEVEL_KEYS = ("proxy", "control", "offload", "router", "policies", "regions", "backends", "limits", "model_groups",
                   "budgets")
 OFFLOAD_KEYS = ("driver",)
-ROUTER_KEYS = ("default_policy", "affinity_max_utilisation", "prefix", "panic_threshold", "explore_every")
+ROUTER_KEYS = ("default_policy", "affinity_max_utilisation", "prefix", "panic_threshold", "explore_every", "hedge")
 REGIONS_KEYS = ("rtt_ms",)
 BACKEND_KEYS = tuple(f.name for f in fields(Backend))
 
@@ -364,6 +381,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         explore_every=int(_num(rt, "explore_every", "router", 20)),
         model_groups=_model_groups(data.get("model_groups", {})),
         budgets=_budgets(data.get("budgets", {})),
+        hedge=_hedge(rt.get("hedge", {})),
     )
 
 
@@ -419,6 +437,28 @@ def _prefix(t: dict[str, Any]) -> PrefixConfig:
         raise ConfigError(f"{w}: block_bytes, min_match_blocks and capacity_blocks must be at least 1, "
                           f"max_prompt_bytes at least 0")
     return p
+
+
+def _hedge(t: dict[str, Any]) -> HedgeConfig:
+    w = "router.hedge"
+    if not isinstance(t, dict):
+        raise ConfigError(f"{w}: expected a table, e.g. [router.hedge] enabled = true")
+    check_keys(t, _keys_of(HedgeConfig), w)
+    d = HedgeConfig()
+    h = HedgeConfig(
+        enabled=_bool(t, "enabled", w, d.enabled),
+        after=_str(t, "after", w, d.after),
+        factor=_num(t, "factor", w, d.factor),
+        min_ms=_num(t, "min_ms", w, d.min_ms),
+        budget_percent=_num(t, "budget_percent", w, d.budget_percent),
+        budget_burst=_num(t, "budget_burst", w, d.budget_burst),
+    )
+    if h.after not in HEDGE_AFTER:
+        raise ConfigError(f"{w}.after = {h.after!r}: expected one of {', '.join(HEDGE_AFTER)}")
+    if not (h.factor > 0 and h.min_ms >= 0 and 0 <= h.budget_percent <= 100 and h.budget_burst >= 1):
+        raise ConfigError(f"{w}: factor must be positive, min_ms at least 0, budget_percent within 0..100 "
+                          f"and budget_burst at least 1")
+    return h
 
 
 def default_config_text() -> str:

@@ -11,6 +11,8 @@ faults = st.builds(
     factor=st.floats(0.01, 1000, allow_nan=False),
     after_tokens=st.integers(0, 10_000),
     code=st.sampled_from(["UNAVAILABLE", "INTERNAL", "ABORTED", "unavailable"]),
+    share=st.floats(0, 1, allow_nan=False),
+    stall_ms=st.floats(0, 1e6, allow_nan=False),
 )
 
 
@@ -37,6 +39,8 @@ def test_any_text_parses_or_raises_fault_error(text):
     ("slow,factor=3", "slow", "factor", 3.0),
     ("mode=die_mid_stream&after_tokens=3", "die_mid_stream", "after_tokens", 3),
     ("reset&after_tokens=1&code=internal", "reset", "code", "INTERNAL"),
+    ("mode=stall&share=0.25&stall_ms=400", "stall", "share", 0.25),
+    ("stall&stall_ms=400", "stall", "stall_ms", 400.0),
 ])
 def test_written_forms(text, mode, attr, value):
     f = parse_fault(text)
@@ -47,6 +51,7 @@ def test_written_forms(text, mode, attr, value):
     ("mode=explode", "unknown fault mode 'explode'; modes are: none"),
     ("mode=slow&speed=3", "unknown fault parameter 'speed'"),
     ("mode=slow&factor=-1", "positive finite"),
+    ("mode=stall&share=1.5", "share within 0..1"),
     ("mode=reset&after_tokens=x", "expected int"),
     ("mode=reset&code=OK", "gRPC status name"),
     ("", "empty fault"),

@@ -47,6 +47,20 @@ async def test_hang_accepts_and_never_answers():
         assert (status, body.strip()) == (200, "mode=hang")
 
 
+async def test_stall_delays_the_first_token_of_a_share_of_calls_and_counts_every_rpc():
+    async with running_site(backend(tokens_per_s=200, prefill_ms=5)) as (site, stub):
+        site.set_fault("stall", share=0.5, stall_ms=300)
+        took = []
+        for k in range(20):
+            t0 = time.perf_counter()
+            async for _ in stub.ModelStreamInfer(one(f"s{k}", 1)):
+                took.append(time.perf_counter() - t0)  # the first response: the token
+                break
+        stalled = sum(1 for t in took if t >= 0.3)
+        assert 3 <= stalled <= 17  # a share of the calls, not all nor none
+        assert site.rpcs == 20
+
+
 async def test_slow_multiplies_prefill_and_decode():
     async with running_site(backend(tokens_per_s=100, prefill_ms=10)) as (site, stub):
         site.set_fault("slow", factor=8)

@@ -8,6 +8,7 @@ States (`Call.state`) and what moves them:
     ROUTING   --a candidate's upstream acquired--------------> FORWARDING
     FORWARDING --first response byte to the client------------> COMMITTED
     FORWARDING --backend refused/failed, replay kept----------> ROUTING (next candidate, same decision)
+    FORWARDING --first byte late (hedge timer), replay kept---> ROUTING (next candidate, once per call)
     any        --response complete / error answered / reset---> DONE
 
 Until COMMITTED the call is invisible to the client: the request bytes sent
@@ -23,8 +24,9 @@ points, each one method:
   `_route()` later);
 - `CallServices.features_from_body(call, body)` is the "request body prefix
   available -> features" hook (model_name today; a prompt reader goes there);
-- `_attempt()` replays `replay` on the next candidate: hedging before the
-  first byte starts a second attempt from the same bytes;
+- `_attempt()` replays `replay` on the next candidate; `hedge()` (called by
+  fastpath.dataplane.hedging when the first byte is late) resets the attempt
+  and replays the same bytes on the next candidate, at most once per call;
 - `request_headers` and `replay` are the request bytes forwarded: a rewrite
   (model name, headers) changes them before `_attempt()`.
 Recording points for metrics are the `CallServices.call_*` methods.
@@ -87,6 +89,7 @@ class CallServices(Protocol):
     def call_attempt(self, call: "Call", backend: int) -> None: ...
     def call_first_byte(self, call: "Call", ttft_ms: float) -> None: ...
     def call_failover(self, call: "Call", backend: int, why: str) -> None: ...
+    def call_hedged(self, call: "Call", backend: int, waited_ms: float) -> None: ...
     def call_finished(self, call: "Call", status: bytes | None, backend_fault: bool, ttft_ms: float) -> None: ...
     def call_reset(self, call: "Call", message: str) -> None: ...
 
@@ -95,7 +98,8 @@ class Call:
     __slots__ = (
         "svc", "down", "down_id", "_credit_client", "up", "up_id", "req", "resp", "features", "decision",
         "position", "backend", "t_start", "t_first", "held_headers", "replay", "replay_bytes",
-        "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended", "switch",
+        "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended", "switch", "hedged_from",
+        "hedged_after_ms",
     )
 
     def __init__(self, svc: CallServices, down: "DownstreamConnection", down_st: "H2Stream") -> None:
@@ -126,6 +130,8 @@ class Call:
         self.fault = False                 # the backend is at fault for how this call ended
         self.resp_ended = False            # the response is complete (trailers or END_STREAM queued)
         self.switch: Any = None            # model_switch.ModelSwitch of a call that allows a substitute model
+        self.hedged_from = -1              # backend abandoned for a late first byte (-1 = not hedged)
+        self.hedged_after_ms = 0.0         # when, from the call's start
 
     @property
     def committed(self) -> bool:
@@ -253,20 +259,42 @@ class Call:
         svc.call_failover(self, backend, why)
         self._detach_upstream()
         self.backend = -1
-        replay = self.replay
-        if replay is None or self.position + 1 >= len(self.decision.ranked):
+        if self.replay is None or self.position + 1 >= len(self.decision.ranked):
             self.respond_error(gs.UNAVAILABLE, f"backend {name} {why}; no other backend could take the call")
             return
+        self._replay_next()
+
+    def hedge(self) -> bool:
+        """The first response byte is late: reset this attempt (RST_STREAM CANCEL) and replay the
+        request on the next candidate. At most once per call; False when it cannot (committed,
+        already hedged, no replay kept, no next candidate)."""
+        if (self.state != FORWARDING or self.hedged_from >= 0 or self.replay is None
+                or self.position + 1 >= len(self.decision.ranked)):
+            return False
+        backend = self.backend
+        self.hedged_from = backend
+        self.hedged_after_ms = waited = (_now() - self.t_start) * 1000.0
+        self.svc.call_hedged(self, backend, waited)
+        self._detach_upstream()
+        self.backend = -1
+        self._replay_next()
+        return True
+
+    def _replay_next(self) -> None:
+        """A fresh request side holding every request byte so far, sent to the next candidate."""
         old = self.req
         new = Half(self._credit_client)
-        for chunk in replay:
+        for chunk in self.replay or ():
             new.pending.append(chunk)
             new.pending_bytes += len(chunk)
-        new.skip_credit = self.replay_bytes  # already credited to the client once
+        # Bytes already credited to the client: those the last attempt sent, and those it still held
+        # that an earlier attempt had sent.
+        new.skip_credit = self.replay_bytes - old.pending_bytes + old.skip_credit
         new.end = old.end
         new.trailers = old.trailers
         self.req = new
         old.on_sent = _noop
+        self.held_headers = None  # response headers of the abandoned attempt never reach the client
         self.position += 1
         self.state = ROUTING
         self._attempt()

@@ -153,7 +153,8 @@ class ProxyMetrics:
         b.sum += seconds
 
     def hedge(self, outcome: str) -> None:
-        """A hedged attempt: "sent", "won" (answered first) or "cancelled" (lost the race)."""
+        """A hedged attempt: "sent" (attempt reset and replayed), "won" (the replay answered)
+        or "lost" (it did not either)."""
         self.hedges[outcome] += 1
 
     def shed(self, priority: str, reason: str) -> None:

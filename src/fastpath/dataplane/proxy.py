@@ -136,7 +136,8 @@ class Proxy:
         self.models = frozenset(config.models)
         if len(names) > old_n:
             old, live = self.live, LiveStats(len(names))
-            for a in ("inflight", "ttft_ewma_ms", "error_ewma", "consecutive_failures", "cooldown_until"):
+            for a in ("inflight", "ttft_ewma_ms", "error_ewma", "consecutive_failures", "cooldown_until",
+                      "abandoned_in_row"):
                 getattr(live, a)[:old_n] = getattr(old, a)
             live.n_cooling, live.sessions = old.n_cooling, old.sessions
             self.live = live
@@ -144,6 +145,7 @@ class Proxy:
         self.limits = dataclasses.replace(self._limits_base, **config.limits)
         self.call_services.replay_limit = self.limits.replay_limit
         self.router = Router(config)  # the pushed policies are in the config
+        self.call_services.set_hedge(config.hedge)
         self.snapshot = build_snapshot(config, self.telemetry)  # new backends: healthy until telemetry says
         log.info("config from the controller applied: %d backends (%s)", len(names), ", ".join(names))
 
@@ -290,6 +292,7 @@ class Proxy:
         for c in list(self.connections):
             if c.transport is not None:
                 c.transport.close()
+        self.call_services.set_hedge(dataclasses.replace(self.config.hedge, enabled=False))
         self.pool.close()
         self.pinned.close()
         return left

@@ -18,6 +18,7 @@ from fastpath.router.features import (RequestFeatures, features_from_headers, mo
 from fastpath.router.prefix import prompt_blocks_of
 
 from . import model_switch
+from .hedging import Hedger, hedged_trailer
 from .outcome import status_ok
 
 if TYPE_CHECKING:
@@ -49,6 +50,18 @@ class ProxyCallServices:
         # Policies whose calls allow a substitute model without the header (config only: pushed
         # weights keep the opt-in of the policy's name).
         self._substitute_policies = model_switch.substitute_policies(proxy.config)
+        self.hedger: Hedger | None = None  # TTFT hedging ([router.hedge]); None = off, no per-call cost
+        self.set_hedge(proxy.config.hedge)
+
+    def set_hedge(self, cfg: Any) -> None:
+        """Turns TTFT hedging on or off (at start and on a pushed config; unchanged settings keep
+        the armed timers and the budget)."""
+        old = self.hedger
+        if old is not None:
+            if cfg.enabled and old.cfg == cfg:
+                return
+            old.close()
+        self.hedger = Hedger(cfg, self.metrics) if cfg.enabled else None
 
     # -- routing ---------------------------------------------------------------
     def features(self, headers: list) -> RequestFeatures:
@@ -112,13 +125,17 @@ class ProxyCallServices:
         """(fields added to the backend's trailers, per-call literal fields)."""
         plain = [(b"x-fastpath-backend", self.proxy.name_bytes[call.backend])]
         decision = call.decision
+        lits = None if decision is None else [(b"x-fastpath-decision", decision.header(call.position))]
         sw = call.switch
         if sw is not None:  # the call allowed a substitute model
             if sw.served:
                 plain.append((model_switch.SERVED_MODEL, sw.served_b))
-            return plain, (None if decision is None else [
-                (b"x-fastpath-decision", decision.header(call.position) + sw.decision_note())])
-        return plain, (None if decision is None else [(b"x-fastpath-decision", decision.header(call.position))])
+            if lits is not None:
+                lits[0] = (b"x-fastpath-decision", lits[0][1] + sw.decision_note())
+        if call.hedged_from >= 0:
+            names = self.proxy.name_bytes
+            lits = (lits or []) + [hedged_trailer(names[call.hedged_from], names[call.backend], call.hedged_after_ms)]
+        return plain, lits
 
     # -- outcomes --------------------------------------------------------------
     def call_started(self, call: "Call") -> None:
@@ -130,11 +147,27 @@ class ProxyCallServices:
             self.proxy.router.learn(call.decision)
 
     def call_attempt(self, call: "Call", backend: int) -> None:
-        """The call goes to `backend` (first try or failover): one more call in flight there."""
+        """The call goes to `backend` (first try, failover or hedge): one more call in flight there."""
         self.proxy.live.started(backend)
+        hedger = self.hedger
+        if hedger is not None:
+            hedger.arm(call)
 
     def call_first_byte(self, call: "Call", ttft_ms: float) -> None:
         self.proxy.live.first_byte(call.backend, ttft_ms)
+        if call.hedged_from >= 0:
+            self.metrics.hedge("won")  # the replayed attempt answered
+
+    def call_hedged(self, call: "Call", backend: int, waited_ms: float) -> None:
+        """`backend` gave no first byte in time: abandoned, not failed (no health, error or cool-down
+        charge; `LiveStats.abandoned` folds the wait into its TTFT estimate only once it stalls in a row)."""
+        self.proxy.live.abandoned(backend, waited_ms)
+        self.metrics.hedge("sent")
+        now = time.monotonic()
+        if now - self._last_log > 1.0:
+            self._last_log = now
+            log.info("hedge: backend %s gave no first byte in %.0f ms; replaying on the next candidate "
+                     "(%d hedges so far)", self.names[backend], waited_ms, self.metrics.hedges["sent"])
 
     def call_failover(self, call: "Call", backend: int, why: str) -> None:
         """`backend` failed the call before its first byte (its fault: transport or UNAVAILABLE)."""
@@ -154,6 +187,8 @@ class ProxyCallServices:
         """Only `backend_fault` moves a backend's health; the status is what the client got."""
         if not status_ok(status):
             self.metrics.errors += 1
+        if call.hedged_from >= 0 and call.t_first == 0.0:
+            self.metrics.hedge("lost")  # the replayed attempt gave no first byte either
         backend = call.backend
         if backend < 0:
             return

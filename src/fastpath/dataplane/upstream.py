@@ -65,7 +65,7 @@ class UpstreamConnection(H2Transport):
         h2 = self.h2
         while waiting and self.connected and not self.closed and len(h2.streams) < h2.peer_max_streams:
             call = waiting.popleft()
-            if call.state != DONE and call.up is None:  # still wants a backend
+            if call.state != DONE and call.up is None and call.backend == self.backend:  # still wants this backend
                 self._start(call)
 
     def stream_closed(self, sid: int) -> None:

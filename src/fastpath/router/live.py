@@ -51,6 +51,7 @@ class LiveStats:
         self.ttft_ewma_ms: list[float] = [0.0] * n_backends  # 0 = nothing observed yet
         self.error_ewma: list[float] = [0.0] * n_backends
         self.consecutive_failures: list[int] = [0] * n_backends
+        self.abandoned_in_row: list[int] = [0] * n_backends  # hedged away from, no first byte since
         # Written on failures only, read vectorised by cooling(): an array.
         self.cooldown_until = np.zeros(n_backends, dtype=np.float64)  # clock() time; 0 = not cooling
         self.n_cooling = 0  # backends with cooldown_until set; the router skips the check when 0
@@ -97,6 +98,7 @@ class LiveStats:
         ewma = self.ttft_ewma_ms
         old = ewma[i]
         ewma[i] = ttft_ms if old == 0.0 else old + TTFT_ALPHA * (ttft_ms - old)
+        self.abandoned_in_row[i] = 0
         if self._unobserved_l[i]:
             self._unobserved_l[i] = False
             self.unobserved[i] = False
@@ -135,6 +137,25 @@ class LiveStats:
             if self.cooldown_until[i] == 0.0:
                 self.n_cooling += 1
             self.cooldown_until[i] = self.clock() + self.cooldown_s
+
+    def abandoned(self, i: int, waited_ms: float) -> None:
+        """A stream to backend i was given up on (hedged) after waited_ms without a first byte.
+
+        Not a failure: health, error rate and cool-down are untouched. A backend only now and
+        then late keeps its TTFT estimate (folding each wait in would raise the estimate, and
+        with it the next hedge deadline, after every hedge). Once `fail_threshold` attempts in
+        a row were given up on with no first byte between them, it looks stalled rather than
+        unlucky: each further wait, a lower bound of its TTFT, is folded in, so it is predicted
+        late and chosen less until it answers again.
+        """
+        if self.inflight[i] >= 1.0:
+            self.inflight[i] -= 1.0
+        n = self.abandoned_in_row[i] + 1
+        if n >= self.fail_threshold and waited_ms > self.ttft_ewma_ms[i]:
+            self.first_byte(i, waited_ms)
+        else:
+            self._changed(i)
+        self.abandoned_in_row[i] = n
 
     def remember_session(self, session: str, i: int) -> None:
         """The session's KV cache now lives on backend i (affinity for its next request)."""

@@ -200,6 +200,15 @@ class Decision:
         another model (see served_model)."""
         x = self.explain
         return x is not None and x.entry.served is not None
+    def predicted_ttft_ms(self, position: int = 0) -> float:
+        """The TTFT the router predicted for ranked[position] (0.0 when not known); what hedging
+        multiplies, without computing the other axes."""
+        x = self.explain
+        if x is None or not 0 <= position < len(self.ranked):
+            return 0.0
+        i = self.ranked[position]
+        k = i if x.sub is None else int(np.searchsorted(x.sub, i))
+        return float(x.pred[k])
 
     def served_model(self, position: int = 0) -> str:
         """The model ranked[position] serves the request with: a substitute when substitution

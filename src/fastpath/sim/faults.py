@@ -16,10 +16,11 @@ MODES = {
     "refuse": "answer every RPC with UNAVAILABLE at once, before any response",
     "hang": "accept every RPC and never answer",
     "slow": "prefill and tokens `factor` times slower (factor=5)",
+    "stall": "a `share` of inference calls (0.3) wait `stall_ms` (1000) before their first token",
     "die_mid_stream": "after `after_tokens` tokens (2) the site process exits abruptly",
     "reset": "abort after `after_tokens` tokens (2) with status `code` (UNAVAILABLE)",
 }
-PARAMS = {"factor": float, "after_tokens": int, "code": str}
+PARAMS = {"factor": float, "after_tokens": int, "code": str, "share": float, "stall_ms": float}
 
 
 class FaultError(ValueError):
@@ -32,6 +33,8 @@ class Fault:
     factor: float = 5.0
     after_tokens: int = 2
     code: str = "UNAVAILABLE"
+    share: float = 0.3
+    stall_ms: float = 1000.0
 
     @property
     def status_code(self) -> grpc.StatusCode:
@@ -45,6 +48,8 @@ class Fault:
             return f"mode=slow&factor={self.factor:g}"
         if self.mode == "die_mid_stream":
             return f"mode=die_mid_stream&after_tokens={self.after_tokens}"
+        if self.mode == "stall":
+            return f"mode=stall&share={self.share:g}&stall_ms={self.stall_ms:g}"
         if self.mode == "reset":
             return f"mode=reset&after_tokens={self.after_tokens}&code={self.code}"
         return f"mode={self.mode}"
@@ -70,7 +75,10 @@ def make_fault(mode: str, **params: object) -> Fault:
     code = f.code.upper()
     if code not in grpc.StatusCode.__members__ or code == "OK":
         raise FaultError(f"code={f.code!r}: expected a gRPC status name such as UNAVAILABLE or INTERNAL")
-    return Fault(f.mode, f.factor, f.after_tokens, code)
+    if not (0.0 <= f.share <= 1.0) or not (0.0 <= f.stall_ms < float("inf")):
+        raise FaultError(f"share={f.share!r}, stall_ms={f.stall_ms!r}: expected a share within 0..1 and "
+                         "milliseconds at least 0, e.g. share=0.3&stall_ms=1000")
+    return Fault(f.mode, f.factor, f.after_tokens, code, f.share, f.stall_ms)
 
 
 def parse_fault(text: str) -> Fault:

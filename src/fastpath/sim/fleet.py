@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "site, each in its own child process")
     parser.add_argument("--fault", action="append", default=[], metavar="SITE=MODE",
                         help="inject a fault at start, e.g. use1-a100=hang or use1-a100=die_mid_stream&after_tokens=3 "
-                             "(modes: none, refuse, hang, slow, die_mid_stream, reset)")
+                             "(modes: none, refuse, hang, slow, stall, die_mid_stream, reset)")
     parser.add_argument("--restart-after", type=float, default=2.0, metavar="S",
                         help="restart a site that died, after S seconds (0 = leave it down; default 2)")
     parser.add_argument("--ready-timeout", type=float, default=30.0, metavar="S",
@@ -151,7 +151,8 @@ async def _serve_in_process(backends: list[Backend], config: Config, faults: dic
         for s in sites:
             f = faults.get(s.name)
             if f is not None:
-                s.set_fault(f.mode, factor=f.factor, after_tokens=f.after_tokens, code=f.code)
+                s.set_fault(f.mode, factor=f.factor, after_tokens=f.after_tokens, code=f.code, share=f.share,
+                            stall_ms=f.stall_ms)
             await s.start()
             print(ReadyLine(s.name, s.address, s.metrics_url, s.backend.region, s.backend.models, os.getpid()).format(),
                   flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from typing import AsyncIterator
 from urllib.parse import urlsplit
@@ -103,6 +104,8 @@ class Site:
         self.fault = Fault()
         self.counters = {m: ModelCounters() for m in backend.models}
         self.context_tokens = 0  # tokens held by running sequences (KV blocks in use)
+        self.rpcs = 0  # RPCs received, counted before any fault applies
+        self._stall_rng = random.Random(backend.name)  # the stall fault: which calls stall, reproducibly
         self._server: grpc.aio.Server | None = None
         self._port = backend.port
         self._http: HttpEndpoint | None = None
@@ -240,7 +243,8 @@ class Site:
             text = body.decode("utf-8", errors="replace").strip() or query
             try:
                 f = parse_fault(text)
-                self.set_fault(f.mode, factor=f.factor, after_tokens=f.after_tokens, code=f.code)
+                self.set_fault(f.mode, factor=f.factor, after_tokens=f.after_tokens, code=f.code, share=f.share,
+                              stall_ms=f.stall_ms)
             except FaultError as e:
                 return 400, "text/plain", f"{e}\n".encode()
             return 200, "text/plain", (self.fault.describe() + "\n").encode()
@@ -284,6 +288,9 @@ class Site:
         arrived = loop.time()
         counters = self.counters[llm.model]
         ptoks = tok.prompt_tokens(llm.prompt)
+        f = self.fault
+        if f.mode == "stall" and self._stall_rng.random() < f.share:
+            await asyncio.sleep(f.stall_ms / 1000.0)  # before the first token: slow to start, not to stream
         await self.queue.acquire(llm.model)
         held = ptoks
         self.context_tokens += held
@@ -358,6 +365,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _enter(self, context: grpc.aio.ServicerContext) -> tuple[dict[str, str], float]:
         """Fault gate, then half the round trip (the request's way in); returns metadata and the other half."""
+        self.site.rpcs += 1
         await self.site.gate(context)
         md = _metadata(context)
         half = self.site.rtt_s(md.get(REGION_HEADER, "")) / 2
