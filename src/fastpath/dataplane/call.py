@@ -5,6 +5,8 @@ States (`Call.state`) and what moves them:
     RECEIVING --routing inputs read--------------------------> ROUTING
     RECEIVING --KServe call, model in the body---------------> HOLDING
     HOLDING   --body prefix available (features hook)--------> ROUTING
+    ROUTING   --no candidate has headroom (admission control)-> QUEUED
+    QUEUED    --capacity freed, its turn (CallGate)-----------> ROUTING
     ROUTING   --a candidate's upstream acquired--------------> FORWARDING
     FORWARDING --first response byte to the client------------> COMMITTED
     FORWARDING --backend refused/failed, replay kept----------> ROUTING (next candidate, same decision)
@@ -59,14 +61,15 @@ MODEL_IN_BODY = frozenset({
 })
 _WAIT_BODY_MAX = 4096  # bytes of body to wait for before routing without what it would say
 
-RECEIVING, HOLDING, ROUTING, FORWARDING, COMMITTED, DONE = range(6)
-STATE_NAMES = ("receiving", "holding", "routing", "forwarding", "committed", "done")
+RECEIVING, HOLDING, ROUTING, FORWARDING, COMMITTED, DONE, QUEUED = range(7)
+STATE_NAMES = ("receiving", "holding", "routing", "forwarding", "committed", "done", "queued")
 
 
 class CallServices(Protocol):
     """Everything a call needs from the rest of the proxy."""
 
     replay_limit: int
+    gate: Any  # fastpath.dataplane.call_gate.CallGate when admission control or budgets are configured, else None
 
     @property
     def prefix_on(self) -> bool: ...  # prompt-prefix affinity: KServe calls wait for their body even when the model is known
@@ -94,7 +97,7 @@ class Call:
     __slots__ = (
         "svc", "down", "down_id", "_credit_client", "up", "up_id", "req", "resp", "features", "decision",
         "position", "backend", "t_start", "t_first", "held_headers", "replay", "replay_bytes",
-        "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended",
+        "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended", "gate_info", "resp_bytes",
     )
 
     def __init__(self, svc: CallServices, down: "DownstreamConnection", down_st: "H2Stream") -> None:
@@ -124,6 +127,8 @@ class Call:
         self.status: bytes | None = None   # grpc-status of the response
         self.fault = False                 # the backend is at fault for how this call ended
         self.resp_ended = False            # the response is complete (trailers or END_STREAM queued)
+        self.gate_info: Any = None         # the CallGate's record of this call (priority, tenant, ...)
+        self.resp_bytes = 0                # response DATA bytes from the backend (budgets count output tokens)
 
     @property
     def committed(self) -> bool:
@@ -195,6 +200,14 @@ class Call:
             code = gs.INVALID_ARGUMENT if decision.invalid else gs.UNAVAILABLE
             self._fail_before_routing(code, f"no backend for this call: {decision.reason}", self.req.end)
             return
+        gate = self.svc.gate
+        if gate is not None and not gate.admit(self, decision):
+            return  # held (QUEUED) until a backend has room, or answered (shed, over budget)
+        self.start_routed(decision)
+
+    def start_routed(self, decision: "Decision") -> None:
+        """Starts the call on a decision with candidates (directly, or when admission control lets it go)."""
+        self.decision = decision
         self.state = ROUTING
         self.position = 0
         self.svc.call_routed(self)
@@ -288,6 +301,7 @@ class Call:
             return
         if self.state != COMMITTED:
             self._commit()
+        self.resp_bytes += len(data)
         if end:
             self.resp.push(data, True)
             self._response_complete()
@@ -353,11 +367,12 @@ class Call:
         self.req.end = self.req.end or req_ended
         self.respond_error(code, message)
 
-    def respond_error(self, code: int, message: str) -> None:
-        """Ends the call with a gRPC status the proxy chose (after any response data already queued)."""
+    def respond_error(self, code: int, message: str, trailers: list | None = None) -> None:
+        """Ends the call with a gRPC status the proxy chose (after any response data already queued);
+        `trailers`: more fields for the client (grpc-retry-pushback-ms, say)."""
         if self.state == DONE:
             return
-        extra: list = []
+        extra: list = trailers or []
         if self.backend >= 0:
             plain, lits = self.svc.response_trailers(self)
             extra = plain + (lits or [])

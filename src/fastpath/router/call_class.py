@@ -4,7 +4,7 @@ Only read when the config has an [admission] or [budgets] table; without them
 these headers are ignored and nothing here runs on the fast path.
 
 Headers (gRPC metadata):
-- x-fastpath-priority: an integer 0..9, higher is served first (default 0);
+- x-fastpath-priority: an integer 0..9, higher is served first (default: [admission] default_priority);
 - x-fastpath-tenant:   who pays and whose turn it is (letters, digits, '.', '_', '-'; default "");
 - grpc-timeout:        the gRPC deadline ("<up to 8 digits><H|M|S|m|u|n>", gRPC over HTTP/2).
 
@@ -21,7 +21,8 @@ stale observation can never hold calls while a backend sits idle).
 
 Start-by deadline of a held call: it is worth starting only while a share
 (`hold_share`, default 0.5) of its SLO, and of its grpc-timeout, is left
-for the backend; past that it is shed with RESOURCE_EXHAUSTED.
+for the backend (HOLD_SHARE = 0.5); past that it is shed with RESOURCE_EXHAUSTED. A call with
+neither waits at most [admission] max_wait_ms.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ PRIORITY = b"x-fastpath-priority"
 TENANT = b"x-fastpath-tenant"
 GRPC_TIMEOUT = b"grpc-timeout"
 MAX_PRIORITY = 9
+HOLD_SHARE = 0.5  # a held call starts only while this share of its SLO and of its grpc-timeout is left
 
 # gRPC over HTTP/2: TimeoutValue is at most 8 ASCII digits, TimeoutUnit one of these.
 _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3, ord("u"): 1e-6, ord("n"): 1e-9}
@@ -47,7 +49,7 @@ _DIGITS = b"0123456789"
 
 @dataclass(slots=True)
 class CallClass:
-    priority: int = 0
+    priority: int = -1  # -1: no x-fastpath-priority header (the config's default applies)
     tenant: str = ""
     timeout_s: float = 0.0  # grpc-timeout in seconds; 0 = none
 
