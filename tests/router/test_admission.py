@@ -62,3 +62,33 @@ def test_high_priority_displaces_low_when_full_and_late_calls_are_shed_early():
     late = q.offer(Waiting("late", 9, "t", 1, 0.03), 0.0)  # its deadline is before a slot is expected
     assert [s.call.key for s in late] == ["late"]
     assert q.next_call(1.0)[0].key == "high"
+
+
+def test_a_call_put_back_is_first_in_line_again_and_its_tenant_keeps_its_turn():
+    q = AdmissionQueue(max_bytes=10_000)
+    for k, tenant in enumerate("aab"):
+        q.offer(Waiting(k, 1, tenant, 10, 100.0), 0.0)
+    first, _ = q.next_call(1.0)
+    assert first.key == 0 and q.held == 2
+    q.putback(first)  # no backend had room after all
+    assert q.held == 3 and q.bytes_held == 30
+    assert [q.next_call(1.0)[0].key for _ in range(3)] == [0, 2, 1]  # a, then b's turn, then a again
+
+
+def test_removed_calls_are_forgotten_and_depth_and_top_priority_follow():
+    q = AdmissionQueue(max_bytes=10_000)
+    low, high = Waiting("low", 1, "t", 10, 100.0), Waiting("high", 5, "t", 10, 100.0)
+    q.offer(low, 0.0)
+    q.offer(high, 0.0)
+    assert q.top_priority == 5 and q.depth() == {1: 1, 5: 1}
+    assert q.remove(high) and not q.remove(high)
+    assert q.top_priority == 1 and q.depth() == {1: 1} and q.bytes_held == 10
+
+
+def test_observed_waits_per_priority_decide_who_is_shed_at_once_and_the_pushback():
+    q = AdmissionQueue(max_bytes=10_000, expected_wait_s=0.01)
+    q.observe_wait(1, 0.5)  # low priority waits half a second
+    q.observe_wait(5, 0.02)
+    shed = q.offer(Waiting("low", 1, "t", 10, 0.3), 0.0)  # cannot make its 0.3 s start-by
+    assert [s.call.key for s in shed] == ["low"] and shed[0].pushback_ms == 500
+    assert q.offer(Waiting("high", 5, "t", 10, 0.3), 0.0) == []
