@@ -297,4 +297,6 @@ class Proxy:
                 c.transport.close()
         self.pool.close()
         self.pinned.close()
+        if self.gate is not None:
+            self.gate.close()
         return left
