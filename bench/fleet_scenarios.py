@@ -31,6 +31,7 @@ share of all requests whose first token came within the SLO.
 
 `measure(quick)` returns one row per (layout, policy); the harness runs it in
 a child process. `python -m fastpath.bench.fleet_scenarios [--quick]` prints them.
+The priority-burst rows (admission control; fastpath.bench.priority_burst) come last.
 """
 from __future__ import annotations
 
@@ -503,7 +504,10 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
                 time.sleep(0.2)  # let the sites' queues empty between policies
     order_key = {p: i for i, p in enumerate(policies)}
     rows.sort(key=lambda r: (list(layouts).index(r["layout"]), order_key[r["policy"]]))
-    return rows + measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+    rows += measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
+    from .priority_burst import measure as measure_priority_burst
+
+    return rows + measure_priority_burst(quick=quick, seed=seed, progress=progress)
 
 
 def measure_chat(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0,
