@@ -1,6 +1,7 @@
 """The admission queue: priorities first, tenants in turn, bounded in bytes, deadlines shed early with pushback."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,13 @@ def test_observed_waits_per_priority_decide_who_is_shed_at_once_and_the_pushback
     shed = q.offer(Waiting("low", 1, "t", 10, 0.3), 0.0)  # cannot make its 0.3 s start-by
     assert [s.call.key for s in shed] == ["low"] and shed[0].pushback_ms == 500
     assert q.offer(Waiting("high", 5, "t", 10, 0.3), 0.0) == []
+
+
+def test_pushback_follows_the_rate_at_which_held_calls_start():
+    q = AdmissionQueue(max_bytes=10_000, expected_wait_s=0.5)
+    for k in range(9):
+        q.offer(Waiting(k, 1, "t", 10, 100.0), 0.0)
+    for t in (0.0, 0.01, 0.02, 0.03):  # one start every 10 ms
+        q.observe_start(t)
+    assert q.pushback_s(1) == pytest.approx(0.1)  # 9 ahead, then its own turn: 10 x 10 ms
+    assert q.pushback_s(5) == pytest.approx(0.01)  # nothing ahead of a higher priority

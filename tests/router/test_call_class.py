@@ -49,15 +49,14 @@ def test_start_by_leaves_a_share_of_the_slo_and_the_timeout_to_the_backend():
     assert start_by(10.0, 0.0, 0.0, 0.5) == math.inf
 
 
-def test_headroom_needs_a_free_slot_and_the_slo_predicted_met_unless_this_proxy_is_idle_there():
+def test_headroom_is_a_free_slot_on_some_candidate_or_nothing_of_ours_in_flight_there():
     busy = {0: 1.0, 1: 2.0}
     loaded = {0: 1.0, 1: 0.5}
     own = {0: 3.0, 1: 3.0}
-    no_slo = Decision([0, 1], "p", slo_met=-1)
-    assert not has_headroom(no_slo, busy.get, own.get)  # every slot busy
-    assert has_headroom(no_slo, loaded.get, own.get)  # backend 1 has a free slot
-    slo_missed_on_1 = Decision([0, 1], "p", slo_met=1)  # only ranked[0] is predicted to meet the SLO
-    assert not has_headroom(slo_missed_on_1, loaded.get, own.get)
-    assert has_headroom(Decision([1, 0], "p", slo_met=1), loaded.get, own.get)
-    # Nothing of ours in flight there: a stale prediction never holds calls while a backend sits idle.
+    assert not has_headroom(Decision([0, 1], "p", slo_met=-1), busy.get, own.get)  # every slot busy
+    assert has_headroom(Decision([0, 1], "p", slo_met=-1), loaded.get, own.get)  # backend 1 has a free slot
+    # A pessimistic SLO prediction is no reason to hold while a slot is free.
+    assert has_headroom(Decision([0, 1], "p", slo_met=0), loaded.get, own.get)
+    assert not has_headroom(Decision([0], "p", slo_met=1), busy.get, own.get)
+    # Nothing of ours in flight there: a stale figure never holds calls while a backend sits idle.
     assert has_headroom(Decision([0], "p", slo_met=0), busy.get, {0: 0.0}.get)

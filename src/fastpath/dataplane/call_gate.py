@@ -166,6 +166,7 @@ class CallGate:
                     break
                 call.gate_info.waiting = None
                 q.observe_wait(w.priority, now - w.enqueued)
+                q.observe_start(now)
                 self.started_after_hold += 1
                 if not decision.ranked:
                     call.decision = decision

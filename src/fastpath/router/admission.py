@@ -48,6 +48,8 @@ class AdmissionQueue:
     max_bytes: int
     expected_wait_s: float = 0.05  # how long a slot takes to free up, for priorities not yet observed
     wait_by_priority: dict[int, float] = field(default_factory=dict)  # observed waits (EWMA), observe_wait()
+    start_interval_s: float = -1.0  # mean time between held calls starting (EWMA; -1 = none seen), observe_start()
+    _last_start: float = -1.0
     _queues: dict[int, OrderedDict[str, deque[Waiting]]] = field(default_factory=dict)
     bytes_held: int = 0
     held: int = 0
@@ -167,7 +169,22 @@ class AdmissionQueue:
         old = self.wait_by_priority.get(priority)
         self.wait_by_priority[priority] = waited_s if old is None else old + weight * (waited_s - old)
 
+    def observe_start(self, now: float, weight: float = 0.1) -> None:
+        """A held call started now: the rate at which the queue drains (for pushback)."""
+        if self._last_start >= 0.0:
+            gap = max(0.0, now - self._last_start)
+            old = self.start_interval_s
+            self.start_interval_s = gap if old < 0.0 else old + weight * (gap - old)
+        self._last_start = now
+
+    def pushback_s(self, priority: int) -> float:
+        """About when a call of `priority` shed now would find room: the calls ahead of it (its
+        priority and higher) times the interval at which held calls start, once that is known."""
+        ahead = sum(len(q) for p, t in self._queues.items() if p >= priority for q in t.values())
+        if self.start_interval_s >= 0.0:
+            return max(self.start_interval_s * (1 + ahead), 0.001)
+        return max(self.expected_wait(priority), 0.001) * (1 + ahead)
+
     def _shed(self, call: Waiting, why: str) -> Shed:
-        ahead = sum(len(q) for p, t in self._queues.items() if p >= call.priority for q in t.values())
-        pushback = max(1, int(max(self.expected_wait(call.priority), 0.001) * 1000 * (1 + ahead)))
+        pushback = max(1, int(self.pushback_s(call.priority) * 1000))
         return Shed(call, f"RESOURCE_EXHAUSTED: not admitted: {why}; retry after {pushback} ms", pushback)

@@ -9,15 +9,16 @@ Headers (gRPC metadata):
 - grpc-timeout:        the gRPC deadline ("<up to 8 digits><H|M|S|m|u|n>", gRPC over HTTP/2).
 
 Headroom (when the proxy may start a call now rather than hold it): some
-candidate of the router's decision has
-  - a free batch slot: its load share (calls in flight there, counting this
-    proxy's own and, with a controller, the scraped queue, over its batch
-    slots) is below 1, and
-  - when the call carries an SLO (x-fastpath-slo-ttft-ms), a predicted TTFT
-    within it (the router's `Decision.slo_met`: its queueing model at the
-    current load, blended with observed TTFT);
-or this proxy has nothing in flight at that candidate (work-conserving: a
-stale observation can never hold calls while a backend sits idle).
+candidate of the router's decision has a free batch slot — its load share
+(calls in flight there, counting this proxy's own and, with a controller, the
+scraped queue, over its batch slots) is below 1 — or this proxy has nothing in
+flight there (work-conserving: a stale figure never holds calls while a
+backend sits idle). The SLO itself is not a reason to hold: the router already
+puts the candidates predicted to meet it first, and its prediction counts
+queueing that a free batch slot does not have, so holding on it would only
+add waiting (measured: with a 300 ms SLO and a ~235 ms idle prediction, calls
+were held and shed at low load). What the SLO decides is how long a call may
+wait: its start-by deadline.
 
 Start-by deadline of a held call: it is worth starting only while a share
 (`hold_share`, default 0.5) of its SLO, and of its grpc-timeout, is left
@@ -101,10 +102,7 @@ def start_by(t_start: float, slo_ms: float, timeout_s: float, hold_share: float)
 
 def has_headroom(decision: "Decision", load_share: Callable[[int], float], own_inflight: Callable[[int], float]) -> bool:
     """Some candidate of `decision` can take the call now (see the module docstring)."""
-    slo_met = decision.slo_met
-    for k, i in enumerate(decision.ranked):
-        if own_inflight(i) < 1.0:
-            return True
-        if load_share(i) < 1.0 and (slo_met < 0 or k < slo_met):
+    for i in decision.ranked:
+        if own_inflight(i) < 1.0 or load_share(i) < 1.0:
             return True
     return False
