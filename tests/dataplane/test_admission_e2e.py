@@ -213,3 +213,52 @@ def test_a_held_call_past_its_grpc_timeout_is_shed_before_the_client_gives_up(pr
     long.join()
     _wait(lambda: _served(proxy) == served + 1, 5, "the long call counted")
     assert _served(proxy) == served + 1  # the shed call never reached the site
+
+
+def test_a_held_call_gets_no_window_back_until_it_starts(proxy):
+    """HTTP/2 flow control holds the client: a held call may send one stream window, and the proxy grants
+    no more (no WINDOW_UPDATE on its stream) until the call starts and its bytes go to the site."""
+    import struct
+
+    from fastpath.h2 import frames as fr
+
+    from .rawh2 import RawH2, grpc_message
+
+    _quiet(proxy)
+    h2 = RawH2(proxy["listen"])
+    try:
+        # The proxy's own SETTINGS (with its stream window) come once the connection's first call is seen.
+        h2.call("/inference.GRPCInferenceService/ServerLive", b"")
+        settings = {}
+        for ftype, flags, _, payload in h2.read_until(lambda fs: any(
+                f[0] == fr.SETTINGS and not f[1] & fr.ACK and fr.SETTINGS_INITIAL_WINDOW_SIZE in
+                dict(struct.iter_unpack(">HI", bytes(f[3]))) for f in fs)):
+            if ftype == fr.SETTINGS and not flags & fr.ACK:
+                settings.update(dict(struct.iter_unpack(">HI", bytes(payload))))
+        h2.send(fr.settings_frame(ack=True))
+        window = settings[fr.SETTINGS_INITIAL_WINDOW_SIZE]
+        max_frame = settings.get(fr.SETTINGS_MAX_FRAME_SIZE, 16384)
+        long = _occupy(proxy, 2.0)
+        first = grpc_message(make_request(MODEL, "held hello", 2).SerializeToString())
+        n = window - len(first) - 200
+        second = grpc_message(make_request(MODEL, "x" * n, 1).SerializeToString())
+        while len(first) + len(second) > window:  # the most the window allows, never more
+            n -= 16
+            second = grpc_message(make_request(MODEL, "x" * n, 1).SerializeToString())
+        body = first + second
+        sid = h2.headers("/inference.GRPCInferenceService/ModelStreamInfer",
+                         (("x-fastpath-region", "us-east"), ("x-fastpath-priority", "1")))
+        for i in range(0, len(body), max_frame):
+            h2.send(fr.data_frame(sid, body[i:i + max_frame]))
+        _wait(lambda: _depth(proxy, 1) == 1, 5, "the raw call held")
+        assert long.code is None
+        held = h2.read(0.5)
+        assert not [f for f in held if f[0] == fr.WINDOW_UPDATE and f[2] == sid], "window granted while held"
+        assert not [f for f in held if f[2] == sid], "the held call got an answer"
+        long.join()
+        # Started: its bytes go to the site, and the window comes back as they do.
+        h2.read_until(lambda fs: any(f[0] == fr.WINDOW_UPDATE and f[2] == sid for f in fs), 10)
+        assert _depth(proxy, 1) == 0
+        h2.send(fr.rst_stream_frame(sid, fr.CANCEL))
+    finally:
+        h2.close()
