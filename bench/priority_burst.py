@@ -33,7 +33,7 @@ from typing import Any
 SITES = ("use1-a100", "use1-l4")  # one region, 8 + 4 batch slots
 REGION = "us-east"
 HIGH, LOW = 5, 0
-CLASSES = {HIGH: ("interactive", 500.0), LOW: ("batch", 2000.0)}  # priority -> (tenant, SLO ms)
+CLASSES = {HIGH: ("interactive", 300.0), LOW: ("batch", 1500.0)}  # priority -> (tenant, SLO ms)
 TIMELINE_MAX = 800  # points kept for the plot
 # Long low-priority calls: the burst overloads the sites' batch slots (GPU time), not the
 # client's CPU — a few hundred calls, each holding a slot for about half a second.

@@ -35,7 +35,7 @@ def test_rows_count_sheds_pushbacks_and_slo_per_priority(tmp_path):
     ]
     high, low = pb.rows_of("admission", records, 7, 1.0)
     assert (high["requests"], high["served"], high["shed"]) == (2, 2, 0)
-    assert high["within_slo_share"] == 0.5  # 900 ms misses the 500 ms SLO
+    assert high["within_slo_share"] == 0.5  # 900 ms misses the 300 ms SLO
     assert (low["requests"], low["served"], low["shed"], low["shed_with_pushback"], low["failed_other"]) == (4, 1, 2, 1, 1)
     assert low["pushback_p50_ms"] == 120.0
     assert len(high["timeline"]) == len(records)
