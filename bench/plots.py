@@ -1,6 +1,7 @@
 """PNG plots of a benchmark run (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,15 +215,25 @@ def priority_burst(result: dict[str, Any], out: Path) -> Path | None:
     a2.set_ylim(0, 1)
     a2.legend(fontsize=7)
     for a in (a1, a2):
-        a.set_xticks(xs)
-        a.set_xticklabels(modes, fontsize=8)
+        a.set(xticks=xs, xticklabels=modes)
         a.grid(True, axis="y", alpha=0.3)
     fig.suptitle("priority burst: two priorities on 12 batch slots, low priority bursting past capacity", fontsize=9)
+    return save(fig, out / "priority_burst.png")
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Lays out, writes (110 dpi) and closes `fig`; returns `path`."""
     fig.tight_layout()
-    p = out / "priority_burst.png"
-    fig.savefig(p, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return p
+    return path
+
+
+def plot_rows(plot: Callable[[dict[str, Any], Path], Path | None], rows: list[dict[str, Any]], out_dir: str) -> Path | None:
+    """One scenario's plot from its rows alone (a scenario module run on its own), into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return plot({"fleet": {"rows": rows}}, out)
 
 
 def offload_paths(result: dict[str, Any], out: Path) -> Path | None:

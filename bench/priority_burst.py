@@ -132,14 +132,14 @@ async def replay(proxy: str, model: str, trace: list[Arrival], tag: str, deadlin
         async for _ in call:
             pass
     await asyncio.sleep(0.5)
-    t_start = time.monotonic()
-    tasks = []
-    for k, a in enumerate(trace):
-        delay = t_start + a.t - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(k, a)))
-    await asyncio.gather(*tasks)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+
+    async def at(k: int, a: Arrival) -> None:  # each call at its time in the trace
+        await asyncio.sleep(max(0.0, t0 + a.t - loop.time()))
+        await one(k, a)
+
+    await asyncio.gather(*(at(k, a) for k, a in enumerate(trace)))
     for ch in channels:
         await ch.close()
     return records
@@ -210,20 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = measure(quick=args.quick, seed=args.seed, progress=True)
     if args.plot:
-        from pathlib import Path
+        from .plots import plot_rows, priority_burst
 
-        from .plots import priority_burst
-
-        out = Path(args.plot)
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"plot: {priority_burst({'fleet': {'rows': rows}}, out)}", file=sys.stderr)
+        print(f"plot: {plot_rows(priority_burst, rows, args.plot)}", file=sys.stderr)
+    for r in rows if not args.json else ():
+        print(f"{r['policy']:20s} ttft p50 {r['ttft_p50_ms']!s:>7} p99 {r['ttft_p99_ms']!s:>7} ms  "
+              f"shed {r['shed']}/{r['requests']} (pushback {r['shed_with_pushback']}, p50 {r['pushback_p50_ms']} ms)"
+              f"  in SLO {r['within_slo_share']}")
     if args.json:
         print(json.dumps(rows, indent=1))
-    else:
-        for r in rows:
-            print(f"{r['policy']:20s} ttft p50 {r['ttft_p50_ms']!s:>7} p99 {r['ttft_p99_ms']!s:>7} ms  "
-                  f"shed {r['shed']}/{r['requests']} (pushback {r['shed_with_pushback']}, p50 {r['pushback_p50_ms']} ms)"
-                  f"  in SLO {r['within_slo_share']}")
     return 0
 
 
