@@ -10,6 +10,7 @@ trailers) and the proxy's /metrics are checked, nothing inside the process.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
@@ -33,15 +34,15 @@ TOKENS_PER_S = 40.0  # a call of n tokens holds the slot ~n/40 s
 MODEL = "mistral-7b"
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("admission")
+@contextlib.contextmanager
+def _proxy(tmp, admission: dict):
+    """A simulated site with one slot and a `fastpath proxy` process (no controller) with `admission`."""
     cfg = with_ports(load_config(), port_block(20))
     raw = copy.deepcopy(cfg.raw)
     raw["backends"] = [b for b in raw["backends"] if b["name"] == SITE]
     raw["backends"][0]["sim"].update(slots=1, tokens_per_s=TOKENS_PER_S, prefill_ms=10)
     raw["proxy"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    raw["admission"] = {"max_queue_bytes": 1 << 20, "max_wait_ms": 20000}
+    raw["admission"] = admission
     cfg = parse_config(raw, "admission test")
     path = cfg.write(tmp / "fastpath.toml")
     listen = f"127.0.0.1:{free_port()}"
@@ -54,11 +55,17 @@ def proxy(tmp_path_factory):
             _stop(p)
 
 
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory):
+    with _proxy(tmp_path_factory.mktemp("admission"), {"max_queue_bytes": 1 << 20, "max_wait_ms": 20000}) as p:
+        yield p
+
+
 class Client:
     """One ModelStreamInfer call on its own thread: when its first token came, how it ended."""
 
     def __init__(self, listen: str, tokens: int, priority: int | None = None, tenant: str = "",
-                 slo_ms: float = 0.0, timeout: float = 30.0, label: str = "") -> None:
+                 slo_ms: float = 0.0, timeout: float = 30.0, label: str = "", prompt: str = "hello") -> None:
         self.label = label
         self.first_token = 0.0
         self.code: grpc.StatusCode | None = None
@@ -73,6 +80,7 @@ class Client:
         if slo_ms:
             md.append(("x-fastpath-slo-ttft-ms", f"{slo_ms:g}"))
         self._args = (listen, tokens, md, timeout)
+        self._prompt = prompt
         self._started = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -82,7 +90,7 @@ class Client:
         listen, tokens, md, timeout = self._args
         with grpc.insecure_channel(listen, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)
-            self.call = stub.ModelStreamInfer(iter([make_request(MODEL, f"{self.label} hello", tokens)]),
+            self.call = stub.ModelStreamInfer(iter([make_request(MODEL, f"{self.label} {self._prompt}", tokens)]),
                                               metadata=md, timeout=timeout)
             self._started.set()
             try:
@@ -262,3 +270,30 @@ def test_a_held_call_gets_no_window_back_until_it_starts(proxy):
         h2.send(fr.rst_stream_frame(sid, fr.CANCEL))
     finally:
         h2.close()
+
+
+def test_the_queue_is_bounded_in_bytes_and_a_higher_priority_displaces_the_newest_lower(tmp_path):
+    """max_queue_bytes = 2500, calls of ~1 KB: two fit; a third of the same priority is shed (queue full),
+    one of a higher priority takes the place of the newest lower one, which is shed (displaced)."""
+    with _proxy(tmp_path, {"max_queue_bytes": 2500, "max_wait_ms": 20000}) as px:
+        big = "x" * 900
+        long = _occupy(px, 2.0)
+        a = Client(px["listen"], 2, priority=0, label="a", prompt=big)
+        _wait(lambda: _depth(px, 0) == 1, 5, "a held")
+        b = Client(px["listen"], 2, priority=0, label="b", prompt=big)
+        _wait(lambda: _depth(px, 0) == 2, 5, "b held")
+        c = Client(px["listen"], 2, priority=0, label="c", prompt=big).join()
+        assert c.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in c.details, (c.code, c.details)
+        assert int(c.trailers["grpc-retry-pushback-ms"]) > 0
+        h = Client(px["listen"], 2, priority=7, label="h", prompt=big)
+        b.join()
+        assert b.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "displaced by a priority 7" in b.details, b.details
+        assert int(b.trailers["grpc-retry-pushback-ms"]) > 0
+        assert long.code is None  # all of it while the slot was taken
+        for x in (long, a, h):
+            x.join()
+            assert x.code == grpc.StatusCode.OK, (x.label, x.code, x.details)
+        assert h.first_token < a.first_token
+        sheds = {labels: v for (n, labels), v in _metrics(px["metrics"]).items() if n == "fastpath_sheds_total"}
+        assert sheds.get((("priority", "0"), ("reason", "queue_full"))) == 1
+        assert sheds.get((("priority", "0"), ("reason", "displaced"))) == 1
