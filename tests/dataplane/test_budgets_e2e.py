@@ -84,8 +84,12 @@ def test_a_budget_spent_through_one_proxy_is_refused_by_the_other(stack):
     assert refused is not None, f"acme was never refused; remaining after each call: {left}"
     assert refused[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "acme" in refused[1] and f"token budget of {BUDGET_TOKENS}" in refused[1]
-    assert len(left) >= 2 and all(a > b for a, b in zip(left, left[1:]))  # every call charged
-    assert left[0] < BUDGET_TOKENS
+    assert left[0] < BUDGET_TOKENS and len(left) >= 3
+    # Every call is charged at once; a push the controller built before this proxy's last report
+    # arrived may hand back one call's worth for a moment (the documented report-and-push lag).
+    steps = [a - b for a, b in zip(left, left[1:])]
+    assert sum(step > 0 for step in steps) >= len(steps) - 1, left
+    assert left[-1] < left[0] * 0.2, left
 
     # The second proxy never served acme: it learns the remainder from the controller's push.
     def second_refuses():
