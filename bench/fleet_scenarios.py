@@ -45,6 +45,7 @@ intermittently slow to its first token, TTFT with and without TTFT hedging.
 
 `measure(quick)` returns one row per (layout, policy); the harness runs it in
 a child process. `python -m fastpath.bench.fleet_scenarios [--quick]` prints them.
+The priority-burst rows (admission control; fastpath.bench.priority_burst) come last.
 """
 from __future__ import annotations
 
@@ -569,10 +570,12 @@ def measure(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: 
     order_key = {p: i for i, p in enumerate(policies)}
     rows.sort(key=lambda r: (list(layouts).index(r["layout"]), order_key[r["policy"]]))
     from .hedge_scenario import measure_hedge
+    from .priority_burst import measure as measure_priority_burst
 
     rows += measure_chat(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
     rows += measure_substitute(quick=quick, seed=seed, progress=progress, slo_ms=slo_ms)
-    return rows + measure_hedge(quick=quick, seed=seed, progress=progress)
+    rows += measure_hedge(quick=quick, seed=seed, progress=progress)
+    return rows + measure_priority_burst(quick=quick, seed=seed, progress=progress)
 
 
 def measure_chat(quick: bool = False, seed: int = 7, progress: bool = False, slo_ms: float = 300.0,

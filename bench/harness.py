@@ -341,7 +341,7 @@ class BenchRun:
         machine = machine_info()
         sections = {k: k not in s.skip for k in ("router_cost", "splice", "fleet")}
         # seconds each later section takes on an idle 2-core machine (measured), so rounds leave room for them
-        reserve = {"router_cost": 4 if s.quick else 40, "splice": 15 if s.quick else 60, "fleet": 90 if s.quick else 260}
+        reserve = {"router_cost": 4 if s.quick else 40, "splice": 15 if s.quick else 60, "fleet": 110 if s.quick else 300}
         # plots and the report come after everything else and take a few CPU seconds (matplotlib)
         report_s = 0.0 if not s.plots else (6.0 if s.quick else 15.0)
         reserve_s = sum(v for k, v in reserve.items() if sections[k]) + report_s

@@ -1,6 +1,7 @@
 """PNG plots of a benchmark run (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def router_cost(result: dict[str, Any], out: Path) -> Path | None:
 def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
     """TTFT p50/p99 and cost per 1k tokens per policy and fleet layout."""
     rows = [r for r in (result.get("fleet") or {}).get("rows") or []
-            if r.get("ttft_p50_ms") is not None and r.get("layout") not in ("chat", "substitute", "hedge")]
+            if r.get("ttft_p50_ms") is not None and r.get("layout") not in ("chat", "substitute", "hedge", "priority-burst")]
     if not rows:
         return None
     labels = [f"{r['layout']}\n{r['policy']}" for r in rows]
@@ -212,6 +213,71 @@ def substitute_region(result: dict[str, Any], out: Path) -> Path | None:
     return p
 
 
+def priority_burst(result: dict[str, Any], out: Path) -> Path | None:
+    """The priority burst: per-call TTFT over time by priority with the shed calls marked (admission on),
+    and high-priority TTFT p99 and low-priority shed share with admission control on and off, one run."""
+    rows = [r for r in (result.get("fleet") or {}).get("rows") or [] if r.get("layout") == "priority-burst"]
+    if not rows:
+        return None
+    timeline = next((r["timeline"] for r in rows if r.get("timeline")), [])
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [2.2, 1, 1]})
+    for prio, color, label in ((5, "C0", "high (priority 5)"), (0, "C1", "low (priority 0)")):
+        served = [(t, ttft) for t, p, ttft, shed in timeline if p == prio and ttft is not None]
+        shed = [t for t, p, _, s in timeline if p == prio and s]
+        if served:
+            a0.scatter([x for x, _ in served], [y for _, y in served], s=6, color=color, label=f"{label}: TTFT")
+        if shed:
+            a0.scatter(shed, [1.0] * len(shed), s=14, marker="x", color=color, alpha=0.6,
+                       label=f"{label}: shed (pushback)")
+    slo = {r["priority"]: r["slo_ttft_ms"] for r in rows}
+    for prio, color in ((5, "C0"), (0, "C1")):
+        if prio in slo:
+            a0.axhline(slo[prio], color=color, ls=":", lw=1)
+    a0.set_yscale("log")
+    a0.set_xlabel("seconds into the trace (low-priority burst in the middle third)")
+    a0.set_ylabel("TTFT at the client, ms (x: shed)")
+    a0.set_title("admission control on", fontsize=9)
+    a0.legend(fontsize=6, loc="upper left")
+    modes = [m for m in ("admission", "no-admission") if any(r["mode"] == m for r in rows)]
+
+    def get(mode: str, prio: int, key: str) -> float:
+        r = next((r for r in rows if r["mode"] == mode and r["priority"] == prio), {})
+        return r.get(key) or 0.0
+
+    xs = list(range(len(modes)))
+    a1.bar([x - 0.2 for x in xs], [get(m, 5, "ttft_p50_ms") for m in modes], 0.4, label="p50", color="C0", alpha=0.6)
+    a1.bar([x + 0.2 for x in xs], [get(m, 5, "ttft_p99_ms") for m in modes], 0.4, label="p99", color="C0")
+    if 5 in slo:
+        a1.axhline(slo[5], color="k", ls=":", lw=1, label="SLO")
+    a1.set_ylabel("high-priority TTFT, ms")
+    a1.legend(fontsize=7)
+    a2.bar([x - 0.2 for x in xs], [get(m, 0, "shed_share") for m in modes], 0.4, label="low shed share", color="C1")
+    a2.bar([x + 0.2 for x in xs], [get(m, 0, "within_slo_share") for m in modes], 0.4, label="low within SLO",
+           color="C2")
+    a2.set_ylim(0, 1)
+    a2.legend(fontsize=7)
+    for a in (a1, a2):
+        a.set(xticks=xs, xticklabels=modes)
+        a.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("priority burst: two priorities on 12 batch slots, low priority bursting past capacity", fontsize=9)
+    return save(fig, out / "priority_burst.png")
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Lays out, writes (110 dpi) and closes `fig`; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_rows(plot: Callable[[dict[str, Any], Path], Path | None], rows: list[dict[str, Any]], out_dir: str) -> Path | None:
+    """One scenario's plot from its rows alone (a scenario module run on its own), into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return plot({"fleet": {"rows": rows}}, out)
+
+
 def offload_paths(result: dict[str, Any], out: Path) -> Path | None:
     """The splice section's byte paths at one connection: p50/p99 round trip and the relay's CPU per message.
 
@@ -250,5 +316,5 @@ def write_all(result: dict[str, Any], out: Path) -> list[str]:
     from .hedge_scenario import hedge_plot
 
     made = [f(result, out) for f in (latency_cdfs, cpu_per_message, router_cost, fleet_policies, chat_prefix,
-                                     substitute_region, offload_paths, hedge_plot)]
+                                     substitute_region, offload_paths, hedge_plot, priority_burst)]
     return [p.name for p in made if p is not None]

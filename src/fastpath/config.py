@@ -114,6 +114,15 @@ HEDGE_AFTER = ("slo", "predicted", "auto")
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    """[admission]: hold calls no backend has headroom for (fastpath.dataplane.admission_gate)."""
+
+    max_queue_bytes: int = 8 << 20  # request bytes held across every queue of one proxy process
+    max_wait_ms: float = 5000.0  # how long a call without SLO or grpc-timeout may wait
+    default_priority: int = 0  # calls without x-fastpath-priority
+
+
+@dataclass(frozen=True)
 class ModelGroup:
     """[model_groups."MODEL"]: models that may serve MODEL's requests when the request allows it."""
 
@@ -141,6 +150,7 @@ class Config:
     model_groups: dict[str, ModelGroup] = field(default_factory=dict)
     budgets: dict[str, Any] = field(default_factory=dict)  # tenant -> fastpath.control.budgets.Budget
     hedge: HedgeConfig = HedgeConfig()
+    admission: AdmissionConfig | None = None  # None: calls are never held (no [admission] table)
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -173,7 +183,7 @@ class Config:
 
 
 TOP_LEVEL_KEYS = ("proxy", "control", "offload", "router", "policies", "regions", "backends", "limits", "model_groups",
-                  "budgets")
+                  "budgets", "admission")
 OFFLOAD_KEYS = ("driver",)
 ROUTER_KEYS = ("default_policy", "affinity_max_utilisation", "prefix", "panic_threshold", "explore_every", "hedge")
 REGIONS_KEYS = ("rtt_ms",)
@@ -382,7 +392,20 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         model_groups=_model_groups(data.get("model_groups", {})),
         budgets=_budgets(data.get("budgets", {})),
         hedge=_hedge(rt.get("hedge", {})),
+        admission=_admission(data["admission"]) if "admission" in data else None,
     )
+
+
+def _admission(t: dict[str, Any]) -> AdmissionConfig:
+    w = "admission"
+    check_keys(t, _keys_of(AdmissionConfig), w)
+    d = AdmissionConfig()
+    a = AdmissionConfig(max_queue_bytes=int(_num(t, "max_queue_bytes", w, d.max_queue_bytes)),
+                        max_wait_ms=_num(t, "max_wait_ms", w, d.max_wait_ms),
+                        default_priority=int(_num(t, "default_priority", w, d.default_priority)))
+    if a.max_queue_bytes <= 0 or a.max_wait_ms <= 0:
+        raise ConfigError("admission: max_queue_bytes and max_wait_ms must be positive")
+    return a
 
 
 def _budgets(t: dict[str, Any]) -> dict[str, Any]:

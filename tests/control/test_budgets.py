@@ -37,3 +37,31 @@ def test_dollar_budget_prices_tokens_at_the_serving_backend():
 def test_a_budget_without_limits_is_a_config_error():
     with pytest.raises(ConfigError, match="budgets.acme"):
         config({"acme": {"window_s": 10}})
+
+
+def test_a_proxy_view_counts_its_own_calls_at_once_and_takes_the_controllers_remainders():
+    from fastpath.control.budgets import BudgetView
+
+    view = BudgetView(config({"acme": {"tokens": 1000, "dollars": 5.0}}).budgets)
+    assert view.remaining("acme", 0.0) == (1000.0, 5.0)  # before any push: its own ledger
+    view.charge("acme", 300.0, 0.6, 1.0)
+    assert view.remaining("acme", 1.0) == (700.0, pytest.approx(4.4))
+    view.pushed("acme", 100.0, 3.0)  # other proxies used most of it
+    view.charge("acme", 60.0, 0.1, 2.0)
+    assert view.remaining("acme", 2.0) == (40.0, pytest.approx(2.9)) and view.refusal("acme", 2.0) == ""
+    view.charge("acme", 60.0, 0.1, 3.0)
+    assert "token budget of 1000" in view.refusal("acme", 3.0)
+    view.pushed("acme", 0.0, 2.0)
+    assert "acme" in view.refusal("acme", 4.0) and view.refusal("nobody", 4.0) == ""
+
+
+def test_the_ledger_says_when_usage_runs_a_budget_out_and_pushes_remainders():
+    from fastpath.control.budgets import budget_resources
+
+    ledger = BudgetLedger(config({"acme": {"tokens": 100, "window_s": 60}}).budgets)
+    assert not ledger.add("acme", 60.0, 0.1, 0.0)
+    assert ledger.add("acme", 60.0, 0.1, 1.0)  # crosses the limit: pushed at once
+    assert not ledger.add("acme", 1.0, 0.0, 2.0)  # already out
+    r = budget_resources(ledger, 2.0, 1000.0)["budget", "acme"]
+    assert (r.type, r.budget.tokens_limit, r.budget.tokens_remaining, r.budget.dollars_limit) == ("budget", 100, 0, 0)
+    assert r.budget.window_ends_unix_ms == (1000 + 58) * 1000

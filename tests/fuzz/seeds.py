@@ -153,6 +153,13 @@ def _promtext_seeds() -> list[bytes]:
             b"\xff\xfe not utf-8\nok 1\n"]
 
 
+def _call_class_seeds() -> list[bytes]:
+    return [b"x-fastpath-priority: 5\nx-fastpath-tenant: acme\ngrpc-timeout: 250m",
+            b"grpc-timeout: 99999999H\nx-fastpath-priority: 0",
+            b"x-fastpath-priority: 10\ngrpc-timeout: 1x\nx-fastpath-tenant: a b",
+            b"grpc-timeout: 000000001n\nx-fastpath-tenant: " + b"t" * 65]
+
+
 def _hpack_encoder_seeds(cap: Capture) -> list[bytes]:
     from . import target_hpack_encoder as te
 
@@ -265,7 +272,7 @@ def build() -> dict[str, list[bytes]]:
             "features": _features_seeds(cap),
             "model_name": _model_seeds(cap), "promtext": _promtext_seeds(), "worker_metrics": _promtext_seeds(),
             "pushed": _pushed_seeds(), "prompt": _prompt_seeds(cap), "bpf_header": _bpf_header_seeds(),
-            "huffman": _huffman_seeds(cap), "model_rewrite": _model_rewrite_seeds()}
+            "huffman": _huffman_seeds(cap), "model_rewrite": _model_rewrite_seeds(), "call_class": _call_class_seeds()}
 
 
 def write(root: Path = CORPUS, only: list[str] | None = None) -> dict[str, int]:

@@ -24,7 +24,7 @@ from .seeds import load
 ROOT = Path(__file__).resolve().parents[2]
 RANDOM_INPUTS = {"frames": 3000, "connection": 1500, "hpack": 2000, "hpack_encoder": 1500, "features": 3000, "model_name": 3000,
                  "promtext": 1500, "worker_metrics": 1500, "pushed": 1500, "prompt": 3000, "bpf_header": 400,
-                 "huffman": 3000, "model_rewrite": 2000}
+                 "huffman": 3000, "model_rewrite": 2000, "call_class": 3000}
 
 
 def mutate(rng: random.Random, seeds: list[bytes], max_len: int) -> bytes:

@@ -20,6 +20,7 @@ import grpc
 
 from fastpath.config import Config, ConfigError, load_config, split_hostport
 from fastpath.control import auth
+from fastpath.control.budgets import BudgetLedger, budget_resources
 from fastpath.control.fleet_state import FleetState, Observed
 from fastpath.control.flow_table import PATHS
 from fastpath.control.health import HealthProber
@@ -125,6 +126,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 n += state.observe(obs, batch.proxy_id)
                 self.ctl.health.in_band(obs.backend, obs.ok)  # calls answered count as health evidence
             settled = False
+            if batch.usage and self.ctl.budgets is not None:
+                self.ctl.charge_usage(batch.usage)
             if batch.flows_included:
                 state.flows.replace_reported(batch.proxy_id, batch.flows)
                 settled = state.settle_offloads()
@@ -234,6 +237,9 @@ class Controller:
             session_capacity=session_capacity, flow_capacity=flow_capacity,
         )
         self.policies = PolicyStore(config)
+        # Per-tenant budgets shared by every proxy: usage comes in with their reports, remainders go out
+        # as "budget" resources on the pushed stream (None: no [budgets] in the config).
+        self.budgets: BudgetLedger | None = BudgetLedger(config.budgets) if config.budgets else None
         self.watchers = 0
         self.heartbeat_s = heartbeat_s
         self.stopping = False
@@ -252,7 +258,18 @@ class Controller:
         key = (self.config_generation, self.policies_generation)
         if self._resources is None or self._resources[0] != key:
             self._resources = (key, config_resources(self.config, self.policies))
+        if self.budgets is not None:
+            return {**self._resources[1], **budget_resources(self.budgets, time.monotonic(), time.time())}
         return self._resources[1]
+
+    def charge_usage(self, usage) -> None:
+        """A proxy's report of what its tenants used; a budget running out is pushed at once."""
+        assert self.budgets is not None
+        now = time.monotonic()
+        ran_out = False
+        for tenant, u in usage.items():
+            ran_out |= self.budgets.add(tenant, u.tokens, u.dollars, now)
+        self.state.bump(urgent=ran_out)
 
     policies_generation = 0
 
@@ -348,6 +365,11 @@ class Controller:
             log.info("policy overrides %s dropped: the reloaded file is the source of truth",
                      sorted(self.policies.overridden))
         self.policies = PolicyStore(new)
+        if new.budgets != old.budgets:  # usage so far is kept for tenants whose budget stays
+            ledger = BudgetLedger(new.budgets)
+            if self.budgets is not None:
+                ledger._spent = {t: s for t, s in self.budgets._spent.items() if t in new.budgets}
+            self.budgets = ledger if new.budgets else None
         self._tasks[:2] = [asyncio.create_task(self.scraper.run(), name="scraper"),
                            asyncio.create_task(self.health.run(), name="health")]
 

@@ -4,7 +4,8 @@ Shaped like Envoy's xDS: a subscriber gets the whole state on its first
 update (and after every reconnect, since a new stream starts from nothing),
 then only what changed, each update carrying the state version and a nonce.
 The state is a set of named resources (backends, their telemetry, policies,
-router settings, client regions, the merged prompt-prefix index, learned sessions); subscribers ignore types
+router settings, client regions, the merged prompt-prefix index, learned sessions, tenants' remaining
+budgets); subscribers ignore types
 they do not know, so other kinds of resource can join the stream.
 
 Sessions are the only large set. They come from the fleet state's ordered
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 Key = tuple[str, str]
 SESSION = "session"
 PREFIX = "prefix"
-TYPES = ("backend", "telemetry", "policy", "settings", "limits", "region", PREFIX, SESSION)
+BUDGET = "budget"  # a tenant's remaining budgets (fastpath.control.budgets.budget_resources)
+TYPES = ("backend", "telemetry", "policy", "settings", "limits", "region", PREFIX, SESSION, BUDGET)
 _subscription_ids = itertools.count(1)
 
 

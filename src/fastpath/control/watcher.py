@@ -68,6 +68,7 @@ class FleetWatcher:
         on_config: Callable[[PushedState], None] | None = None,
         decisions_provider: Callable[[], dict[str, int]] | None = None,
         on_push: Callable[[control_pb2.ConfigUpdate], None] | None = None,
+        on_budgets: Callable[[dict[str, control_pb2.Resource]], None] | None = None,
     ) -> None:
         self.target = target
         self.proxy_id = proxy_id
@@ -86,6 +87,8 @@ class FleetWatcher:
         self.on_config = on_config
         self.on_push = on_push  # every update as received (tests, benchmarks)
         self.decisions_provider = decisions_provider
+        self.on_budgets = on_budgets  # pushed "budget" resources (tenant -> Resource) when they change
+        self._usage: deque[tuple[str, float, float]] = deque()  # (tenant, tokens, dollars) not yet reported
         self.policies_seen: control_pb2.PolicyList | None = None
         self.state = PushedState()
         # The proxy's pinned sessions, reported with the observations about once a second
@@ -123,6 +126,10 @@ class FleetWatcher:
         if len(pending) == pending.maxlen:
             self.dropped += 1
         pending.append((backend, region, session, ttft_ms, ok, model, prefix_blocks))
+
+    def usage(self, tenant: str, tokens: float, dollars: float) -> None:
+        """Records what one finished call of a budgeted tenant used. O(1); summed per tenant when reported."""
+        self._usage.append((tenant, tokens, dollars))
 
     @property
     def pending(self) -> int:
@@ -204,6 +211,8 @@ class FleetWatcher:
         try:
             if ch.config and self.on_config is not None:
                 self.on_config(self.state)
+            if self.on_budgets is not None and ("budget" in ch.other or ch.full):
+                self.on_budgets(self.state.named("budget"))
             if (ch.policies or ch.config) and self.on_policies is not None:
                 got = self.state.policy_list()
                 if got != self.policies_seen:
@@ -221,7 +230,7 @@ class FleetWatcher:
     async def _flush_loop(self, stub: control_pb2_grpc.ControlStub) -> None:
         while True:
             await asyncio.sleep(self.flush_interval_s)
-            while self._pending or self._flows_report_due():
+            while self._pending or self._usage or self._flows_report_due():
                 if not await self._flush_once(stub, self.report_timeout_s):
                     break
 
@@ -245,7 +254,7 @@ class FleetWatcher:
         """Sends up to batch_max pending observations (and the flows when due); False when the controller did not take them."""
         pending = self._pending
         with_flows = self._flows_report_due()
-        if not pending and not with_flows:
+        if not pending and not with_flows and not self._usage:
             return True
         n = min(len(pending), self.batch_max)
         obs = [pending.popleft() for _ in range(n)]
@@ -257,6 +266,15 @@ class FleetWatcher:
                 for b, r, s, t, ok, m, p in obs
             ],
         )
+        usage: dict[str, list[float]] = {}
+        while self._usage:
+            tenant, tokens, dollars = self._usage.popleft()
+            u = usage.setdefault(tenant, [0.0, 0.0])
+            u[0] += tokens
+            u[1] += dollars
+        for tenant, (tokens, dollars) in usage.items():
+            batch.usage[tenant].tokens = tokens
+            batch.usage[tenant].dollars = dollars
         if with_flows:
             self._flows_due = time.monotonic() + self.flows_interval_s
             flows = self._flows()
@@ -273,6 +291,8 @@ class FleetWatcher:
         except (grpc.aio.AioRpcError, asyncio.TimeoutError) as e:
             # Observations feed moving averages: losing some during an outage is fine, piling them up is not.
             self.dropped += n
+            # Usage is money: kept (summed) for the next report.
+            self._usage.extend((t, u[0], u[1]) for t, u in usage.items())
             log.debug("observations not reported: %s", e)
             return False
         self.reported += ack.accepted

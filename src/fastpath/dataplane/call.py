@@ -5,6 +5,8 @@ States (`Call.state`) and what moves them:
     RECEIVING --routing inputs read--------------------------> ROUTING
     RECEIVING --KServe call, model in the body---------------> HOLDING
     HOLDING   --body prefix available (features hook)--------> ROUTING
+    ROUTING   --no candidate has headroom (admission control)-> QUEUED
+    QUEUED    --capacity freed, its turn (CallGate)-----------> ROUTING
     ROUTING   --a candidate's upstream acquired--------------> FORWARDING
     FORWARDING --first response byte to the client------------> COMMITTED
     FORWARDING --backend refused/failed, replay kept----------> ROUTING (next candidate, same decision)
@@ -62,14 +64,15 @@ MODEL_IN_BODY = frozenset({
 })
 _WAIT_BODY_MAX = 4096  # bytes of body to wait for before routing without what it would say
 
-RECEIVING, HOLDING, ROUTING, FORWARDING, COMMITTED, DONE = range(6)
-STATE_NAMES = ("receiving", "holding", "routing", "forwarding", "committed", "done")
+RECEIVING, HOLDING, ROUTING, FORWARDING, COMMITTED, DONE, QUEUED = range(7)
+STATE_NAMES = ("receiving", "holding", "routing", "forwarding", "committed", "done", "queued")
 
 
 class CallServices(Protocol):
     """Everything a call needs from the rest of the proxy."""
 
     replay_limit: int
+    gate: Any  # fastpath.dataplane.call_gate.CallGate when admission control or budgets are configured, else None
 
     @property
     def prefix_on(self) -> bool: ...  # prompt-prefix affinity: KServe calls wait for their body even when the model is known
@@ -99,7 +102,7 @@ class Call:
         "svc", "down", "down_id", "_credit_client", "up", "up_id", "req", "resp", "features", "decision",
         "position", "backend", "t_start", "t_first", "held_headers", "replay", "replay_bytes",
         "request_headers", "state", "path", "body_seen", "status", "fault", "resp_ended", "switch", "hedged_from",
-        "hedged_after_ms",
+        "hedged_after_ms", "gate_info", "resp_bytes",
     )
 
     def __init__(self, svc: CallServices, down: "DownstreamConnection", down_st: "H2Stream") -> None:
@@ -132,6 +135,8 @@ class Call:
         self.switch: Any = None            # model_switch.ModelSwitch of a call that allows a substitute model
         self.hedged_from = -1              # backend abandoned for a late first byte (-1 = not hedged)
         self.hedged_after_ms = 0.0         # when, from the call's start
+        self.gate_info: Any = None         # the CallGate's record of this call (priority, tenant, ...)
+        self.resp_bytes = 0                # response DATA bytes from the backend (budgets count output tokens)
 
     @property
     def committed(self) -> bool:
@@ -209,6 +214,14 @@ class Call:
             code = gs.INVALID_ARGUMENT if decision.invalid else gs.UNAVAILABLE
             self._fail_before_routing(code, f"no backend for this call: {decision.reason}", self.req.end)
             return
+        gate = self.svc.gate
+        if gate is not None and not gate.admit(self, decision):
+            return  # held (QUEUED) until a backend has room, or answered (shed, over budget)
+        self.start_routed(decision)
+
+    def start_routed(self, decision: "Decision") -> None:
+        """Starts the call on a decision with candidates (directly, or when admission control lets it go)."""
+        self.decision = decision
         self.state = ROUTING
         self.position = 0
         self.svc.call_routed(self)
@@ -330,6 +343,7 @@ class Call:
             return
         if self.state != COMMITTED:
             self._commit()
+        self.resp_bytes += len(data)
         if end:
             self.resp.push(data, True)
             self._response_complete()
@@ -395,11 +409,12 @@ class Call:
         self.req.end = self.req.end or req_ended
         self.respond_error(code, message)
 
-    def respond_error(self, code: int, message: str) -> None:
-        """Ends the call with a gRPC status the proxy chose (after any response data already queued)."""
+    def respond_error(self, code: int, message: str, trailers: list | None = None) -> None:
+        """Ends the call with a gRPC status the proxy chose (after any response data already queued);
+        `trailers`: more fields for the client (grpc-retry-pushback-ms, say)."""
         if self.state == DONE:
             return
-        extra: list = []
+        extra: list = trailers or []
         if self.backend >= 0:
             plain, lits = self.svc.response_trailers(self)
             extra = plain + (lits or [])

@@ -34,7 +34,7 @@ class ControllerLink:
         self.removed: set[str] = set()
         self.watcher = FleetWatcher(target, proxy.proxy_id, self._on_update, flows_provider=self._flows,
                                     on_policies=self._on_policies, on_config=self._on_config, token=token,
-                                    decisions_provider=self._decisions)
+                                    decisions_provider=self._decisions, on_budgets=self._on_budgets)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="fastpath-controller-link", daemon=True)
         self._refused = ""
@@ -50,6 +50,18 @@ class ControllerLink:
     def observe(self, backend: str, region: str, session: str, ttft_ms: float, ok: bool, model: str,
                 prefix_blocks: tuple[int, ...] = ()) -> None:
         self.watcher.observe(backend, region, session, ttft_ms, ok, model, prefix_blocks)
+
+    def usage(self, tenant: str, tokens: float, dollars: float) -> None:
+        """A budgeted tenant's finished call, reported with the next batch (the controller keeps the ledger)."""
+        self.watcher.usage(tenant, tokens, dollars)
+
+    def _on_budgets(self, resources: dict) -> None:
+        gate = self.proxy.gate
+        if gate is not None:
+            from .call_gate import budget_remainders
+
+            remaining = budget_remainders(resources)
+            self.proxy_loop.call_soon_threadsafe(gate.pushed_budgets, remaining)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

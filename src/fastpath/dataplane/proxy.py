@@ -68,6 +68,11 @@ class Proxy:
         self.pin_sessions = config.proxy.pin_sessions
         self.offload: Any = None  # the steering table (fastpath.offload), opened by start()
         self.pinned = PinnedSessions(self)
+        self.gate: Any = None  # admission control and budgets, only when configured (fastpath.dataplane.call_gate)
+        if config.admission is not None or config.budgets:
+            from .call_gate import CallGate
+
+            self.gate = CallGate(self)
         self.call_services = ProxyCallServices(self)
         self.config_regions = [b.region for b in config.backends]  # for rendezvous.session_backend
         self.reuse_port = False  # True in a worker: the listener shares its port (SO_REUSEPORT)
@@ -295,4 +300,6 @@ class Proxy:
         self.call_services.set_hedge(dataclasses.replace(self.config.hedge, enabled=False))
         self.pool.close()
         self.pinned.close()
+        if self.gate is not None:
+            self.gate.close()
         return left

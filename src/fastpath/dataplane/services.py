@@ -44,6 +44,7 @@ class ProxyCallServices:
         self.replay_limit = proxy.limits.replay_limit
         self.names = proxy.names
         self.metrics = proxy.metrics
+        self.gate = proxy.gate  # admission control and budgets (fastpath.dataplane.call_gate); None when not configured
         self._features: dict[int, tuple[list, RequestFeatures]] = {}
         self._with_path: dict[tuple[int, bytes], RequestFeatures] = {}
         self._last_log = 0.0
@@ -124,6 +125,8 @@ class ProxyCallServices:
     def response_trailers(self, call: "Call") -> tuple[list, list | None]:
         """(fields added to the backend's trailers, per-call literal fields)."""
         plain = [(b"x-fastpath-backend", self.proxy.name_bytes[call.backend])]
+        if self.gate is not None:
+            plain += self.gate.trailers(call)
         decision = call.decision
         lits = None if decision is None else [(b"x-fastpath-decision", decision.header(call.position))]
         sw = call.switch
@@ -191,6 +194,8 @@ class ProxyCallServices:
             self.metrics.hedge("lost")  # the replayed attempt gave no first byte either
         backend = call.backend
         if backend < 0:
+            if self.gate is not None:
+                self.gate.finished(call)
             return
         self.proxy.live.finished(backend, not backend_fault)
         ok = status_ok(status)
@@ -199,6 +204,8 @@ class ProxyCallServices:
         self.metrics.call_finished(backend, f.model if f is not None else "", ok,
                                    time.monotonic() - call.t_start, ttft_ms / 1000.0)
         self._observe(call, backend, not backend_fault, ttft_ms)
+        if self.gate is not None:
+            self.gate.finished(call)  # after live.finished: the slot this call held is free
 
     def _observe(self, call: "Call", backend: int, ok: bool, ttft_ms: float) -> None:
         f = call.features

@@ -105,7 +105,7 @@ class Observation(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., region: _Optional[str] = ..., session: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., ok: _Optional[bool] = ..., model: _Optional[str] = ..., prefix_blocks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ObservationBatch(_message.Message):
-    __slots__ = ("proxy_id", "observations", "flows", "flows_included", "config_version", "decisions_by_axis")
+    __slots__ = ("proxy_id", "observations", "flows", "flows_included", "config_version", "decisions_by_axis", "usage")
     class DecisionsByAxisEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -113,19 +113,36 @@ class ObservationBatch(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TenantUsage
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TenantUsage, _Mapping]] = ...) -> None: ...
     PROXY_ID_FIELD_NUMBER: _ClassVar[int]
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     FLOWS_FIELD_NUMBER: _ClassVar[int]
     FLOWS_INCLUDED_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_BY_AXIS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     proxy_id: str
     observations: _containers.RepeatedCompositeFieldContainer[Observation]
     flows: _containers.RepeatedCompositeFieldContainer[Flow]
     flows_included: bool
     config_version: int
     decisions_by_axis: _containers.ScalarMap[str, int]
-    def __init__(self, proxy_id: _Optional[str] = ..., observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ..., flows: _Optional[_Iterable[_Union[Flow, _Mapping]]] = ..., flows_included: _Optional[bool] = ..., config_version: _Optional[int] = ..., decisions_by_axis: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    usage: _containers.MessageMap[str, TenantUsage]
+    def __init__(self, proxy_id: _Optional[str] = ..., observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ..., flows: _Optional[_Iterable[_Union[Flow, _Mapping]]] = ..., flows_included: _Optional[bool] = ..., config_version: _Optional[int] = ..., decisions_by_axis: _Optional[_Mapping[str, int]] = ..., usage: _Optional[_Mapping[str, TenantUsage]] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("tokens", "dollars")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DOLLARS_FIELD_NUMBER: _ClassVar[int]
+    tokens: float
+    dollars: float
+    def __init__(self, tokens: _Optional[float] = ..., dollars: _Optional[float] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ("accepted",)
@@ -259,8 +276,26 @@ class RegionRtt(_message.Message):
     rtt_ms: _containers.ScalarMap[str, float]
     def __init__(self, rtt_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
+class BudgetState(_message.Message):
+    __slots__ = ("tenant", "tokens_limit", "tokens_remaining", "dollars_limit", "dollars_remaining", "window_s", "window_ends_unix_ms")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    DOLLARS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DOLLARS_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ENDS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    tokens_limit: float
+    tokens_remaining: float
+    dollars_limit: float
+    dollars_remaining: float
+    window_s: float
+    window_ends_unix_ms: int
+    def __init__(self, tenant: _Optional[str] = ..., tokens_limit: _Optional[float] = ..., tokens_remaining: _Optional[float] = ..., dollars_limit: _Optional[float] = ..., dollars_remaining: _Optional[float] = ..., window_s: _Optional[float] = ..., window_ends_unix_ms: _Optional[int] = ...) -> None: ...
+
 class Resource(_message.Message):
-    __slots__ = ("type", "name", "backend", "telemetry", "policy", "session_backend", "settings", "region", "limits", "prefix", "payload")
+    __slots__ = ("type", "name", "backend", "telemetry", "policy", "session_backend", "settings", "region", "limits", "prefix", "budget", "payload")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +306,7 @@ class Resource(_message.Message):
     REGION_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     type: str
     name: str
@@ -282,8 +318,9 @@ class Resource(_message.Message):
     region: RegionRtt
     limits: LimitSettings
     prefix: PrefixBlocks
+    budget: BudgetState
     payload: bytes
-    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., backend: _Optional[_Union[BackendSpec, _Mapping]] = ..., telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., session_backend: _Optional[str] = ..., settings: _Optional[_Union[RouterSettings, _Mapping]] = ..., region: _Optional[_Union[RegionRtt, _Mapping]] = ..., limits: _Optional[_Union[LimitSettings, _Mapping]] = ..., prefix: _Optional[_Union[PrefixBlocks, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., backend: _Optional[_Union[BackendSpec, _Mapping]] = ..., telemetry: _Optional[_Union[BackendTelemetry, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., session_backend: _Optional[str] = ..., settings: _Optional[_Union[RouterSettings, _Mapping]] = ..., region: _Optional[_Union[RegionRtt, _Mapping]] = ..., limits: _Optional[_Union[LimitSettings, _Mapping]] = ..., prefix: _Optional[_Union[PrefixBlocks, _Mapping]] = ..., budget: _Optional[_Union[BudgetState, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class ResourceRef(_message.Message):
     __slots__ = ("type", "name")

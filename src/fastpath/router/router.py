@@ -323,6 +323,16 @@ class Router:
                     index.merge_new(i, blocks)
         return state
 
+    def load_share(self, i: int) -> float:
+        """Backend i's load over its batch slots as of the latest route() (>= 1: every slot busy);
+        admission control's headroom test (fastpath.router.call_class)."""
+        state = self._state
+        if state is None:
+            return 0.0
+        inflight = float(state.live.inflight[i])
+        load = state.load_offset[i] + inflight
+        return float(max(load, inflight) * state.inv_slots[i])
+
     # -- per request -------------------------------------------------------------------
 
     def route(self, f: RequestFeatures, snap: FleetSnapshot, live: LiveStats) -> Decision:
