@@ -27,7 +27,9 @@ from fastpath.sim.fleet import FleetProcess
 from fastpath.sim.llm_request import make_request, text_output
 
 from .test_kserve_fleet import port_block
-from .test_pushed_config import _spawn, _stop, _wait
+from tests.support.waiting import wait_for as _wait
+
+from .test_pushed_config import _spawn, _stop
 
 SITE = "use1-l4"
 TOKENS_PER_S = 40.0  # a call of n tokens holds the slot ~n/40 s

@@ -20,7 +20,9 @@ from fastpath.sim.fleet import FleetProcess
 from fastpath.sim.llm_request import make_request
 
 from .test_kserve_fleet import port_block
-from .test_pushed_config import _spawn, _stop, _wait
+from tests.support.waiting import wait_for as _wait
+
+from .test_pushed_config import _spawn, _stop
 
 SITES = ["use1-a100", "use1-l4"]
 BUDGET_TOKENS = 1500
