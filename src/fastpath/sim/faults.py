@@ -45,14 +45,19 @@ class Fault:
         if self.mode == "none":
             return "mode=none"
         if self.mode == "slow":
-            return f"mode=slow&factor={self.factor:g}"
+            return f"mode=slow&factor={_num(self.factor)}"
         if self.mode == "die_mid_stream":
             return f"mode=die_mid_stream&after_tokens={self.after_tokens}"
         if self.mode == "stall":
-            return f"mode=stall&share={self.share:g}&stall_ms={self.stall_ms:g}"
+            return f"mode=stall&share={_num(self.share)}&stall_ms={_num(self.stall_ms)}"
         if self.mode == "reset":
             return f"mode=reset&after_tokens={self.after_tokens}&code={self.code}"
         return f"mode={self.mode}"
+
+
+def _num(x: float) -> str:
+    """A float as `parse` reads it back: %g, with "+" escaped (a query string reads "+" as a space)."""
+    return f"{x:g}".replace("+", "%2B")
 
 
 def make_fault(mode: str, **params: object) -> Fault:
