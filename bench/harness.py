@@ -99,7 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rounds=args.rounds if getattr(args, "rounds", None) is not None else (2 if quick else 3),
         duration_s=args.duration if getattr(args, "duration", None) is not None else (0.25 if quick else 1.2),
         warmup_s=args.warmup if getattr(args, "warmup", None) is not None else (0.1 if quick else 0.3),
-        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (110.0 if quick else 720.0),
+        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (110.0 if quick else 840.0),
         stream_messages=getattr(args, "stream_messages", 50),
         message_size=getattr(args, "message_size", 128),
         client=getattr(args, "client", "h2"),
