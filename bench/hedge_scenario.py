@@ -184,11 +184,9 @@ def hedge_plot(result: dict[str, Any], out: Path) -> Path | None:
     r0 = rows[0]
     fig.suptitle(f"{r0.get('slow_site')} stalls ({r0.get('fault')}); {r0['requests']} streaming calls per variant",
                  fontsize=9)
-    fig.tight_layout()
-    p = out / "hedge_ttft.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    from .plots import save
+
+    return save(fig, out / "hedge_ttft.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = measure_hedge(quick=args.quick, seed=args.seed, progress=True)
     if args.plot:
-        out = Path(args.plot)
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"plot: {hedge_plot({'fleet': {'rows': rows}}, out)}", file=sys.stderr)
+        from .plots import plot_rows
+
+        print(f"plot: {plot_rows(hedge_plot, rows, args.plot)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

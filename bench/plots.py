@@ -206,11 +206,7 @@ def substitute_region(result: dict[str, Any], out: Path) -> Path | None:
     requested = rows[0].get("requested_model", "the requested model")
     fig.suptitle(f"substitute: requests for {requested} from regions without a site for it, exact model vs a nearer "
                  "substitute (x-fastpath-allow-substitute), through the proxy", fontsize=9)
-    fig.tight_layout()
-    p = out / "substitute_region.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save(fig, out / "substitute_region.png")
 
 
 def priority_burst(result: dict[str, Any], out: Path) -> Path | None:
