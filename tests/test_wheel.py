@@ -19,6 +19,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.requirements import missing
+
 from fastpath import _build
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
@@ -159,7 +161,7 @@ def _infer(address: str, session: str = "") -> str:
 @pytest.mark.parametrize("build", ["compiled", "pure"])
 def test_installed_up_serves_from_a_cwd_with_a_fastpath_folder(installed, tmp_path, build):
     if build == "compiled" and not HAVE_CC:
-        pytest.skip("no C compiler: the wheel was built pure (CI fails instead)")
+        missing("no C compiler: the wheel was built pure")
     proc, text, err = _up(installed, tmp_path, env={"FASTPATH_PURE": "1"} if build == "pure" else None)
     try:
         assert "fastpath proxy listening on" in text, err.read_text()[-3000:]
@@ -177,7 +179,7 @@ def test_installed_up_serves_from_a_cwd_with_a_fastpath_folder(installed, tmp_pa
 
 def test_installed_fast_path_is_compiled_and_falls_back_to_pure(installed):
     if not HAVE_CC:
-        pytest.skip("no C compiler: the wheel was built pure (CI fails instead)")
+        missing("no C compiler: the wheel was built pure")
     names = zipfile.ZipFile(installed["wheel"]).namelist()
     for module in _build.HOT_MODULES:
         stem = module.replace(".", "/")
@@ -222,9 +224,7 @@ def test_installed_demo_runs(installed, tmp_path):
 
 def test_installed_up_with_ebpf_offload_splices_repeat_sessions(installed, tmp_path):
     if os.geteuid() != 0:
-        if CI:
-            pytest.fail("CI runs as root: the installed ebpf offload must be tested")
-        pytest.skip("the ebpf offload needs root")
+        missing("the ebpf offload needs root")
     proc, text, err = _up(installed, tmp_path, "--offload", "ebpf")
     try:
         assert "fastpath proxy listening on" in text, err.read_text()[-3000:]
