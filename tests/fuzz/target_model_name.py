@@ -19,21 +19,13 @@ from google.protobuf.message import DecodeError
 
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.router.features import model_from_infer_request
+from fastpath.router.model_rewrite import encode_varint
 
 from .fuzz_input import FuzzInput
 
 
 def frame(body: bytes, compressed: bool = False) -> bytes:
     return bytes((1 if compressed else 0,)) + len(body).to_bytes(4, "big") + body
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _check_shape(message: bytes, got: str | None) -> None:
@@ -78,7 +70,7 @@ def _built(src: FuzzInput, flags: int) -> None:
     if flags & 2:
         last = src.chunk().decode("utf-8", "replace")
         raw = last.encode()
-        body += b"\x0a" + _varint(len(raw)) + raw
+        body += b"\x0a" + encode_varint(len(raw)) + raw
     cut = src.byte()
     message = frame(body, compressed=bool(flags & 4))
     whole = cut == 255 or flags & 2
@@ -91,7 +83,7 @@ def _built(src: FuzzInput, flags: int) -> None:
     elif whole:
         assert got == (last or None), f"whole body: got {got!r}, expected {last!r}"
     else:
-        field_end = 5 + 1 + len(_varint(len(model.encode()))) + len(model.encode())
+        field_end = 5 + 1 + len(encode_varint(len(model.encode()))) + len(model.encode())
         expected = model if model and len(message) >= field_end else None
         assert got == expected, f"body cut at {len(message) - 5}/{len(body)}: got {got!r}, expected {expected!r}"
 

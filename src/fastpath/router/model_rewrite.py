@@ -23,7 +23,8 @@ PADDED = 0x8
 MAX_FRAME_LENGTH = (1 << 24) - 1
 
 
-def _encode_varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """n as a protobuf base-128 varint."""
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -35,7 +36,7 @@ def _encode_varint(n: int) -> bytes:
 def rewrite_message_body(body: bytes, model: str) -> bytes | None:
     """The protobuf body with every model_name field set to `model`; None when it does not walk."""
     new = model.encode("utf-8")
-    field = b"\x0a" + _encode_varint(len(new)) + new
+    field = b"\x0a" + encode_varint(len(new)) + new
     out = []
     pos = 0
     end = len(body)
