@@ -88,6 +88,19 @@ CHAT_MODEL = "llama-3-8b"
 MAX_PROMPT_CHARS = 16 * 1024
 
 
+def poisson_times(rng: random.Random, duration_s: float, rate: float,
+                  burst_rate: float | None = None) -> Iterator[float]:
+    """Arrival times of a Poisson process over [0, duration_s), at burst_rate in the middle third when
+    given; one rng draw per arrival, so a caller drawing its own fields in between stays seeded."""
+    t = 0.0
+    while True:
+        r = burst_rate if burst_rate is not None and duration_s / 3 <= t < 2 * duration_s / 3 else rate
+        t += rng.expovariate(r)
+        if t >= duration_s:
+            return
+        yield t
+
+
 def make_chat_trace(models_served: set[str], seed: int, duration_s: float, rate: float, conversations: int = 40,
                     systems: int = 4, max_tokens: int = 4) -> list[Arrival]:
     """Poisson turns of `conversations` chats, each on one of `systems` long (~3 KiB) shared system
@@ -102,17 +115,14 @@ def make_chat_trace(models_served: set[str], seed: int, duration_s: float, rate:
              for _ in range(conversations)]
     history = [""] * conversations
     out: list[Arrival] = []
-    t = 0.0
-    while True:
-        t += rng.expovariate(rate)
-        if t >= duration_s:
-            return out
+    for t in poisson_times(rng, duration_s, rate):
         c = rng.randrange(conversations)
         system, region = convs[c]
         question = f" user {c}: " + " ".join(rng.choice(vocab) for _ in range(40))
         prompt = (system + history[c] + question)[:MAX_PROMPT_CHARS]
         history[c] += question + f" assistant {c}: " + " ".join(rng.choice(vocab) for _ in range(20))
         out.append(Arrival(t, region, model, max_tokens, (), prompt, c))
+    return out
 
 
 def make_trace(models_served: set[str], seed: int, duration_s: float, base_rate: float, burst_rate: float,
@@ -121,17 +131,13 @@ def make_trace(models_served: set[str], seed: int, duration_s: float, base_rate:
     rng = random.Random(seed)
     models = {m: w for m, w in MODEL_MIX.items() if m in models_served} or {sorted(models_served)[0]: 1.0}
     out: list[Arrival] = []
-    t = 0.0
-    while True:
-        rate = burst_rate if duration_s / 3 <= t < 2 * duration_s / 3 else base_rate
-        t += rng.expovariate(rate)
-        if t >= duration_s:
-            return out
+    for t in poisson_times(rng, duration_s, base_rate, burst_rate):
         region = rng.choices(list(REGION_MIX), weights=list(REGION_MIX.values()))[0]
         model = rng.choices(list(models), weights=list(models.values()))[0]
         words = tuple(rng.choice(("route", "token", "cache", "power", "region", "batch", "prefill", "queue"))
                       for _ in range(6))
         out.append(Arrival(t, region, model, max_tokens, words))
+    return out
 
 
 def make_substitute_trace(config, seed: int, duration_s: float, rate: float, max_tokens: int = 8,
@@ -140,15 +146,12 @@ def make_substitute_trace(config, seed: int, duration_s: float, rate: float, max
     rng = random.Random(seed)
     regions = {r: w for r, w in SUBSTITUTE_REGIONS.items() if r in config.rtt_ms} or {sorted(config.rtt_ms)[0]: 1.0}
     out: list[Arrival] = []
-    t = 0.0
-    while True:
-        t += rng.expovariate(rate)
-        if t >= duration_s:
-            return out
+    for t in poisson_times(rng, duration_s, rate):
         region = rng.choices(list(regions), weights=list(regions.values()))[0]
         words = tuple(rng.choice(("route", "token", "cache", "power", "region", "batch", "prefill", "queue"))
                       for _ in range(6))
         out.append(Arrival(t, region, model, max_tokens, words))
+    return out
 
 
 def substitute_groups(config) -> dict[str, tuple[str, ...]]:

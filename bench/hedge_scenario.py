@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .fleet_scenarios import PROXY_PREFIX, Arrival, _free_base, replay
+from .fleet_scenarios import PROXY_PREFIX, Arrival, _free_base, poisson_times, replay
 
 SITES = ("use1-a100", "use1-l4", "usw2-h100")  # the sites serving llama-3-8b nearest to us-east
 SLOW_SITE = "use1-l4"  # the cheapest: cost-first routing keeps choosing it
@@ -50,12 +50,8 @@ HEDGE = {"enabled": True, "after": "auto", "factor": 3.0, "min_ms": 50.0, "budge
 def make_hedge_trace(seed: int, duration_s: float, rate: float, max_tokens: int = 4) -> list[Arrival]:
     rng = random.Random(seed)
     vocab = ("route", "token", "cache", "power", "region", "batch", "prefill", "queue")
-    out, t = [], 0.0
-    while True:
-        t += rng.expovariate(rate)
-        if t >= duration_s:
-            return out
-        out.append(Arrival(t, REGION, MODEL, max_tokens, tuple(rng.choice(vocab) for _ in range(12))))
+    return [Arrival(t, REGION, MODEL, max_tokens, tuple(rng.choice(vocab) for _ in range(12)))
+            for t in poisson_times(rng, duration_s, rate)]
 
 
 def _configs(base_port: int, tmp: Path) -> tuple[Any, dict[str, tuple[Path, Any]]]:

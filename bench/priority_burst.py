@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .fleet_scenarios import poisson_times
+
 SITES = ("use1-a100", "use1-l4")  # one region, 8 + 4 batch slots
 REGION = "us-east"
 HIGH, LOW = 5, 0
@@ -51,17 +53,8 @@ class Arrival:
 def make_trace(seed: int, duration_s: float, high_rate: float, low_rate: float, burst_rate: float) -> list[Arrival]:
     """High priority at high_rate throughout; low priority at low_rate, burst_rate in the middle third."""
     rng = random.Random(seed)
-    out = []
-    t = 0.0
-    while (t := t + rng.expovariate(high_rate)) < duration_s:
-        out.append(Arrival(t, HIGH, HIGH_TOKENS))
-    t = 0.0
-    while True:
-        rate = burst_rate if duration_s / 3 <= t < 2 * duration_s / 3 else low_rate
-        t += rng.expovariate(rate)
-        if t >= duration_s:
-            break
-        out.append(Arrival(t, LOW, LOW_TOKENS))
+    out = [Arrival(t, HIGH, HIGH_TOKENS) for t in poisson_times(rng, duration_s, high_rate)]
+    out += [Arrival(t, LOW, LOW_TOKENS) for t in poisson_times(rng, duration_s, low_rate, burst_rate)]
     out.sort(key=lambda a: a.t)
     return out
 
