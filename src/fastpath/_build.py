@@ -42,6 +42,7 @@ HOT_MODULES = (
     "fastpath.router.live",
     "fastpath.router.load",
     "fastpath.router.prefix",
+    "fastpath.router.fixed3",
     "fastpath.router.router",
 )
 MANIFEST = "_compiled.json"  # in the fastpath package folder, written by tools/build_compiled.py

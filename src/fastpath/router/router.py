@@ -76,6 +76,7 @@ from fastpath.config import AXES, Config, Policy
 from fastpath.router.axes import NEUTRAL, TTFT, TTFT_SCALE_MS, WARM_KNOWN_MODEL, WARM_UNKNOWN_MODEL
 from fastpath.router.axes import Affinity, Capacity, Cost, Proximity
 from fastpath.router.features import RequestFeatures
+from fastpath.router.fixed3 import fixed3
 from fastpath.router.filters import CooldownFilter, Shape, apply_static
 from fastpath.router.live import LiveStats
 from fastpath.router.load import OBSERVED_WEIGHT, LoadState
@@ -172,9 +173,19 @@ class Decision:
     invalid: bool = False
     panic: str = ""  # "HEALTHY/TOTAL" when routed in panic (too few healthy backends)
     explore: bool = False  # ranked[0] is a not yet observed backend tried on purpose
+    # _row(0), kept: the trailer and the decision metrics both read it
+    row0: tuple[float, float, float, float, float, float, float] | None = field(default=None, repr=False)
 
     def _row(self, position: int) -> tuple[float, float, float, float, float, float, float]:
         """(score, ttft, cost, affinity, capacity, proximity, predicted TTFT ms) of ranked[position]."""
+        if position == 0 and self.row0 is not None:
+            return self.row0
+        row = self._compute_row(position)
+        if position == 0:
+            self.row0 = row
+        return row
+
+    def _compute_row(self, position: int) -> tuple[float, float, float, float, float, float, float]:
         x = self.explain
         if x is None or not 0 <= position < len(self.ranked):
             raise IndexError(f"no candidate at position {position}: {len(self.ranked)} ranked")
@@ -241,7 +252,10 @@ class Decision:
             # The reason quotes telemetry text (health details): keep the value a legal header.
             text = self.reason.replace(";", ",").encode("ascii", "replace").translate(_HEADER_SAFE)
             return b"policy=" + self.policy.encode("ascii", "replace").translate(_HEADER_SAFE) + b";reason=" + text
-        out = _HEADER_FORMAT % (self.policy.encode("ascii", "replace"), *self._row(position)[:6])
+        score, ttft, cost, affinity, capacity, proximity, _ = self._row(position)
+        out = b"".join((b"policy=", self.policy.encode("ascii", "replace"), b";score=", fixed3(score),
+                        b";ttft=", fixed3(ttft), b";cost=", fixed3(cost), b";affinity=", fixed3(affinity),
+                        b";capacity=", fixed3(capacity), b";proximity=", fixed3(proximity)))
         if 0 <= self.slo_met <= position:
             out += b";slo=missed"
         x = self.explain
@@ -257,8 +271,6 @@ class Decision:
         return out
 
 
-_HEADER_FORMAT = b"policy=%b;score=%.3f;ttft=%.3f;cost=%.3f;affinity=%.3f;capacity=%.3f;proximity=%.3f"
-assert _HEADER_FORMAT.count(b"%.3f") == 1 + len(AXES)
 
 
 class Router:
