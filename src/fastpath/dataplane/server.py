@@ -14,6 +14,7 @@ from fastpath.config import ConfigError, load_config, with_offload
 from .proxy import Proxy
 
 log = logging.getLogger("fastpath.dataplane")
+YOUNG_GC_THRESHOLD = 10_000  # allocations between young-generation collections (CPython default 700)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,11 @@ async def serve(args: argparse.Namespace) -> int:
     # Long-lived state is made now; keep the collector off it (fewer, shorter GC pauses).
     gc.collect()
     gc.freeze()
+    # A call allocates ~150 container objects and frees nearly all of them before the next: with
+    # CPython's default first threshold (700) a young collection ran every ~5 calls, 2-3% of
+    # the proxy's user CPU under a profiler. The few objects that live long are kept by the call
+    # state, not by cycles, so collecting young objects 15x less often only delays cycle freeing.
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     await stop.wait()
     log.info("draining: GOAWAY sent to %d client connections", len(proxy.connections))
     left = await proxy.drain(args.drain_timeout)
