@@ -9,34 +9,75 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from fastpath.h2 import frames as fr
 from fastpath.h2.connection import H2Connection, H2Stream, Half
 
 from .limits import Limits
 
-__all__ = ["H2Transport", "Half", "flush_dirty"]
+__all__ = ["H2Transport", "Half", "after_flush", "flush_dirty"]
 
 log = logging.getLogger("fastpath.dataplane")
 
 _dirty: list["H2Transport"] = []
+_after: list[tuple[Callable[[Any], None], Any]] = []
+
+
+class _Event:
+    """Whether a read event is being handled (its flush_dirty is sure to follow)."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+
+_event = _Event()
+
+
+def after_flush(fn: Callable[[Any], None], arg: Any) -> None:
+    """Runs `fn(arg)` once this event's frames are written.
+
+    For bookkeeping no peer waits on (a finished call's statistics and metrics): done after the
+    write instead of before it, it leaves the client's latency. It still runs before the loop
+    takes the next event, so routing never sees it undone. Outside an event loop (sans-IO use)
+    it runs at once.
+    """
+    if not _after and not _event.depth:
+        try:
+            asyncio.get_running_loop().call_soon(flush_dirty)  # a path that never flushes still runs it
+        except RuntimeError:
+            fn(arg)
+            return
+    _after.append((fn, arg))
 
 
 def flush_dirty() -> None:
-    """Writes every connection's queued frames: one transport write per connection per event."""
-    while _dirty:
-        conn = _dirty.pop()
-        h2 = conn.h2
-        h2.queued = False
-        out = h2.out
-        if out:
-            t = conn.transport
-            if t is not None and not conn.closed:
-                t.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-        if conn.close_after_flush and conn.transport is not None:
-            conn.transport.close()
+    """Writes every connection's queued frames (one transport write per connection per event),
+    then runs the `after_flush` work, and writes what that queued."""
+    while True:
+        while _dirty:
+            conn = _dirty.pop()
+            h2 = conn.h2
+            h2.queued = False
+            out = h2.out
+            if out:
+                t = conn.transport
+                if t is not None and not conn.closed:
+                    t.write(out[0] if len(out) == 1 else b"".join(out))
+                out.clear()
+            if conn.close_after_flush and conn.transport is not None:
+                conn.transport.close()
+        if not _after:
+            return
+        work = _after[:]
+        _after.clear()
+        for fn, arg in work:
+            try:
+                fn(arg)
+            except Exception:
+                log.exception("internal error in call bookkeeping")
 
 
 class H2Transport:
@@ -71,12 +112,14 @@ class H2Transport:
             self.peer = f"{peer[0]}:{peer[1]}"
 
     def data_received(self, data: bytes) -> None:
+        _event.depth += 1
         try:
             self.h2.receive_data(data)
         except Exception:
             log.exception("internal error on connection with %s", self.peer)
             self.h2.connection_error(fr.INTERNAL_ERROR, "internal error")
         finally:
+            _event.depth -= 1
             flush_dirty()
 
     def pause_writing(self) -> None:  # windows bound what we write; nothing more to do

@@ -18,6 +18,7 @@ from fastpath.router.features import (RequestFeatures, features_from_headers, mo
 from fastpath.router.prefix import prompt_blocks_of
 
 from . import model_switch
+from .conn import after_flush
 from .hedging import Hedger, hedged_trailer
 from .outcome import status_ok
 
@@ -112,8 +113,16 @@ class ProxyCallServices:
         p = self.proxy
         t0 = time.perf_counter()
         decision = p.router.route(f, p.snapshot, p.live)
-        self.metrics.decided(decision, time.perf_counter() - t0)
+        after_flush(self._record_decided, (decision, time.perf_counter() - t0))
         return decision
+
+    def _record_decided(self, args: tuple["Decision", float]) -> None:
+        """After the request is on its way: count the decision, and build its trailer now, while
+        the backend works, rather than when the response is back."""
+        decision = args[0]
+        self.metrics.decided(decision, args[1])
+        if decision.ranked:
+            decision.header(0)
 
     # -- upstreams -------------------------------------------------------------
     def acquire(self, backend: int) -> "UpstreamConnection | None":
@@ -187,7 +196,12 @@ class ProxyCallServices:
                      self.names[backend], why, self.metrics.failovers)
 
     def call_finished(self, call: "Call", status: bytes | None, backend_fault: bool, ttft_ms: float) -> None:
-        """Only `backend_fault` moves a backend's health; the status is what the client got."""
+        """Only `backend_fault` moves a backend's health; the status is what the client got.
+        Recorded once the call's last frames are written (`after_flush`)."""
+        after_flush(self._record_finished, (call, status, backend_fault, ttft_ms))
+
+    def _record_finished(self, args: tuple["Call", bytes | None, bool, float]) -> None:
+        call, status, backend_fault, ttft_ms = args
         if not status_ok(status):
             self.metrics.errors += 1
         if call.hedged_from >= 0 and call.t_first == 0.0:
