@@ -173,8 +173,10 @@ class Decision:
     invalid: bool = False
     panic: str = ""  # "HEALTHY/TOTAL" when routed in panic (too few healthy backends)
     explore: bool = False  # ranked[0] is a not yet observed backend tried on purpose
-    # _row(0), kept: the trailer and the decision metrics both read it
+    # _row(0) and header(0), kept: the trailer and the decision metrics both read row 0, and the
+    # proxy builds the trailer while the backend works, not when the response is back
     row0: tuple[float, float, float, float, float, float, float] | None = field(default=None, repr=False)
+    header0: bytes | None = field(default=None, repr=False)
 
     def _row(self, position: int) -> tuple[float, float, float, float, float, float, float]:
         """(score, ttft, cost, affinity, capacity, proximity, predicted TTFT ms) of ranked[position]."""
@@ -248,6 +250,13 @@ class Decision:
 
     def header(self, position: int = 0) -> bytes:
         """Value of the x-fastpath-decision trailer for ranked[position]."""
+        if position == 0:
+            if self.header0 is None:
+                self.header0 = self._header(0)
+            return self.header0
+        return self._header(position)
+
+    def _header(self, position: int) -> bytes:
         if not self.ranked:
             # The reason quotes telemetry text (health details): keep the value a legal header.
             text = self.reason.replace(";", ",").encode("ascii", "replace").translate(_HEADER_SAFE)
