@@ -38,6 +38,7 @@ HOT_MODULES = (
     "fastpath.dataplane.conn",
     "fastpath.dataplane.downstream",
     "fastpath.dataplane.upstream",
+    "fastpath.router.features",
     "fastpath.router.axes",
     "fastpath.router.live",
     "fastpath.router.load",
