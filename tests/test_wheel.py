@@ -97,9 +97,13 @@ def test_wheel_carries_the_bpf_headers_and_objects(installed):
         want = {f"fastpath/bpf/build/{p.name[:-2]}.o" for p in (ROOT / "bpf").glob("*.bpf.c")}
         assert want <= set(objects), (want, objects)
     assert not any(n.startswith("tests/") for n in names)
-    # Every compiled (mypyc) module ships beside its pure-Python source, the fallback.
-    for so in (n for n in names if n.startswith("fastpath/") and n.endswith(".so")):
-        assert so.split(".", 1)[0].removesuffix("__mypyc") + ".py" in names, f"{so} without its pure-Python fallback"
+    # Every compiled (mypyc) module ships beside its pure-Python source, the fallback, and with the
+    # shared library all of them load.
+    shims = [n for n in names if n.startswith("fastpath/") and n.endswith(".so") and "__mypyc." not in n]
+    for so in shims:
+        assert so.split(".", 1)[0] + ".py" in names, f"{so} without its pure-Python fallback"
+    group = [n for n in names if n.startswith("fastpath/_hot__mypyc.") and n.endswith(".so")]
+    assert len(group) == (1 if shims else 0), (group, shims)
     # Installed: the package and its BPF files come from the venv, not from this checkout or the cwd.
     probe = ("import fastpath, fastpath.offload.bpf_files as b; "
              "print(fastpath.__file__); print(b.bpf_dir()); print(b.bpf_object('sockmap_splice.bpf.o').is_file())")
@@ -122,14 +126,16 @@ def _up(installed: dict, tmp: Path, *args: str, env: dict[str, str] | None = Non
 
 
 def _mapped_extensions(pid: int) -> set[str]:
-    """Names of the fastpath mypyc extensions mapped into `pid` or any process under it (the proxy among them)."""
+    """fastpath's compiled objects mapped into `pid` or any process under it (the proxy among them): the
+    shared library with every hot module's code ("_hot") and the per-module extensions Python loaded."""
     names = set()
     for p in [pid, *children_of(pid)]:
         try:
             maps = Path(f"/proc/{p}/maps").read_text()
         except OSError:
             continue
-        names |= set(re.findall(r"/fastpath/(?:h2|dataplane)/(\w+)__mypyc\.", maps))
+        names |= set(re.findall(r"/fastpath/(_hot)__mypyc\.", maps))
+        names |= set(re.findall(r"/fastpath/(?:h2|dataplane|router)/(\w+)\.cpython", maps))
     return names
 
 
@@ -169,7 +175,7 @@ def test_installed_up_serves_from_a_cwd_with_a_fastpath_folder(installed, tmp_pa
         # The processes serving that call run the build asked for: the proxy maps the compiled call path, or none.
         mapped = _mapped_extensions(proc.pid)
         if build == "compiled":
-            assert {"connection", "call", "downstream", "upstream"} <= mapped, mapped
+            assert {"_hot", "downstream", "upstream"} <= mapped, mapped
         else:
             assert mapped == set(), mapped
     finally:
