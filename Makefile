@@ -9,7 +9,7 @@ BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(wildcard bpf/*.bpf.c))
 APT_TEST := clang llvm libbpf-dev bpftool iproute2 openssl nginx-light haproxy
 APT_BENCH := nginx-light haproxy
 
-.PHONY: setup demo up test test-pure bench bench-quick bench-hedge bench-workers bench-control soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
+.PHONY: setup demo up test test-pure bench bench-quick bench-hedge bench-workers bench-ab bench-control soak fuzz bpf proto clean sysdeps bench-sysdeps wheel
 
 setup: $(STAMP) sysdeps bpf compiled
 
@@ -78,6 +78,12 @@ bench: setup bench-sysdeps
 # TTFT hedging on the simulated fleet: one site intermittently slow to start, with and without (plot in bench/results/hedge).
 bench-hedge: setup
 	$(PY) -m fastpath.bench.hedge_scenario --plot bench/results/hedge
+
+# Paired A/B: this checkout against BASE (a git ref, built in a scratch worktree), both proxies on one
+# backend with calls alternated, so machine noise lands on both: CPU per call and p50, ratio B/A per round.
+# ARGS passes options to fastpath.bench.paired, e.g. make bench-ab BASE=HEAD~1 ARGS="--kind stream --unique".
+bench-ab: setup compiled
+	tools/bench_ab.sh $(or $(BASE),HEAD) $(ARGS)
 
 # Streamed messages/s at c=64 through 1 and 2 proxy workers (SO_REUSEPORT), with the ratio.
 bench-workers: setup

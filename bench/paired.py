@@ -1,0 +1,202 @@
+"""Two proxies side by side on one backend, calls interleaved: the A/B that survives a noisy machine.
+
+On a shared 2-core machine the CPU a proxy burns per call swings by ±20% from
+one run to the next, so "before" and "after" measured minutes apart cannot show
+a 3% change. Here both proxies run at once in front of the same backend and the
+load client alternates its calls between them (A, B, A, B, ... on each of
+`--concurrency` connection pairs), so every burst of noise lands on both. Each
+round reports both proxies' CPU per call (or per streamed message), from the
+scheduler's nanosecond run time, their p50 latency, and the ratio B/A; the
+summary is the median of the per-round ratios.
+
+A side is `fastpath` (this interpreter's install), `fastpath:PYTHON` (the
+fastpath installed for another interpreter, e.g. a checkout of the previous
+commit with its own .venv), `fastpath-pure` (this install, pure Python) or a
+peer (`nginx`, `haproxy`, `envoy`).
+
+    python -m fastpath.bench.paired --a fastpath:/path/to/old/.venv/bin/python --b fastpath
+    python -m fastpath.bench.paired --a nginx --b fastpath --kind stream
+    make bench-ab BASE=HEAD~3     # a worktree of BASE is built and set against this checkout
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import h2_client, paths, peers, procs
+from .backend import READY_PREFIX, STREAM, UNARY, encode_request
+from .progress import Progress
+
+STREAM_MESSAGES = 50
+KEYS = ("a", "b")
+
+
+@dataclass
+class Side:
+    spec: str
+    address: str
+    pid: int
+    stop: Callable[[], None] = field(repr=False)
+
+
+def sched_ns(pid: int) -> int:
+    """Nanoseconds `pid` (all its threads, and its live descendants: nginx's workers) has run."""
+    total = 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    from .proc_cpu import descendants
+
+    return descendants(pid)
+
+
+def start_side(spec: str, backend: str, workdir: Path, timeout_s: float = 30.0) -> Side:
+    """Starts the proxy a side names (see the module docstring) in front of `backend`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    kind, _, python = spec.partition(":")
+    if kind in peers.PEERS:
+        run = peers.start_peer(kind, backend, workdir, timeout_s)
+        return Side(spec, run.address, run.pid, run.stop)
+    if kind not in ("fastpath", "fastpath-pure"):
+        raise ValueError(f"side {spec!r}: expected fastpath, fastpath:PYTHON, fastpath-pure or one of {list(peers.PEERS)}")
+    conf, _ = paths.fastpath_config(backend, workdir)
+    argv = [python or sys.executable, "-m", "fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
+            "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1", "--workers", "1"]
+    env = {**os.environ, "FASTPATH_PURE": "1"} if kind == "fastpath-pure" else None
+    proc = procs.spawn(argv, log_path=workdir / "proxy.log", stdout_pipe=True, cwd=workdir, env=env)
+    try:
+        line = procs.read_line_until(proc, paths.FASTPATH_READY, timeout_s)
+    except BaseException:
+        procs.stop(proc)
+        raise
+    return Side(spec, line[len(paths.FASTPATH_READY):].split()[0], proc.pid, lambda: procs.stop(proc))
+
+
+async def _run(sides: list[Side], kind: str, unique: bool, concurrency: int, rounds: int, duration_s: float,
+               warmup_s: float, progress: Progress) -> list[dict[str, Any]]:
+    conns = [[await h2_client.connect(s.address) for _ in range(concurrency)] for s in sides]
+    body = encode_request(STREAM_MESSAGES if kind == "stream" else 1, 128)
+    path = STREAM if kind == "stream" else UNARY
+    per_call = STREAM_MESSAGES if kind == "stream" else 1
+    prefix = os.urandom(8).hex()
+    count = 0
+
+    def metadata() -> tuple[tuple[str, str], ...]:
+        nonlocal count
+        count += 1
+        rid = f"{prefix}{count:016x}" if unique else prefix + "0" * 16
+        return (("x-fastpath-model", "bench"), ("x-request-id", rid))
+
+    async def worker(i: int, until: float, lat: list[list[float]]) -> None:
+        while time.perf_counter() < until:
+            for k in range(len(sides)):
+                t0 = time.perf_counter()
+                first, got = await conns[k][i].call(path, body, metadata(), 10.0)
+                if got != per_call:
+                    raise RuntimeError(f"{sides[k].spec}: call ended after {got} of {per_call} messages")
+                lat[k].append(time.perf_counter() - t0 if kind == "unary" else first)
+
+    try:
+        lat: list[list[float]] = [[] for _ in sides]
+        await asyncio.gather(*(worker(i, time.perf_counter() + warmup_s, lat) for i in range(concurrency)))
+        out = []
+        for r in range(rounds):
+            lat = [[] for _ in sides]
+            cpu0 = [sched_ns(s.pid) for s in sides]
+            await asyncio.gather(*(worker(i, time.perf_counter() + duration_s, lat) for i in range(concurrency)))
+            cpu1 = [sched_ns(s.pid) for s in sides]
+            row: dict[str, Any] = {"round": r}
+            for k, key in enumerate(KEYS):
+                msgs = len(lat[k]) * per_call
+                row[key] = {"cpu_us_per_msg": (cpu1[k] - cpu0[k]) / 1000.0 / max(1, msgs),
+                            "p50_us": statistics.median(lat[k]) * 1e6, "calls": len(lat[k])}
+            a, b = row["a"]["cpu_us_per_msg"], row["b"]["cpu_us_per_msg"]
+            row["ratio_b_over_a"] = b / a if a else float("nan")
+            out.append(row)
+            progress.step(f"round {r + 1}/{rounds}: " + " | ".join(
+                f"{key.upper()} {row[key]['cpu_us_per_msg']:.1f} µs p50 {row[key]['p50_us']:.0f} µs" for key in KEYS)
+                + f"  B/A {row['ratio_b_over_a']:.3f}")
+        return out
+    finally:
+        for cs in conns:
+            for c in cs:
+                c.close()
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds: each side's CPU per message and p50, and the per-round B/A ratios."""
+    out: dict[str, Any] = {}
+    for key in KEYS:
+        out[key] = {"cpu_us_per_msg": statistics.median(r[key]["cpu_us_per_msg"] for r in rows),
+                    "p50_us": statistics.median(r[key]["p50_us"] for r in rows)}
+    ratios = [r["ratio_b_over_a"] for r in rows]
+    out["ratio_b_over_a"] = statistics.median(ratios)
+    out["ratio_min"], out["ratio_max"] = min(ratios), max(ratios)
+    return out
+
+
+def measure(a: str, b: str, kind: str = "unary", unique: bool = False, concurrency: int = 1, rounds: int = 6,
+            duration_s: float = 2.0, warmup_s: float = 0.5, workdir: Path | None = None) -> dict[str, Any]:
+    """Runs the paired comparison; returns per-round rows and the summary."""
+    if kind not in ("unary", "stream"):
+        raise ValueError(f"kind {kind!r}: expected unary or stream")
+    base = Path(workdir or tempfile.mkdtemp(prefix="fastpath-paired-"))
+    be = procs.spawn(procs.python_module_argv("fastpath.bench.backend", "--listen", "127.0.0.1:0"),
+                     stdout_pipe=True, log_path=base / "backend.log")
+    sides: list[Side] = []
+    try:
+        backend = procs.read_line_until(be, READY_PREFIX, 20).split()[-1]
+        sides = [start_side(a, backend, base / "a"), start_side(b, backend, base / "b")]
+        progress = Progress(rounds, f"paired {kind}{' unique' if unique else ''} c={concurrency}: A={a} B={b}")
+        rows = asyncio.run(_run(sides, kind, unique, concurrency, rounds, duration_s, warmup_s, progress))
+    finally:
+        for s in sides:
+            s.stop()
+        procs.stop(be)
+    return {"a": a, "b": b, "kind": kind, "unique": unique, "concurrency": concurrency,
+            "load_average": os.getloadavg(), "rows": rows, "summary": summarize(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fastpath.bench.paired", description=__doc__.splitlines()[0])
+    p.add_argument("--a", default="nginx", help="side A (default nginx)")
+    p.add_argument("--b", default="fastpath", help="side B (default fastpath, this install)")
+    p.add_argument("--kind", default="unary", choices=("unary", "stream"))
+    p.add_argument("--unique", action="store_true", help="a unique x-request-id on every call")
+    p.add_argument("--concurrency", type=int, default=1, help="connection pairs, one call in flight on each")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--duration", type=float, default=2.0, help="seconds per round")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = p.parse_args(argv)
+    res = measure(args.a, args.b, args.kind, args.unique, args.concurrency, args.rounds, args.duration)
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    s = res["summary"]
+    unit = "call" if args.kind == "unary" else "message"
+    for key in KEYS:
+        print(f"{key.upper()} {res[key]:>38}: {s[key]['cpu_us_per_msg']:7.1f} µs CPU per {unit}, p50 {s[key]['p50_us']:6.0f} µs")
+    print(f"B/A CPU per {unit}: median {s['ratio_b_over_a']:.3f} over {len(res['rows'])} rounds "
+          f"(range {s['ratio_min']:.3f}-{s['ratio_max']:.3f}); load average {res['load_average'][0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

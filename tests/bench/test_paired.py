@@ -1,0 +1,41 @@
+"""The paired A/B bench: two real proxies on one backend, calls alternated between them."""
+import pytest
+
+from fastpath.bench import paired
+
+pytestmark = pytest.mark.slow
+
+
+def test_paired_runs_both_sides_and_reports_per_round_ratios():
+    res = paired.measure("fastpath-pure", "fastpath", kind="unary", rounds=2, duration_s=0.4, warmup_s=0.2)
+    assert (res["a"], res["b"]) == ("fastpath-pure", "fastpath")
+    rows = res["rows"]
+    assert len(rows) == 2
+    for row in rows:
+        # alternation: each side got the same number of calls, give or take the one in flight at the end
+        assert row["a"]["calls"] > 10 and abs(row["a"]["calls"] - row["b"]["calls"]) <= 1, row
+        assert row["a"]["cpu_us_per_msg"] > 0 and row["b"]["cpu_us_per_msg"] > 0
+        assert row["ratio_b_over_a"] == pytest.approx(row["b"]["cpu_us_per_msg"] / row["a"]["cpu_us_per_msg"])
+    s = res["summary"]
+    assert s["ratio_min"] <= s["ratio_b_over_a"] <= s["ratio_max"]
+
+
+def test_streamed_messages_are_counted_per_message():
+    res = paired.measure("fastpath", "fastpath", kind="stream", rounds=1, duration_s=0.3, warmup_s=0.1)
+    row = res["rows"][0]
+    assert row["a"]["calls"] > 0 and row["b"]["calls"] > 0
+    assert row["a"]["cpu_us_per_msg"] > 0
+
+
+def test_summary_is_the_median_over_rounds():
+    rows = [{"round": i, "a": {"cpu_us_per_msg": a, "p50_us": 10.0 * a}, "b": {"cpu_us_per_msg": b, "p50_us": 10.0 * b},
+             "ratio_b_over_a": b / a} for i, (a, b) in enumerate([(100.0, 90.0), (200.0, 220.0), (110.0, 99.0)])]
+    s = paired.summarize(rows)
+    assert s["a"] == {"cpu_us_per_msg": 110.0, "p50_us": 1100.0}
+    assert s["b"]["cpu_us_per_msg"] == 99.0
+    assert s["ratio_b_over_a"] == pytest.approx(0.9) and s["ratio_max"] == pytest.approx(1.1)
+
+
+def test_an_unknown_side_is_refused_with_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="expected fastpath, fastpath:PYTHON, fastpath-pure or one of"):
+        paired.start_side("squid", "127.0.0.1:1", tmp_path)
