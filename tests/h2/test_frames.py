@@ -92,3 +92,26 @@ def test_arbitrary_bytes_parse_or_raise_h2error(data):
             assert 0 <= sid <= fr.MAX_STREAM_ID
     except fr.H2Error as e:
         assert e.code in fr.ERROR_NAMES
+
+
+@given(st.integers(0, 2**24 - 1), st.integers(0, 255), st.integers(0, 255), st.integers(0, 2**32 - 1),
+       st.binary(max_size=3), st.binary(max_size=3))
+def test_frame_header_decodes_as_written_with_the_reserved_bit_dropped(length, ftype, flags, sid, before, after):
+    import struct
+
+    raw = struct.pack(">HBBBL", length >> 8, length & 0xFF, ftype, flags, sid)
+    assert fr.unpack_frame_header(before + raw + after, len(before)) == (length, ftype, flags, sid & fr.MAX_STREAM_ID)
+    if sid <= fr.MAX_STREAM_ID:
+        assert fr.frame_header(length, ftype, flags, sid) == raw
+
+
+@given(st.binary(max_size=8), st.integers(0, 8))
+def test_read_u32_is_big_endian_and_refuses_short_input(data, pos):
+    if len(data) - pos >= 4:
+        assert fr.read_u32(data, pos) == int.from_bytes(data[pos:pos + 4], "big")
+    else:
+        with pytest.raises(ValueError):
+            fr.read_u32(data, pos)
+    if len(data) - pos < 9:
+        with pytest.raises(ValueError):
+            fr.unpack_frame_header(data, pos)

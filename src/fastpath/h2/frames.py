@@ -68,10 +68,7 @@ MAX_STREAM_ID = 2**31 - 1
 
 _HDR = struct.Struct(">HBBBL")  # 24-bit length as (high 16, low 8), type, flags, stream id
 _pack_hdr = _HDR.pack
-_unpack_hdr = _HDR.unpack_from
-_U32 = struct.Struct(">L")
-_u32 = _U32.unpack_from
-_pack_u32 = _U32.pack
+_pack_u32 = struct.Struct(">L").pack
 
 
 class H2Error(Exception):
@@ -94,12 +91,18 @@ def frame_header(length: int, ftype: int, flags: int, stream_id: int) -> bytes:
 
 def unpack_frame_header(buf: bytes, pos: int = 0) -> tuple[int, int, int, int]:
     """(length, type, flags, stream id) of the frame header at `pos`; the one decoder fastpath uses."""
-    hi, lo, ftype, flags, sid = _unpack_hdr(buf, pos)
-    return (hi << 8) | lo, ftype, flags, sid & MAX_STREAM_ID
+    if len(buf) - pos < 9 or pos < 0:
+        raise ValueError(f"a frame header is 9 bytes; {max(0, len(buf) - pos)} at position {pos}")
+    # FrameReader._feed inlines these same reads (per frame, no call or tuple).
+    return ((buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2], buf[pos + 3], buf[pos + 4],
+            ((buf[pos + 5] & 0x7F) << 24) | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8])
 
 
 def read_u32(payload: bytes, pos: int = 0) -> int:
-    return _u32(payload, pos)[0]
+    """The big-endian 32-bit integer at `pos` (window increments, settings values, error codes)."""
+    if len(payload) - pos < 4 or pos < 0:
+        raise ValueError(f"a 32-bit field needs 4 bytes; {max(0, len(payload) - pos)} at position {pos}")
+    return (payload[pos] << 24) | (payload[pos + 1] << 16) | (payload[pos + 2] << 8) | payload[pos + 3]
 
 
 def data_frame(stream_id: int, payload: bytes, end_stream: bool = False) -> bytes:
@@ -159,7 +162,7 @@ def parse_settings(payload: bytes) -> list[tuple[int, int]]:
 def parse_window_update(payload: bytes, stream_id: int) -> int:
     if len(payload) != 4:
         raise H2Error(FRAME_SIZE_ERROR, f"WINDOW_UPDATE payload must be 4 bytes, got {len(payload)}")
-    inc = _u32(payload)[0] & MAX_WINDOW
+    inc = read_u32(payload) & MAX_WINDOW
     if inc == 0:
         raise H2Error(PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment", stream_id)
     return inc
@@ -168,7 +171,7 @@ def parse_window_update(payload: bytes, stream_id: int) -> int:
 def parse_rst_stream(payload: bytes) -> int:
     if len(payload) != 4:
         raise H2Error(FRAME_SIZE_ERROR, f"RST_STREAM payload must be 4 bytes, got {len(payload)}")
-    return _u32(payload)[0]
+    return read_u32(payload)
 
 
 def parse_goaway(payload: bytes) -> tuple[int, int, bytes]:
@@ -205,7 +208,7 @@ def _fragment(payload: bytes, flags: int, stream_id: int) -> tuple[bytes, int]:
     if flags & PRIORITY_FLAG:
         if len(payload) < 5:
             raise H2Error(FRAME_SIZE_ERROR, "HEADERS with PRIORITY flag shorter than 5 bytes", stream_id)
-        if _u32(payload)[0] & MAX_STREAM_ID == stream_id:
+        if read_u32(payload) & MAX_STREAM_ID == stream_id:
             flags |= SELF_DEPENDENT
         payload = payload[5:]
     return payload, flags
@@ -261,16 +264,18 @@ class FrameReader:
         pos = 0
         max_frame = self.max_frame_size
         while n - pos >= 9:
-            hi, lo, ftype, flags, sid = _unpack_hdr(view, pos)
-            length = (hi << 8) | lo
+            # unpack_frame_header, inlined: compiled, these are native byte reads with no tuple or int objects.
+            length = (view[pos] << 16) | (view[pos + 1] << 8) | view[pos + 2]
+            ftype = view[pos + 3]
+            flags = view[pos + 4]
             if length > max_frame:
                 raise H2Error(FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE {max_frame}")
             end = pos + 9 + length
             if end > n:
                 break
+            sid = ((view[pos + 5] & 0x7F) << 24) | (view[pos + 6] << 16) | (view[pos + 7] << 8) | view[pos + 8]
             payload = view[pos + 9 : end]
             pos = end
-            sid &= MAX_STREAM_ID
             self.frames_seen += 1
             if self._cont is not None:
                 self._continuation(ftype, flags, sid, payload, out)
