@@ -184,6 +184,32 @@ def test_data_on_a_stream_the_client_reset_is_stream_closed():
     assert ("reset", 1, fr.CANCEL) in p.handler.calls
 
 
+def test_closed_streams_are_remembered_up_to_a_bound_newest_kept():
+    from fastpath.h2.connection import _RECENT
+
+    p = Peer()
+    last = 2 * _RECENT + 1
+    for sid in range(1, last + 2, 2):  # each request refused or answered and closed
+        p.headers(sid)
+        p.conn.reset_stream(sid, fr.CANCEL)
+        p.frames()
+    rc = p.conn.recently_closed
+    assert len(rc) == _RECENT
+    assert last in rc and 1 not in rc
+    # frames for a stream still remembered as reset by us are ignored; a forgotten one is an old stream
+    p.send(fr.data_frame(last, b"late"))
+    assert p.frames() == [] and not p.conn.closed
+
+
+def test_stream_errors_on_unknown_streams_stay_bounded():
+    from fastpath.h2.connection import _RECENT
+
+    p = Peer()
+    for sid in range(1, 6 * _RECENT, 2):
+        p.conn.stream_error(sid, fr.PROTOCOL_ERROR, "bad")
+    assert len(p.conn.recently_closed) == _RECENT
+
+
 def test_first_frame_must_be_settings():
     h = Recorder()
     c = H2Connection(Constraints(), False, h)

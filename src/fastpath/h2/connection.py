@@ -269,6 +269,7 @@ class H2Connection:
         self.last_peer_stream = 0       # highest stream id the peer opened
         self.next_local_id = 1          # next stream id we open (client side)
         self.recently_closed: dict[int, bool] = {}  # sid -> True when we reset it (its frames are ignored)
+        self._closed_order: deque[int] = deque()  # recently_closed's keys, oldest first (it keeps _RECENT)
         self.preface_buf: bytes | None = None if client_side else b""
         self.settings_seen = False      # the peer's first frame must be SETTINGS (§3.4)
         self.control_bucket = TokenBucket(lim.control_frames_per_s, lim.control_burst)
@@ -399,10 +400,18 @@ class H2Connection:
     def _forget(self, st: H2Stream, reset_by_us: bool) -> None:
         self.streams.pop(st.sid, None)
         st.state = _CLOSED
+        self._remember_closed(st.sid, reset_by_us)
+
+    def _remember_closed(self, sid: int, reset_by_us: bool) -> None:
+        """Keeps the last _RECENT closed streams. Oldest out through a queue: deleting a dict's first
+        key again and again leaves dead slots that every next(iter()) walks (2% of a call's CPU)."""
         rc = self.recently_closed
-        rc[st.sid] = reset_by_us
-        if len(rc) > _RECENT:
-            del rc[next(iter(rc))]
+        if sid not in rc:
+            order = self._closed_order
+            order.append(sid)
+            if len(order) > _RECENT:
+                rc.pop(order.popleft(), None)
+        rc[sid] = reset_by_us
 
     # -- input -------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -465,10 +474,8 @@ class H2Connection:
             self._forget(st, True)
             if st.owner is not None:
                 self.handler.on_stream_error(st, code, message)
-        else:
-            rc = self.recently_closed
-            if sid not in rc:
-                rc[sid] = True
+        elif sid not in self.recently_closed:
+            self._remember_closed(sid, True)
 
     def _closed_or_idle(self, sid: int, event: int) -> bool:
         """A frame for a stream we hold no state for: True to ignore it; raises when it is an error."""
@@ -615,10 +622,7 @@ class H2Connection:
 
     def _refuse(self, sid: int, code: int, why: str, message: str) -> None:
         self.send(fr.rst_stream_frame(sid, code))
-        rc = self.recently_closed
-        rc[sid] = True
-        if len(rc) > _RECENT:
-            del rc[next(iter(rc))]
+        self._remember_closed(sid, True)
         self.handler.on_refused(sid, why, message)
 
     def _limit_hit(self, name: str, message: str) -> fr.H2Error:
