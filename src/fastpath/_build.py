@@ -33,6 +33,7 @@ HOT_MODULES = (
     "fastpath.h2.hpack_codec",
     "fastpath.h2.connection",
     "fastpath.dataplane.outcome",
+    "fastpath.dataplane.call_metrics",
     "fastpath.dataplane.call",
     "fastpath.dataplane.services",
     "fastpath.dataplane.conn",
