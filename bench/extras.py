@@ -22,14 +22,15 @@ UNAVAILABLE_EXIT = 3
 _CHILD = r"""
 import importlib, json, sys
 try:
-    mod = importlib.import_module(sys.argv[1])
+    name, _, func = sys.argv[1].partition(":")
+    measure = getattr(importlib.import_module(name), func or "measure")
     kwargs = json.loads(sys.argv[2])
     try:
-        rows = mod.measure(**kwargs)
+        rows = measure(**kwargs)
     except TypeError as e:
         if not kwargs or "argument" not in str(e):
             raise
-        rows = mod.measure()
+        rows = measure()
 except ModuleNotFoundError as e:
     print(f"not available: {e}", file=sys.stderr)
     sys.exit(3)
@@ -39,7 +40,10 @@ with open(sys.argv[3], "w") as f:
 
 
 def run_measure(module: str, kwargs: dict[str, Any], timeout_s: float, workdir: Path) -> dict[str, Any]:
-    """Calls module.measure(**kwargs) in a child; returns {"available", "rows", "note", "seconds"}."""
+    """Calls module.measure(**kwargs) ("module:function" names another function) in a child;
+    returns {"available", "rows", "note", "seconds"}."""
+    spec = module
+    module = module.partition(":")[0]
     try:
         found = importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
@@ -50,7 +54,7 @@ def run_measure(module: str, kwargs: dict[str, Any], timeout_s: float, workdir: 
     out = workdir / f"{module.rsplit('.', 1)[-1]}.json"
     log = workdir / f"{module.rsplit('.', 1)[-1]}.log"
     t0 = time.monotonic()
-    proc = procs.spawn([sys.executable, "-P", "-c", _CHILD, module, json.dumps(kwargs), str(out)], log_path=log, cwd=workdir)
+    proc = procs.spawn([sys.executable, "-P", "-c", _CHILD, spec, json.dumps(kwargs), str(out)], log_path=log, cwd=workdir)
     try:
         code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -30,6 +30,8 @@ from .progress import Progress
 SCHEMA = "fastpath.bench/1"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 METADATA_MODES = ("repeated", "unique")
+# Sections after the path rounds, in the order they run (each can be --skip-ped).
+SECTIONS = ("paired", "router_cost", "splice", "fleet")
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help=f"results folder (default {DEFAULT_OUT})")
     parser.add_argument("--duration", type=float, help="seconds per measured window (default 1.2, quick 0.25)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up before each window (default 0.3, quick 0.1)")
-    parser.add_argument("--time-budget", type=float, help="stop starting rounds after this many seconds (default 570, quick 110)")
+    parser.add_argument("--time-budget", type=float, help="stop starting rounds after this many seconds (default 900, quick 125)")
     parser.add_argument("--stream-messages", type=int, default=50, help="messages per streaming call (default 50)")
     parser.add_argument("--message-size", type=int, default=128, help="bytes per response message (default 128)")
     parser.add_argument("--client", choices=load.CLIENTS, default="h2",
                         help="load client: h2 (lean HTTP/2 gRPC client, default) or grpcio (grpc.aio)")
-    parser.add_argument("--skip", default="", help="comma list of sections to skip: router_cost, splice, fleet")
+    parser.add_argument("--skip", default="", help="comma list of sections to skip: paired, router_cost, splice, fleet")
     parser.add_argument("--no-plots", action="store_true", help="write results.json only")
 
 
@@ -99,7 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rounds=args.rounds if getattr(args, "rounds", None) is not None else (2 if quick else 3),
         duration_s=args.duration if getattr(args, "duration", None) is not None else (0.25 if quick else 1.2),
         warmup_s=args.warmup if getattr(args, "warmup", None) is not None else (0.1 if quick else 0.3),
-        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (110.0 if quick else 840.0),
+        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (125.0 if quick else 900.0),
         stream_messages=getattr(args, "stream_messages", 50),
         message_size=getattr(args, "message_size", 128),
         client=getattr(args, "client", "h2"),
@@ -118,9 +120,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--stream-messages {s.stream_messages}: expected 1..100000")
     if not 0 <= s.message_size <= 1 << 20:
         raise UsageError(f"--message-size {s.message_size}: expected 0..1048576 bytes")
-    bad = sorted(set(s.skip) - {"router_cost", "splice", "fleet"})
+    bad = sorted(set(s.skip) - set(SECTIONS))
     if bad:
-        raise UsageError(f"--skip {bad}: sections are router_cost, splice, fleet")
+        raise UsageError(f"--skip {bad}: sections are {', '.join(SECTIONS)}")
     return s
 
 
@@ -339,9 +341,10 @@ class BenchRun:
         s = self.s
         started = dt.datetime.now(dt.timezone.utc)
         machine = machine_info()
-        sections = {k: k not in s.skip for k in ("router_cost", "splice", "fleet")}
+        sections = {k: k not in s.skip for k in SECTIONS}
         # seconds each later section takes on an idle 2-core machine (measured), so rounds leave room for them
-        reserve = {"router_cost": 4 if s.quick else 40, "splice": 15 if s.quick else 60, "fleet": 110 if s.quick else 300}
+        reserve = {"paired": 15 if s.quick else 50, "router_cost": 4 if s.quick else 40, "splice": 15 if s.quick else 60,
+                   "fleet": 110 if s.quick else 300}
         # plots and the report come after everything else and take a few CPU seconds (matplotlib)
         report_s = 0.0 if not s.plots else (6.0 if s.quick else 15.0)
         reserve_s = sum(v for k, v in reserve.items() if sections[k]) + report_s
@@ -363,7 +366,7 @@ class BenchRun:
             self.stop_all()
         rows = aggregate(records, samples)
 
-        order = ["router_cost", "splice", "fleet"]
+        order = list(SECTIONS)
 
         def extra(name: str, module: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             if not sections[name]:
@@ -376,6 +379,7 @@ class BenchRun:
             progress.step(f"{name} done ({res['note'] or str(len(res['rows'])) + ' rows'})")
             return res
 
+        paired = extra("paired", "fastpath.bench.paired:measure_suite", {"quick": s.quick})
         router_cost = extra("router_cost", "fastpath.bench.router_cost",
                             {"sizes": [8, 64, 512], "constraints": [0, 3, 6], "requests": 3000} if s.quick
                             else {"sizes": [8, 64, 512, 4096], "requests": 10000})
@@ -397,6 +401,7 @@ class BenchRun:
             "rows": rows,
             "rounds": records,
             "summary_vs_nginx": report.summary_vs_nginx(rows),
+            "paired": paired,
             "router_cost": router_cost,
             "splice": splice,
             "fleet": fleet,

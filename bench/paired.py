@@ -174,6 +174,25 @@ def measure(a: str, b: str, kind: str = "unary", unique: bool = False, concurren
             "load_average": os.getloadavg(), "rows": rows, "summary": summarize(rows)}
 
 
+# What `make bench` measures with calls interleaved: nginx against fastpath, the issue's ratios with the
+# noise cancelled (kind, metadata, concurrency).
+SUITE = (("unary", "repeated", 1), ("unary", "unique", 1), ("stream", "repeated", 1), ("stream", "repeated", 8))
+
+
+def measure_suite(quick: bool = False, a: str = "nginx", b: str = "fastpath") -> list[dict[str, Any]]:
+    """One row per SUITE entry: both sides' CPU per message and p50, and the B/A ratio (median of rounds)."""
+    rows = []
+    for kind, metadata, concurrency in SUITE:
+        res = measure(a, b, kind, metadata == "unique", concurrency, rounds=2 if quick else 4,
+                      duration_s=0.5 if quick else 2.0, warmup_s=0.2 if quick else 0.5)
+        s = res["summary"]
+        rows.append({"scenario": f"{kind}_c{concurrency}", "metadata": metadata, "a": a, "b": b,
+                     "a_cpu_us_per_msg": s["a"]["cpu_us_per_msg"], "b_cpu_us_per_msg": s["b"]["cpu_us_per_msg"],
+                     "ratio_b_over_a": s["ratio_b_over_a"], "ratio_min": s["ratio_min"], "ratio_max": s["ratio_max"],
+                     "a_p50_us": s["a"]["p50_us"], "b_p50_us": s["b"]["p50_us"], "rounds": len(res["rows"])})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastpath.bench.paired", description=__doc__.splitlines()[0])
     p.add_argument("--a", default="nginx", help="side A (default nginx)")

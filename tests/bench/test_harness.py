@@ -34,12 +34,12 @@ def test_tiny_run_writes_the_documented_schema(tmp_path, absent_path, capsys):
     need_tool(which("nginx"), "nginx")
     out = tmp_path / "results"
     code = harness.run(_args(paths=f"direct,nginx,{absent_path}", rounds=1, duration=0.1, warmup=0.03,
-                             skip="router_cost,splice,fleet", out=out))
+                             skip="paired,router_cost,splice,fleet", out=out))
     assert code == 0
     result = json.loads((out / "latest" / "results.json").read_text())
     assert result["schema"] == harness.SCHEMA
     for key in ("started", "finished", "settings", "machine", "versions", "paths", "rows", "rounds",
-                "summary_vs_nginx", "router_cost", "splice", "fleet", "notes", "plots"):
+                "summary_vs_nginx", "paired", "router_cost", "splice", "fleet", "notes", "plots"):
         assert key in result, key
     m = result["machine"]
     assert m["cores"] >= 1 and m["kernel"] and m["python"]
@@ -70,7 +70,7 @@ def test_tiny_run_writes_the_documented_schema(tmp_path, absent_path, capsys):
             assert s["cpu_per_msg_vs_nginx"] == 1.0
         if s["path"] == "direct":
             assert s["added_p50_us"] == 0
-    assert result["router_cost"]["note"].startswith("skipped")
+    assert result["router_cost"]["note"].startswith("skipped") and result["paired"]["note"].startswith("skipped")
     assert set(result["plots"]) >= {"latency_cdf.png", "cpu_per_message.png"}
     for name in result["plots"]:
         assert (out / "latest" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -115,7 +115,7 @@ def test_a_backend_that_dies_ends_the_run_with_the_reason(tmp_path, capsys):
 
     killer = threading.Thread(target=kill_backend_once_it_serves, daemon=True)
     killer.start()
-    code = harness.run(_args(paths="direct", rounds=40, duration=0.1, warmup=0.02, skip="router_cost,splice,fleet",
+    code = harness.run(_args(paths="direct", rounds=40, duration=0.1, warmup=0.02, skip="paired,router_cost,splice,fleet",
                              out=tmp_path, no_plots=True))
     killer.join(5)
     assert code == 1

@@ -3,6 +3,8 @@ import pytest
 
 from fastpath.bench import paired
 
+from .bench_test_tools import need_tool, which
+
 pytestmark = pytest.mark.slow
 
 
@@ -39,3 +41,18 @@ def test_summary_is_the_median_over_rounds():
 def test_an_unknown_side_is_refused_with_the_choices(tmp_path):
     with pytest.raises(ValueError, match="expected fastpath, fastpath:PYTHON, fastpath-pure or one of"):
         paired.start_side("squid", "127.0.0.1:1", tmp_path)
+
+
+def test_the_bench_section_runs_the_suite_through_the_extras_child(tmp_path):
+    from fastpath.bench import extras
+
+    need_tool(which("nginx"), "nginx")
+    res = extras.run_measure("fastpath.bench.paired:measure_suite", {"quick": True}, 180, tmp_path)
+    assert res["available"] and res["note"] == "", res["note"]
+    rows = res["rows"]
+    assert [(r["scenario"], r["metadata"]) for r in rows] == [
+        (f"{kind}_c{c}", md) for kind, md, c in paired.SUITE]
+    for r in rows:
+        assert (r["a"], r["b"]) == ("nginx", "fastpath")
+        assert r["a_cpu_us_per_msg"] > 0 and r["b_cpu_us_per_msg"] > 0 and r["a_p50_us"] > 0
+        assert r["ratio_min"] <= r["ratio_b_over_a"] <= r["ratio_max"]
