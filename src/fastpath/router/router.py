@@ -280,8 +280,6 @@ class Decision:
         return out
 
 
-
-
 class Router:
     """Ranks backends for requests; one per proxy process (it caches per snapshot)."""
 
