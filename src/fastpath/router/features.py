@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 MODEL = b"x-fastpath-model"
 REGION = b"x-fastpath-region"
@@ -31,17 +30,42 @@ _TOKEN_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.
 _VISIBLE_BYTES = bytes(range(0x21, 0x7F))
 
 
-@dataclass(slots=True)
 class RequestFeatures:
-    model: str = ""  # "" = not known yet
-    region: str = ""  # client region
-    session: str = ""
-    policy: str = ""  # "" = the config's default policy
-    slo_ttft_ms: float = 0.0  # 0 = no SLO
-    max_cost: float = 0.0  # max cost per 1k tokens, 0 = no limit
-    allow_regions: tuple[str, ...] = ()  # data-sovereignty allow-list of site regions, () = any
-    prompt_blocks: tuple[int, ...] = ()  # chain hashes of the prompt's blocks (fastpath.router.prefix)
-    allow_substitute: bool = False  # a model of the requested model's group may serve it
+    """The routing inputs of one request.
+
+    A plain class with its own __init__, not a dataclass: a dataclass's generated __init__ runs as
+    interpreted Python even when this module is compiled, and a call with unique metadata makes one.
+    """
+
+    __slots__ = ("model", "region", "session", "policy", "slo_ttft_ms", "max_cost", "allow_regions",
+                 "prompt_blocks", "allow_substitute")
+
+    def __init__(self, model: str = "", region: str = "", session: str = "", policy: str = "",
+                 slo_ttft_ms: float = 0.0, max_cost: float = 0.0, allow_regions: tuple[str, ...] = (),
+                 prompt_blocks: tuple[int, ...] = (), allow_substitute: bool = False) -> None:
+        self.model = model  # "" = not known yet
+        self.region = region  # client region
+        self.session = session
+        self.policy = policy  # "" = the config's default policy
+        self.slo_ttft_ms = slo_ttft_ms  # 0 = no SLO
+        self.max_cost = max_cost  # max cost per 1k tokens, 0 = no limit
+        self.allow_regions = allow_regions  # data-sovereignty allow-list of site regions, () = any
+        self.prompt_blocks = prompt_blocks  # chain hashes of the prompt's blocks (fastpath.router.prefix)
+        self.allow_substitute = allow_substitute  # a model of the requested model's group may serve it
+
+    def _fields(self) -> tuple:
+        return (self.model, self.region, self.session, self.policy, self.slo_ttft_ms, self.max_cost,
+                self.allow_regions, self.prompt_blocks, self.allow_substitute)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestFeatures):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return ("RequestFeatures(" + ", ".join(f"{n}={v!r}" for n, v in zip(self.__slots__, self._fields())) + ")")
 
 
 class MetadataError(ValueError):
