@@ -139,6 +139,7 @@ class _Entry:
     served: list[str] | None = None  # model each backend would serve (substitution allowed), by backend
     penalty: np.ndarray | None = None  # score subtracted for serving a substitute, by backend
     pos: dict[int, int] = field(default_factory=dict)  # backend -> position in `sub` (when sub is set)
+    cand_mask: int = 0  # the candidates as a bitmask (bit i = backend i), for the prefix index
 
 
 @dataclass(slots=True)
@@ -367,7 +368,7 @@ class Router:
         matched: dict[int, int] = {}
         shares = _NO_SHARES
         if total >= self.min_match:
-            matched = self.prefix.matches(blocks, self.min_match)
+            matched = self.prefix.matches(blocks, self.min_match, None, e.cand_mask)
             if matched:
                 shares = Affinity.prefix_shares(matched, total, state.util_l, self.min_match, self.load_bound)
         else:
@@ -659,6 +660,10 @@ class Router:
             penalty=penalty,
         )
         e.tie = tie
+        mask = 0
+        for i in e.cand:
+            mask |= 1 << i
+        e.cand_mask = mask
         if n >= PARTITION_MIN and e.n_valid * SUBSET_RATIO <= n:
             e.sub = cand
             e.pos = dict(zip(e.cand, range(len(e.cand))))
