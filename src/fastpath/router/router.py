@@ -495,7 +495,7 @@ class Router:
             statics = e.bad_c
         sticky_adjust = 0.0
         if sticky >= 0:
-            if state.util[sticky] <= self.affinity_max_utilisation:
+            if state.util_l[sticky] <= self.affinity_max_utilisation:
                 sticky_affinity = 1.0
             sticky_adjust = w_aff * (sticky_affinity - base)
         weighted, lift, regional_pred = TTFT.weighted, Affinity.lift, TTFT.regional
