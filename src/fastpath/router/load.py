@@ -45,6 +45,22 @@ class LoadState:
     the same as Python lists, updated first (the arrays catch up when read).
     """
 
+    # Declared so the compiled build reads them as lists of floats (numpy's tolist() is untyped).
+    model_l: list[float]
+    a_l: list[float]
+    c_l: list[float]
+    capacity_l: list[float]
+    health_l: list[float]
+    util_l: list[float]
+    _offset_l: list[float]
+    _inv_slots_l: list[float]
+    _prefill_l: list[float]
+    _prior_l: list[float]
+    _obs_l: list[float]
+    _kv_l: list[float]
+    _cap_static_l: list[float]
+    _ok_l: list[float]
+
     def __init__(self, snap: FleetSnapshot, live: LiveStats) -> None:
         if live.n != snap.n:
             raise ValueError(
