@@ -20,6 +20,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from fastpath.config import PrefixConfig
 from fastpath.router.features import prompt_from_infer_request
@@ -29,7 +30,7 @@ MAX_PROMPT_BYTES = 16 * 1024  # prompt bytes read per request (64 blocks)
 MIN_MATCH_BLOCKS = 4  # a shorter match scores 0: one shared system prompt must not pin everything
 CAPACITY_BLOCKS = 16384  # blocks remembered per backend (LRU)
 TTL_S = 300.0  # a block not routed for this long is forgotten (engines evict too)
-MAX_VISIT = 32  # owners looked at per lookup, at most (a prefix many backends hold is no evidence)
+MAX_VISIT: Final = 32  # owners looked at per lookup, at most (a prefix many backends hold is no evidence)
 
 
 def prompt_blocks(prompt: bytes, model: str, block_bytes: int = BLOCK_BYTES,
