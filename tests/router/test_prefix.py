@@ -105,6 +105,37 @@ def test_index_is_bounded_per_backend_and_expires():
     assert other.merge_new(0, index.export(1, 10)) == 1 and other.merge_new(0, index.export(1, 10)) == 0
 
 
+def test_blocks_not_routed_again_within_the_ttl_stop_counting():
+    """A backend sent a long prompt long ago and its first blocks again lately: only the blocks
+    routed again still count for it once the rest are older than the TTL."""
+    t = [0.0]
+    index = PrefixIndex(3, ttl_s=300.0, clock=lambda: t[0])
+    chain = list(range(500, 510))
+    index.learn(0, chain)
+    t[0] = 250.0
+    index.learn(0, chain[:4], held=4)
+    assert index.matches(chain) == {0: 10}
+    t[0] = 310.0
+    assert index.matches(chain) == {0: 4}
+
+
+def test_fleets_past_a_machine_word_of_backends_and_a_candidate_subset():
+    """Owner sets of backends numbered past 64 (bitmasks wider than a machine word), and `among`:
+    the answer covers the backends asked about, with the same depths as when all are asked about."""
+    index = PrefixIndex(300)
+    chain = list(range(900, 920))
+    index.learn(299, chain[:20])
+    index.learn(130, chain[:12])
+    index.learn(3, chain[:7])
+    index.learn(64, [7, 8, 9])  # another prompt altogether
+    assert index.matches(chain, 4) == {299: 20, 130: 12, 3: 7}
+    assert index.matches(chain, 4, among=(1 << 130) | (1 << 3)) == {130: 12, 3: 7}
+    assert index.matches(chain, 4, among=1 << 64) == {}
+    assert index.matches(chain[:10], 8) == {299: 10, 130: 10}  # 3 holds fewer than min_depth
+    index.learn(299, list(range(10**6, 10**6 + index.capacity)))  # past capacity: backend 299's oldest blocks are forgotten first
+    assert 299 not in index.matches(chain, 4) and len(index.lru[299]) == index.capacity
+
+
 def chat_fleet(**kw):
     return fleet(site("a", "near"), site("b", "near"), site("c", "near"), **kw)
 

@@ -14,13 +14,15 @@ request): the per-request cost stays within its microsecond budget.
 """
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 
 # -- time to first token ---------------------------------------------------------------
-RHO_KNEE = 0.95  # above this utilisation queueing is extended linearly, not to infinity
-KNEE_SLOPE = 1.0 / (1.0 - RHO_KNEE) ** 2  # d/drho of 1/(1-rho) at the knee (continuous slope)
-OBSERVED_WEIGHT = 0.5  # share of an observed TTFT in the prediction
-TTFT_SCALE_MS = 100.0  # predicted TTFT that scores 0.5 when the request has no SLO
+RHO_KNEE: Final = 0.95  # above this utilisation queueing is extended linearly, not to infinity
+KNEE_SLOPE: Final = 1.0 / (1.0 - RHO_KNEE) ** 2  # d/drho of 1/(1-rho) at the knee (continuous slope)
+OBSERVED_WEIGHT: Final = 0.5  # share of an observed TTFT in the prediction
+TTFT_SCALE_MS: Final = 100.0  # predicted TTFT that scores 0.5 when the request has no SLO
 
 
 class TTFT:
@@ -64,6 +66,16 @@ class TTFT:
     @staticmethod
     def weighted(w_scale, scale, pred):  # noqa: ANN001, ANN205 - floats or arrays alike
         """weight x score, with w_scale = weight x S (one division for both forms)."""
+        return w_scale / (scale + pred)
+
+    # The same two formulas typed for floats: the compiled build then does the small-fleet
+    # loop's arithmetic unboxed instead of through generic number calls.
+    @staticmethod
+    def regional_scalar(model: float, rtt: float, observed_w: float) -> float:
+        return (model + rtt) * (1.0 - OBSERVED_WEIGHT) + observed_w
+
+    @staticmethod
+    def weighted_scalar(w_scale: float, scale: float, pred: float) -> float:
         return w_scale / (scale + pred)
 
     @staticmethod
@@ -135,12 +147,16 @@ class Affinity:
         return (1.0 - base) * share
 
     @staticmethod
+    def lift_scalar(base: float, share: float) -> float:
+        return (1.0 - base) * share
+
+    @staticmethod
     def explain(base: float, share: float) -> float:
         return base + (1.0 - base) * share
 
 
 # -- capacity and power headroom -------------------------------------------------------
-SLOT_SHARE = 0.5  # share of free batch slots in the capacity score (KV 0.25, power 0.25)
+SLOT_SHARE: Final = 0.5  # share of free batch slots in the capacity score (KV 0.25, power 0.25)
 
 
 class Capacity:

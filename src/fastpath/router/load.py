@@ -28,6 +28,7 @@ from fastpath.router.snapshot import FleetSnapshot
 
 __all__ = ["KNEE_SLOPE", "OBSERVED_WEIGHT", "RHO_KNEE", "SLOT_SHARE", "LoadState", "queue_factor"]
 ROW_UPDATE_MAX = 6  # more changed backends than this: one vectorised recompute is cheaper
+STALE_MAX = 64  # rows the arrays may lag behind the lists by before they are rebuilt whole
 
 
 def queue_factor(rho: np.ndarray) -> np.ndarray:
@@ -40,9 +41,25 @@ class LoadState:
 
     Attributes (numpy, length N): model (queueing x prefill, ms), c and a (TTFT prediction pred = c + a * rtt),
     capacity (score in [0,1]), health (score in [0,1]), util (max of slot and KV
-    utilisation, capped at 1, for affinity); model_l, a_l, c_l, capacity_l, health_l are
-    the same as Python lists.
+    utilisation, capped at 1, for affinity); model_l, a_l, c_l, capacity_l, health_l, util_l are
+    the same as Python lists, updated first (the arrays catch up when read).
     """
+
+    # Declared so the compiled build reads them as lists of floats (numpy's tolist() is untyped).
+    model_l: list[float]
+    a_l: list[float]
+    c_l: list[float]
+    capacity_l: list[float]
+    health_l: list[float]
+    util_l: list[float]
+    _offset_l: list[float]
+    _inv_slots_l: list[float]
+    _prefill_l: list[float]
+    _prior_l: list[float]
+    _obs_l: list[float]
+    _kv_l: list[float]
+    _cap_static_l: list[float]
+    _ok_l: list[float]
 
     def __init__(self, snap: FleetSnapshot, live: LiveStats) -> None:
         if live.n != snap.n:
@@ -73,6 +90,8 @@ class LoadState:
         self._cap_static_l = snap.capacity_static.tolist()
         self._ok_l = (1.0 - snap.error_rate).tolist()
         self.position = live.changes_end
+        self._stale: list[int] = []  # rows whose arrays lag their lists (see sync)
+        self._all_stale = False  # more than STALE_MAX of them: rebuild the arrays
         self.recompute()
 
     def recompute(self) -> None:
@@ -83,22 +102,84 @@ class LoadState:
         rho = load * self.inv_slots
         rho_c = np.minimum(rho, 1.0)
         model = TTFT.model_vector(snap.prefill_ms, rho)
-        self.model = model
+        self._model = model
         ewma = np.array(live.ttft_ewma_ms)
         obs = np.where(ewma > 0.0, ewma, snap.ttft_observed_ms)
         obs = np.where(obs > 0.0, obs, self.prior_ms)
-        self.a, self.c = TTFT.blend_vector(model, obs)
-        self.capacity = Capacity.vector(snap.capacity_static, rho_c)
-        self.health = Proximity.health(1.0 - snap.error_rate, np.array(live.error_ewma))
-        self.util = np.maximum(rho_c, snap.kv_usage)
+        self._a, self._c = TTFT.blend_vector(model, obs)
+        self._capacity = Capacity.vector(snap.capacity_static, rho_c)
+        self._health = Proximity.health(1.0 - snap.error_rate, np.array(live.error_ewma))
+        self._util = np.maximum(rho_c, snap.kv_usage)
         # Python mirrors for the router's small-fleet path (scalar reads from lists are cheap).
         self.model_l = model.tolist()
-        self.a_l = self.a.tolist()
-        self.c_l = self.c.tolist()
-        self.capacity_l = self.capacity.tolist()
-        self.health_l = self.health.tolist()
-        self.util_l = self.util.tolist()
+        self.a_l = self._a.tolist()
+        self.c_l = self._c.tolist()
+        self.capacity_l = self._capacity.tolist()
+        self.health_l = self._health.tolist()
+        self.util_l = self._util.tolist()
+        self._stale = []
+        self._all_stale = False
         self.position = live.changes_end
+
+    # The arrays, for the router's numpy path: rows updated since they were last read are
+    # copied in from the lists first (the small-fleet path reads only the lists, and a numpy
+    # scalar write costs ~100 ns: six per changed row, per proxy event, otherwise).
+    @property
+    def model(self) -> np.ndarray:
+        if self._stale:
+            self.sync()
+        return self._model
+
+    @property
+    def a(self) -> np.ndarray:
+        if self._stale:
+            self.sync()
+        return self._a
+
+    @property
+    def c(self) -> np.ndarray:
+        if self._stale:
+            self.sync()
+        return self._c
+
+    @property
+    def capacity(self) -> np.ndarray:
+        if self._stale:
+            self.sync()
+        return self._capacity
+
+    @property
+    def health(self) -> np.ndarray:
+        if self._stale:
+            self.sync()
+        return self._health
+
+    @property
+    def util(self) -> np.ndarray:
+        if self._stale:
+            self.sync()
+        return self._util
+
+    def sync(self) -> None:
+        """Copies the rows update_row() changed from the lists into the arrays."""
+        if self._all_stale:
+            self._model = np.array(self.model_l)
+            self._a = np.array(self.a_l)
+            self._c = np.array(self.c_l)
+            self._capacity = np.array(self.capacity_l)
+            self._health = np.array(self.health_l)
+            self._util = np.array(self.util_l)
+            self._stale = []
+            self._all_stale = False
+            return
+        for i in self._stale:
+            self._model[i] = self.model_l[i]
+            self._a[i] = self.a_l[i]
+            self._c[i] = self.c_l[i]
+            self._capacity[i] = self.capacity_l[i]
+            self._health[i] = self.health_l[i]
+            self._util[i] = self.util_l[i]
+        self._stale = []
 
     def update_row(self, i: int) -> None:
         """Backend i only, with the same formulas as recompute() in scalar form.
@@ -123,12 +204,17 @@ class LoadState:
         capacity = Capacity.scalar(self._cap_static_l[i], rho_c)
         health = Proximity.health(self._ok_l[i], live.error_ewma[i])
         kv = self._kv_l[i]
-        self.model[i] = self.model_l[i] = model
-        self.a[i] = self.a_l[i] = a
-        self.c[i] = self.c_l[i] = c
-        self.capacity[i] = self.capacity_l[i] = capacity
-        self.health[i] = self.health_l[i] = health
-        self.util[i] = self.util_l[i] = rho_c if rho_c > kv else kv  # noqa: FURB136
+        self.model_l[i] = model
+        self.a_l[i] = a
+        self.c_l[i] = c
+        self.capacity_l[i] = capacity
+        self.health_l[i] = health
+        self.util_l[i] = rho_c if rho_c > kv else kv  # noqa: FURB136
+        stale = self._stale  # the arrays follow when next read
+        if len(stale) < STALE_MAX:
+            stale.append(i)
+        else:
+            self._all_stale = True
 
     def refresh(self) -> None:
         """Brings the arrays up to date with LiveStats' changes since the last call."""

@@ -15,10 +15,12 @@ collision only costs a wrong guess about a cache, never a wrong answer.
 """
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from fastpath.config import PrefixConfig
 from fastpath.router.features import prompt_from_infer_request
@@ -28,7 +30,7 @@ MAX_PROMPT_BYTES = 16 * 1024  # prompt bytes read per request (64 blocks)
 MIN_MATCH_BLOCKS = 4  # a shorter match scores 0: one shared system prompt must not pin everything
 CAPACITY_BLOCKS = 16384  # blocks remembered per backend (LRU)
 TTL_S = 300.0  # a block not routed for this long is forgotten (engines evict too)
-MAX_VISIT = 32  # owners looked at per lookup, at most (a prefix many backends hold is no evidence)
+MAX_VISIT: Final = 32  # owners looked at per lookup, at most (a prefix many backends hold is no evidence)
 
 
 def prompt_blocks(prompt: bytes, model: str, block_bytes: int = BLOCK_BYTES,
@@ -67,9 +69,13 @@ def prompt_blocks_of(body: Sequence[bytes] | bytes, model: str, config: PrefixCo
 class PrefixIndex:
     """Which backends were sent which prompt blocks: bounded per backend, expiring.
 
-    `owners` maps a block hash to {backend: last time learned}; `lru[i]` holds
-    backend i's blocks oldest first, so learning past capacity forgets the
-    oldest. Lookups ignore entries older than ttl_s; learning sweeps them out.
+    `owners` maps a block hash to a bitmask of the backends holding it (bit i =
+    backend i), so a lookup costs one dict probe whatever the number of owners;
+    `lru[i]` holds backend i's blocks with the time each was learned, oldest
+    first, so learning past capacity forgets the oldest. Lookups ignore entries
+    older than ttl_s (`oldest[i]`, the time of backend i's oldest entry, tells
+    when no entry of i can be expired); learning sweeps them out.
+    Invariant: h in lru[i] exactly when bit i is set in owners[h].
     """
 
     def __init__(self, n_backends: int, capacity_blocks: int = CAPACITY_BLOCKS, ttl_s: float = TTL_S,
@@ -78,8 +84,10 @@ class PrefixIndex:
         self.capacity = max(1, int(capacity_blocks))
         self.ttl_s = float(ttl_s)
         self.clock = clock
-        self.owners: dict[int, dict[int, float]] = {}
+        self.owners: dict[int, int] = {}
         self.lru: list[OrderedDict[int, float]] = [OrderedDict() for _ in range(n_backends)]
+        self.oldest: list[float] = [math.inf] * n_backends  # time of each backend's oldest entry
+        self.bits: list[int] = [1 << i for i in range(n_backends)]
         self.learned = 0  # blocks learned in total (for reports)
 
     def __len__(self) -> int:
@@ -92,15 +100,18 @@ class PrefixIndex:
         holds, and when it was learned, is kept.
         """
         out = PrefixIndex(len(rows), capacity_blocks, ttl_s, self.clock)
+        owners = out.owners
         for i, j in enumerate(rows):
             if j is None or not 0 <= j < self.n:
                 continue
             lru = out.lru[i]
+            bit = out.bits[i]
             for h, t in self.lru[j].items():
                 lru[h] = t
-                out.owners.setdefault(h, {})[i] = t
+                owners[h] = owners.get(h, 0) | bit
             while len(lru) > out.capacity:
                 out._forget(i, lru.popitem(last=False)[0])
+            out.oldest[i] = next(iter(lru.values())) if lru else math.inf
         out.learned = self.learned
         return out
 
@@ -110,41 +121,46 @@ class PrefixIndex:
         `held`: how many leading blocks it was already known to hold (from matches());
         those are refreshed only at the chain's end, the rest inserted.
         """
-        if not blocks or not 0 <= backend < self.n:
+        n = len(blocks)
+        if not n or not 0 <= backend < self.n:
             return
         now = self.clock() if now is None else now
         lru = self.lru[backend]
         owners = self.owners
-        start = held - 1 if 0 < held <= len(blocks) else 0
-        for h in blocks[start:]:
-            seen = owners.get(h)
-            if seen is None:
-                owners[h] = {backend: now}
-            else:
-                seen[backend] = now
-            if h in lru:
+        bit = self.bits[backend]
+        start = held - 1 if 0 < held <= n else 0
+        for k in range(start, n):
+            h = blocks[k]
+            seen = owners.get(h, 0)
+            if seen & bit:  # held already: most recently used now
                 lru.move_to_end(h)
+            else:
+                owners[h] = seen | bit
             lru[h] = now
         if start:  # the held head stays: refresh its first block so the chain's start does not expire first
             h = blocks[0]
             if h in lru:
                 lru.move_to_end(h)
                 lru[h] = now
-                owners[h][backend] = now
-        self.learned += len(blocks) - start
+        self.learned += n - start
         horizon = now - self.ttl_s
-        while lru and (len(lru) > self.capacity or next(iter(lru.values())) < horizon):
+        oldest = next(iter(lru.values()))
+        while len(lru) > self.capacity or oldest < horizon:
             self._forget(backend, lru.popitem(last=False)[0])
+            oldest = next(iter(lru.values())) if lru else math.inf
+        self.oldest[backend] = oldest
 
     def _forget(self, backend: int, h: int) -> None:
-        seen = self.owners.get(h)
-        if seen is not None:
-            seen.pop(backend, None)
-            if not seen:
-                del self.owners[h]
+        seen = self.owners.get(h, 0) & ~self.bits[backend]
+        if seen:
+            self.owners[h] = seen
+        else:
+            self.owners.pop(h, None)
 
-    def matches(self, blocks: Sequence[int], min_depth: int = 1, now: float | None = None) -> dict[int, int]:
-        """{backend: leading blocks of `blocks` it holds}, for backends holding at least min_depth.
+    def matches(self, blocks: Sequence[int], min_depth: int = 1, now: float | None = None,
+                among: int = -1) -> dict[int, int]:
+        """{backend: leading blocks of `blocks` it holds}, for the backends in the bitmask `among`
+        (default all) holding at least min_depth.
 
         Learning inserts whole chains and LRU order forgets a chain's blocks
         together, so a backend holding block j holds the blocks before it: the
@@ -152,60 +168,76 @@ class PrefixIndex:
         also hold the first block are credited walking down from there to
         min_depth, looking at most at MAX_VISIT owners and stopping at a level
         held so widely it would exceed that (a prefix every backend holds is no
-        evidence which to pick). Approximate, like the index itself.
+        evidence which to pick). Approximate, like the index itself. The walk
+        is the same whoever asks: `among` (a router's candidates) only ends it
+        once every backend asked about that holds the first block is credited.
         """
         n = len(blocks)
         if n < min_depth or min_depth < 1:
             return {}
         owners = self.owners
-        horizon = (self.clock() if now is None else now) - self.ttl_s
-        lo, hi = min_depth - 1, n - 1  # is the deepest held block >= lo? then search (lo, hi]
-        head = owners.get(blocks[0])
-        if not head or not owners.get(blocks[lo]):
+        heads = owners.get(blocks[0], 0)
+        wanted = heads & among
+        if not wanted:
             return {}
+        floor = min_depth - 1
+        floor_owners = owners.get(blocks[floor], 0)
+        if not floor_owners:
+            return {}
+        lo, hi = floor, n - 1  # the deepest held block is >= lo: search (lo, hi]
+        seen = floor_owners
         while lo < hi:
             mid = (lo + hi + 1) >> 1
-            if owners.get(blocks[mid]):
-                lo = mid
+            m = owners.get(blocks[mid], 0)
+            if m:
+                lo, seen = mid, m
             else:
                 hi = mid - 1
+        horizon = (self.clock() if now is None else now) - self.ttl_s
+        oldest = self.oldest
         out: dict[int, int] = {}
         budget = MAX_VISIT
-        heads = head.keys()
-        floor = min_depth - 1
+        done = 0  # backends credited (asked about or not)
         level = lo
         while True:
-            seen = owners.get(blocks[level]) or {}
-            size = len(seen)
-            if size > budget and out:
+            size = seen.bit_count()
+            if size > budget and done:
                 break  # held widely from here down: what sets backends apart has been credited
             # The chain's head is refreshed on every visit: a tail without it is a stale leftover.
-            credited = len(out)
-            if size <= 8:  # a plain loop beats building two sets for a few owners
-                for i, t in seen.items():
-                    if t >= horizon and i in heads and i not in out:
-                        out[i] = level + 1
-            else:
-                for i in (seen.keys() & heads) - out.keys():
-                    if seen[i] >= horizon:
-                        out[i] = level + 1
+            new = seen & heads & ~done
+            mine = new & among
+            while mine:
+                low = mine & -mine
+                mine ^= low
+                i = low.bit_length() - 1
+                if oldest[i] < horizon:  # i holds expired entries: is this one fresh?
+                    t = self.lru[i].get(blocks[level])
+                    if t is None or t < horizon:
+                        new ^= low
+                        continue
+                out[i] = level + 1
+            done |= new
             budget -= size
-            a, b = floor, level - 1
-            if budget <= 0 or a > b:
+            if budget <= 0 or level <= floor or not wanted & ~done:
                 break
-            if len(out) == credited:  # a stale leftover (or expired): look one level up
+            if not new:  # a stale leftover (or expired): look one level up
                 level -= 1
+                seen = owners.get(blocks[level], 0)
                 continue
             # Owners only grow towards the head: jump to the deepest level with more of them.
-            if len(owners.get(blocks[a]) or ()) <= size:
+            if floor_owners.bit_count() <= size:
                 break
-            while a < b:
-                mid = (a + b + 1) >> 1
-                if len(owners.get(blocks[mid]) or ()) > size:
-                    a = mid
+            lo, hi = floor, level - 1
+            found = floor_owners
+            while lo < hi:
+                mid = (lo + hi + 1) >> 1
+                m = owners.get(blocks[mid], 0)
+                if m.bit_count() > size:
+                    lo, found = mid, m
                 else:
-                    b = mid - 1
-            level = a
+                    hi = mid - 1
+            level = lo
+            seen = found
         return out
 
     def export(self, backend: int, limit: int) -> list[int]:

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 
@@ -85,8 +86,8 @@ from fastpath.router.snapshot import FleetSnapshot
 
 __all__ = ["TTFT_SCALE_MS", "Decision", "Router"]
 MAX_RANKED = 16  # candidates returned for failover
-TIE_EPS = 1e-9  # per config position: exact ties go to the earlier backend
-SLO_MISS = 1e6  # offset that ranks SLO misses after every SLO hit
+TIE_EPS: Final = 1e-9  # per config position: exact ties go to the earlier backend
+SLO_MISS: Final = 1e6  # offset that ranks SLO misses after every SLO hit
 MAX_ENTRIES = 4096  # cached request shapes per snapshot before the cache is cleared
 PARTITION_MIN = 256  # fleets at least this large use argpartition for the top candidates
 # In fleets of at least PARTITION_MIN, a request shape whose candidates are at most
@@ -97,7 +98,7 @@ SUBSET_RATIO = 4
 SCALAR_MAX = 16
 # Exploration tries a not yet observed backend only when it is at most this much farther
 # (RTT from the client's region) than the winner: a farther one is scored fairly by its RTT.
-EXPLORE_RTT_SLACK_MS = 5.0
+EXPLORE_RTT_SLACK_MS: Final = 5.0
 # Byte map that turns anything but visible ASCII and space into "?" (header values).
 _HEADER_SAFE = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
 _NO_SHARES: dict[int, float] = {}
@@ -140,43 +141,60 @@ class _Entry:
     served: list[str] | None = None  # model each backend would serve (substitution allowed), by backend
     penalty: np.ndarray | None = None  # score subtracted for serving a substitute, by backend
     pos: dict[int, int] = field(default_factory=dict)  # backend -> position in `sub` (when sub is set)
+    cand_mask: int = 0  # the candidates as a bitmask (bit i = backend i), for the prefix index
 
 
-@dataclass(slots=True)
 class _Explain:
-    """Decision-time figures kept so header() can show why, after the fact."""
+    """Decision-time figures kept so header() can show why, after the fact.
 
-    entry: _Entry
-    scale_ms: float
-    pred: np.ndarray | dict[int, float]  # by backend index
-    capacity: np.ndarray | dict[int, float]
-    health: np.ndarray | dict[int, float]
-    sticky: int  # session's backend, -1 = none
-    sticky_affinity: float
-    sub: np.ndarray | None = None  # pred/capacity/health hold these backends only (sorted)
-    base: float = 0.0  # affinity base of every backend but the sticky one
-    shares: dict[int, float] = field(default_factory=dict)  # prefix share by backend (0 when absent)
-    matched: dict[int, int] = field(default_factory=dict)  # prompt blocks each backend holds
-    total: int = 0  # the request's prompt blocks
-    blocks: tuple[int, ...] = ()
+    Plain classes with their own __init__ (here and Decision): a dataclass's generated
+    __init__ runs as interpreted Python even in the compiled build, two per route().
+    """
+
+    def __init__(self, entry: _Entry, scale_ms: float, pred: np.ndarray | dict[int, float],
+                 capacity: np.ndarray | dict[int, float], health: np.ndarray | dict[int, float],
+                 sticky: int, sticky_affinity: float, sub: np.ndarray | None = None, base: float = 0.0,
+                 shares: dict[int, float] | None = None, matched: dict[int, int] | None = None,
+                 total: int = 0, blocks: tuple[int, ...] = ()) -> None:
+        self.entry = entry
+        self.scale_ms = scale_ms
+        self.pred = pred  # by backend index
+        self.capacity = capacity
+        self.health = health
+        self.sticky = sticky  # session's backend, -1 = none
+        self.sticky_affinity = sticky_affinity
+        self.sub = sub  # pred/capacity/health hold these backends only (sorted)
+        self.base = base  # affinity base of every backend but the sticky one
+        self.shares: dict[int, float] = {} if shares is None else shares  # prefix share by backend (0 when absent)
+        self.matched: dict[int, int] = {} if matched is None else matched  # prompt blocks each backend holds
+        self.total = total  # the request's prompt blocks
+        self.blocks = blocks
 
 
-@dataclass(slots=True)
 class Decision:
-    ranked: list[int]  # candidate backend indices, best first (failover walks this list); [] = none
-    policy: str
-    reason: str = ""  # "" when there are candidates; else why not
-    slo_met: int = -1  # how many leading entries of `ranked` are predicted to meet the SLO; -1 = no SLO
-    explain: _Explain | None = field(default=None, repr=False)
-    # True when the request itself is at fault (an unknown policy name): the proxy
-    # should answer INVALID_ARGUMENT, not UNAVAILABLE.
-    invalid: bool = False
-    panic: str = ""  # "HEALTHY/TOTAL" when routed in panic (too few healthy backends)
-    explore: bool = False  # ranked[0] is a not yet observed backend tried on purpose
-    # _row(0) and header(0), kept: the trailer and the decision metrics both read row 0, and the
-    # proxy builds the trailer while the backend works, not when the response is back
-    row0: tuple[float, float, float, float, float, float, float] | None = field(default=None, repr=False)
-    header0: bytes | None = field(default=None, repr=False)
+    """Where one request goes (ranked candidates) and why (explain, for the trailer)."""
+
+    def __init__(self, ranked: list[int], policy: str, reason: str = "", slo_met: int = -1,
+                 explain: _Explain | None = None, invalid: bool = False, panic: str = "",
+                 explore: bool = False) -> None:
+        self.ranked = ranked  # candidate backend indices, best first (failover walks this list); [] = none
+        self.policy = policy
+        self.reason = reason  # "" when there are candidates; else why not
+        self.slo_met = slo_met  # how many leading entries of `ranked` are predicted to meet the SLO; -1 = no SLO
+        self.explain = explain
+        # True when the request itself is at fault (an unknown policy name): the proxy
+        # should answer INVALID_ARGUMENT, not UNAVAILABLE.
+        self.invalid = invalid
+        self.panic = panic  # "HEALTHY/TOTAL" when routed in panic (too few healthy backends)
+        self.explore = explore  # ranked[0] is a not yet observed backend tried on purpose
+        # _row(0) and header(0), kept: the trailer and the decision metrics both read row 0, and the
+        # proxy builds the trailer while the backend works, not when the response is back
+        self.row0: tuple[float, float, float, float, float, float, float] | None = None
+        self.header0: bytes | None = None
+
+    def __repr__(self) -> str:
+        return (f"Decision(ranked={self.ranked!r}, policy={self.policy!r}, reason={self.reason!r}, "
+                f"slo_met={self.slo_met!r}, invalid={self.invalid!r}, panic={self.panic!r}, explore={self.explore!r})")
 
     def _row(self, position: int) -> tuple[float, float, float, float, float, float, float]:
         """(score, ttft, cost, affinity, capacity, proximity, predicted TTFT ms) of ranked[position]."""
@@ -386,7 +404,7 @@ class Router:
         matched: dict[int, int] = {}
         shares = _NO_SHARES
         if total >= self.min_match:
-            matched = self.prefix.matches(blocks, self.min_match)
+            matched = self.prefix.matches(blocks, self.min_match, None, e.cand_mask)
             if matched:
                 shares = Affinity.prefix_shares(matched, total, state.util_l, self.min_match, self.load_bound)
         else:
@@ -513,10 +531,9 @@ class Router:
             statics = e.bad_c
         sticky_adjust = 0.0
         if sticky >= 0:
-            if state.util[sticky] <= self.affinity_max_utilisation:
+            if state.util_l[sticky] <= self.affinity_max_utilisation:
                 sticky_affinity = 1.0
             sticky_adjust = w_aff * (sticky_affinity - base)
-        weighted, lift, regional_pred = TTFT.weighted, Affinity.lift, TTFT.regional
         preds: dict[int, float] = {}
         caps: dict[int, float] = {}
         oks: dict[int, float] = {}
@@ -525,16 +542,16 @@ class Router:
             if cooling is not None and cooling[i]:
                 continue
             if regional is not None and regional[k] >= 0.0:
-                p = regional_pred(model[i], r, regional[k])
+                p = TTFT.regional_scalar(model[i], r, regional[k])
             else:
                 p = a[i] * r + c[i]
-            b = b - weighted(w_scale, scale, p)
+            b = b - TTFT.weighted_scalar(w_scale, scale, p)
             if i == sticky:
                 b -= sticky_adjust
             if shares:
                 s = shares.get(i)
                 if s is not None:
-                    b -= w_aff * lift(sticky_affinity if i == sticky else base, s)
+                    b -= w_aff * Affinity.lift_scalar(sticky_affinity if i == sticky else base, s)
             cp = capacity[i]
             hl = health[i]
             b -= w_cap * cp
@@ -678,6 +695,10 @@ class Router:
             penalty=penalty,
         )
         e.tie = tie
+        mask = 0
+        for i in e.cand:
+            mask |= 1 << i
+        e.cand_mask = mask
         if n >= PARTITION_MIN and e.n_valid * SUBSET_RATIO <= n:
             e.sub = cand
             e.pos = dict(zip(e.cand, range(len(e.cand))))
