@@ -3,7 +3,7 @@
 On a shared 2-core machine the CPU a proxy burns per call swings by ±20% from
 one run to the next, so "before" and "after" measured minutes apart cannot show
 a 3% change. Here both proxies run at once in front of the same backend and the
-load client alternates its calls between them (A, B, A, B, ... on each of
+load client alternates its calls between them (A, B, B, A, A, B, ... on each of
 `--concurrency` connection pairs), so every burst of noise lands on both. Each
 round reports both proxies' CPU per call (or per streamed message), from the
 scheduler's nanosecond run time, their p50 latency, and the ratio B/A; the
@@ -107,8 +107,10 @@ async def _run(sides: list[Side], kind: str, unique: bool, concurrency: int, rou
         return (("x-fastpath-model", "bench"), ("x-request-id", rid))
 
     async def worker(i: int, until: float, lat: list[list[float]]) -> None:
+        turn = i  # which side goes first alternates too, so neither always follows the other
         while time.perf_counter() < until:
-            for k in range(len(sides)):
+            turn += 1
+            for k in ((0, 1) if turn % 2 else (1, 0)):
                 t0 = time.perf_counter()
                 first, got = await conns[k][i].call(path, body, metadata(), 10.0)
                 if got != per_call:
