@@ -178,7 +178,7 @@ def measure(a: str, b: str, kind: str = "unary", unique: bool = False, concurren
             "load_average": os.getloadavg(), "rows": rows, "summary": summarize(rows)}
 
 
-# What `make bench` measures with calls interleaved: nginx against fastpath, the ratios with the
+# What `make bench` measures with calls interleaved: nginx against fastpath, CPU per call and per message with the
 # noise cancelled (kind, metadata, concurrency).
 SUITE = (("unary", "repeated", 1), ("unary", "unique", 1), ("stream", "repeated", 1), ("stream", "repeated", 8))
 

@@ -3,31 +3,21 @@ from __future__ import annotations
 
 import ctypes
 import os
-import random
 
 import pytest
 
 from fastpath.config import Config, load_config, with_ports
-from fastpath.ports import block_is_free
+from fastpath.ports import free_port_block
 from fastpath.up import listen_addresses
 
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def _block_free(base: int, n: int) -> bool:
-    return block_is_free(base, n)
-
-
-def free_config(rng: random.Random | None = None) -> Config:
-    """The default config moved to a block of ports nothing else holds right now."""
-    rng = rng or random.Random()
+def free_config() -> Config:
+    """The default config moved to a block of ports nothing else holds right now, below the kernel's
+    ephemeral range, so no outgoing connection can take one of them before the stack binds it."""
     cfg = load_config()
-    n = len(listen_addresses(cfg)) + 2
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
-        if _block_free(base, n):
-            return with_ports(cfg, base)
-    raise RuntimeError("no free block of ports found on 127.0.0.1")
+    return with_ports(cfg, free_port_block(len(listen_addresses(cfg)) + 2))
 
 
 @pytest.fixture
