@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help=f"results folder (default {DEFAULT_OUT})")
     parser.add_argument("--duration", type=float, help="seconds per measured window (default 1.2, quick 0.25)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up before each window (default 0.3, quick 0.1)")
-    parser.add_argument("--time-budget", type=float, help="stop starting rounds after this many seconds (default 900, quick 125)")
+    parser.add_argument("--time-budget", type=float, help="stop starting rounds after this many seconds (default 900, quick 110)")
     parser.add_argument("--stream-messages", type=int, default=50, help="messages per streaming call (default 50)")
     parser.add_argument("--message-size", type=int, default=128, help="bytes per response message (default 128)")
     parser.add_argument("--client", choices=load.CLIENTS, default="h2",
@@ -101,7 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rounds=args.rounds if getattr(args, "rounds", None) is not None else (2 if quick else 3),
         duration_s=args.duration if getattr(args, "duration", None) is not None else (0.25 if quick else 1.2),
         warmup_s=args.warmup if getattr(args, "warmup", None) is not None else (0.1 if quick else 0.3),
-        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (125.0 if quick else 900.0),
+        time_budget_s=args.time_budget if getattr(args, "time_budget", None) is not None else (110.0 if quick else 900.0),
         stream_messages=getattr(args, "stream_messages", 50),
         message_size=getattr(args, "message_size", 128),
         client=getattr(args, "client", "h2"),
