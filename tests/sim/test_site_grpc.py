@@ -227,7 +227,9 @@ async def test_a_stopped_site_restarts_on_the_same_ports():
     await site.start()
     try:
         assert (site.port, site.metrics_port) == (port, mport)
-        async with grpc.aio.insecure_channel(site.address) as ch:
+        # A fresh connection: channels share subchannels by default, and the one refused above may
+        # still be backing off and would fail this call fast with its old "connection refused".
+        async with grpc.aio.insecure_channel(site.address, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
             assert (await pb_grpc.GRPCInferenceServiceStub(ch).ServerReady(pb.ServerReadyRequest(), timeout=5)).ready
         assert (await http(mport, "GET", "/metrics"))[0] == 200
     finally:
