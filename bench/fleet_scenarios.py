@@ -657,14 +657,10 @@ def main(argv: list[str] | None = None) -> int:
     run = measure_chat if args.chat_only else measure_substitute if args.substitute_only else measure
     rows = run(quick=args.quick, seed=args.seed, progress=True)
     if args.plot:
-        from pathlib import Path
+        from .plots import chat_prefix, plot_rows, substitute_region
 
-        from .plots import chat_prefix, substitute_region
-
-        out = Path(args.plot)
-        out.mkdir(parents=True, exist_ok=True)
         for plot in (chat_prefix, substitute_region):
-            made = plot({'fleet': {'rows': rows}}, out)
+            made = plot_rows(plot, rows, args.plot)
             if made is not None:
                 print(f"plot: {made}", file=sys.stderr)
     if args.json:

@@ -38,11 +38,7 @@ def latency_cdfs(result: dict[str, Any], out: Path) -> Path | None:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("fraction of calls")
     axes[0][-1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    p = out / "latency_cdf.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save(fig, out / "latency_cdf.png")
 
 
 def cpu_per_message(result: dict[str, Any], out: Path) -> Path | None:
@@ -65,11 +61,7 @@ def cpu_per_message(result: dict[str, Any], out: Path) -> Path | None:
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    p = out / "cpu_per_message.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save(fig, out / "cpu_per_message.png")
 
 
 def _find(row: dict[str, Any], *names: str) -> Any:
@@ -108,11 +100,7 @@ def router_cost(result: dict[str, Any], out: Path) -> Path | None:
     ax.set_ylabel("decision time µs")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    p = out / "router_cost.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save(fig, out / "router_cost.png")
 
 
 def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
@@ -134,11 +122,7 @@ def fleet_policies(result: dict[str, Any], out: Path) -> Path | None:
         a.set_xticks(list(xs))
         a.set_xticklabels(labels, fontsize=6, rotation=60, ha="right")
         a.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    p = out / "fleet_policies.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save(fig, out / "fleet_policies.png")
 
 
 def chat_prefix(result: dict[str, Any], out: Path) -> Path | None:
@@ -164,11 +148,7 @@ def chat_prefix(result: dict[str, Any], out: Path) -> Path | None:
         a.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
         a.grid(True, axis="y", alpha=0.3)
     fig.suptitle("chat: multi-turn conversations over shared system prompts, sites with a prefix KV cache", fontsize=9)
-    fig.tight_layout()
-    p = out / "chat_prefix.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save(fig, out / "chat_prefix.png")
 
 
 def substitute_region(result: dict[str, Any], out: Path) -> Path | None:
@@ -300,11 +280,7 @@ def offload_paths(result: dict[str, Any], out: Path) -> Path | None:
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         ax.grid(True, axis="y", alpha=0.3)
     lat.legend(fontsize=7)
-    fig.tight_layout()
-    p = out / "offload_paths.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save(fig, out / "offload_paths.png")
 
 
 def write_all(result: dict[str, Any], out: Path) -> list[str]:
