@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from . import h2_client, paths, peers, procs
 from .backend import READY_PREFIX, STREAM, UNARY, encode_request
+from .proc_cpu import run_ns
 from .progress import Progress
 
 STREAM_MESSAGES = 50
@@ -48,23 +49,12 @@ class Side:
     stop: Callable[[], None] = field(repr=False)
 
 
-def sched_ns(pid: int) -> int:
-    """Nanoseconds `pid` (all its threads, and its live descendants: nginx's workers) has run."""
-    total = 0
-    for p in [pid, *_descendants(pid)]:
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-        except FileNotFoundError:
-            continue
-    return total
-
-
-def _descendants(pid: int) -> list[int]:
-    from .proc_cpu import descendants
-
-    return descendants(pid)
+def _run_ns(side: Side) -> int:
+    ns = run_ns(side.pid)
+    if ns is None:
+        raise RuntimeError(f"{side.spec}: no /proc/<pid>/task/*/schedstat for pid {side.pid} "
+                           "(kernel without schedstats?): CPU per call cannot be measured")
+    return ns
 
 
 def start_side(spec: str, backend: str, workdir: Path, timeout_s: float = 30.0) -> Side:
@@ -123,9 +113,9 @@ async def _run(sides: list[Side], kind: str, unique: bool, concurrency: int, rou
         out = []
         for r in range(rounds):
             lat = [[] for _ in sides]
-            cpu0 = [sched_ns(s.pid) for s in sides]
+            cpu0 = [_run_ns(s) for s in sides]
             await asyncio.gather(*(worker(i, time.perf_counter() + duration_s, lat) for i in range(concurrency)))
-            cpu1 = [sched_ns(s.pid) for s in sides]
+            cpu1 = [_run_ns(s) for s in sides]
             row: dict[str, Any] = {"round": r}
             for k, key in enumerate(KEYS):
                 msgs = len(lat[k]) * per_call
