@@ -67,8 +67,7 @@ def start_side(spec: str, backend: str, workdir: Path, timeout_s: float = 30.0) 
     if kind not in ("fastpath", "fastpath-pure"):
         raise ValueError(f"side {spec!r}: expected fastpath, fastpath:PYTHON, fastpath-pure or one of {list(peers.PEERS)}")
     conf, _ = paths.fastpath_config(backend, workdir)
-    argv = procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
-                                    "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1", "--workers", "1")
+    argv = paths.proxy_argv(conf)
     if python:
         argv[0] = python  # the same command (-P: never from the cwd) under another install's interpreter
     env = {**os.environ, "FASTPATH_PURE": "1"} if kind == "fastpath-pure" else None

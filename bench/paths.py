@@ -105,6 +105,14 @@ def fastpath_config(backend: str, workdir: Path, offload: str = "none") -> tuple
     return parse_config(data, "bench").write(workdir / "fastpath.toml"), metrics
 
 
+def proxy_argv(conf: Path) -> list[str]:
+    """`fastpath proxy` on `conf` as the bench runs it: one process (its CPU is the proxy's cost),
+    no controller, any free port (announced on stdout)."""
+    return procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
+                                    "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1",
+                                    "--workers", "1")
+
+
 def proxy_metric(metrics: str, name: str) -> float | None:
     """One sample of the proxy's Prometheus text (summed over labels); None if absent or unreachable."""
     import urllib.request
@@ -152,9 +160,7 @@ def _fastpath(mode: str, pure: bool = False) -> Callable[[PathContext], Endpoint
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         conf, metrics = fastpath_config(ctx.backend, ctx.workdir, OFFLOAD_DRIVER.get(mode, "none"))
         log = ctx.workdir / "fastpath-proxy.log"
-        argv = procs.python_module_argv("fastpath.cli", "--log-level", "WARNING", "proxy", "--config", str(conf),
-                                        "--no-controller", "--listen", "127.0.0.1:0", "--drain-timeout", "1",
-                                        "--workers", "1")  # one process: its CPU is the proxy's cost
+        argv = proxy_argv(conf)
         env = {**os.environ, "FASTPATH_PURE": "1"} if pure else None
         proc = procs.spawn(argv, log_path=log, stdout_pipe=True, cwd=ctx.workdir, env=env)
         metadata: tuple[tuple[str, str], ...] = ()
