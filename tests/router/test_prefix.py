@@ -11,7 +11,7 @@ from fastpath.config import PrefixConfig
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.router import LiveStats, RequestFeatures, Router, build_snapshot
 from fastpath.router.features import prompt_from_infer_request
-from fastpath.router.prefix import PrefixIndex, prompt_blocks, prompt_blocks_of
+from fastpath.router.prefix import MAX_VISIT, PrefixIndex, prompt_blocks, prompt_blocks_of
 
 from .fleets import fleet, site, telemetry
 
@@ -293,3 +293,29 @@ def test_a_reload_that_reorders_backends_keeps_what_each_backend_holds():
     moved = index.remapped([2, None, 0], capacity_blocks=100, ttl_s=300.0)
     assert moved.matches([9, 8, 7, 6]) == {0: 4} and moved.matches([1, 2, 3, 4]) == {2: 4}
     assert moved.matches([1, 2]) == {2: 2} and len(moved) == 8
+
+
+@given(st.lists(st.tuples(st.integers(0, 69), st.integers(0, 2), st.integers(1, 16)), min_size=1, max_size=60),
+       st.integers(0, 2), st.integers(1, 16), st.integers(0, (1 << 70) - 1))
+@settings(max_examples=150, deadline=None)
+def test_a_backends_match_does_not_depend_on_who_else_is_asked_about(visits, ask, depth, among):
+    """A router asks only about its candidates: each one's answer is the one it gets when all are asked."""
+    chains = [[(c << 8) | k for k in range(16)] for c in range(3)]
+    index = PrefixIndex(70)
+    for backend, c, n in visits:
+        index.learn(backend, chains[c][:n])
+    query = chains[ask][:depth]
+    everyone = index.matches(query, 2)
+    assert index.matches(query, 2, among=among) == {i: d for i, d in everyone.items() if among >> i & 1}
+
+
+def test_a_prefix_held_by_more_than_max_visit_backends_credits_nobody():
+    """Past MAX_VISIT owners a level is no evidence which backend to pick; deeper levels still are."""
+    index = PrefixIndex(MAX_VISIT + 8)
+    chain = list(range(40, 52))
+    for i in range(MAX_VISIT + 1):
+        index.learn(i, chain[:4])  # the shared system prompt: everyone holds it
+    index.learn(5, chain[:10])
+    index.learn(7, chain[:8])
+    assert index.matches(chain, 2) == {5: 10, 7: 8}
+    assert index.matches(chain[:4], 2) == {}

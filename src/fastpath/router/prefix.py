@@ -163,81 +163,70 @@ class PrefixIndex:
         (default all) holding at least min_depth.
 
         Learning inserts whole chains and LRU order forgets a chain's blocks
-        together, so a backend holding block j holds the blocks before it: the
-        deepest block anyone holds is found by binary search, and backends that
-        also hold the first block are credited walking down from there to
-        min_depth, looking at most at MAX_VISIT owners and stopping at a level
-        held so widely it would exceed that (a prefix every backend holds is no
-        evidence which to pick). Approximate, like the index itself. The walk
-        is the same whoever asks: `among` (a router's candidates) only ends it
-        once every backend asked about that holds the first block is credited.
+        together, so a backend holding block j holds the blocks before it. The
+        walk keeps the backends still to credit (`pending`: asked about, holding
+        the first block) and finds the deepest level any of them holds by a
+        galloping search down from the last level searched: chat turns extend
+        each other, so that level is usually one or two away (about 2 log2 d
+        probes at distance d, one when adjacent), and every probe is a lookup
+        in a large table that is usually out of cache. A level held by more
+        than MAX_VISIT backends credits nobody: a prefix that many hold is no
+        evidence which to pick. Approximate, like the index itself; a backend's
+        answer does not depend on which others are asked about.
         """
         n = len(blocks)
         if n < min_depth or min_depth < 1:
             return {}
         owners = self.owners
         heads = owners.get(blocks[0], 0)
-        wanted = heads & among
-        if not wanted:
+        pending = heads & among
+        if not pending:
             return {}
         floor = min_depth - 1
-        floor_owners = owners.get(blocks[floor], 0)
-        if not floor_owners:
-            return {}
-        lo, hi = floor, n - 1  # the deepest held block is >= lo: search (lo, hi]
-        seen = floor_owners
-        while lo < hi:
-            mid = (lo + hi + 1) >> 1
-            m = owners.get(blocks[mid], 0)
-            if m:
-                lo, seen = mid, m
-            else:
-                hi = mid - 1
+        floor_owners = owners.get(blocks[floor], 0) if floor else heads
         horizon = (self.clock() if now is None else now) - self.ttl_s
         oldest = self.oldest
         out: dict[int, int] = {}
-        budget = MAX_VISIT
-        done = 0  # backends credited (asked about or not)
-        level = lo
-        while True:
-            size = seen.bit_count()
-            if size > budget and done:
-                break  # held widely from here down: what sets backends apart has been credited
-            # The chain's head is refreshed on every visit: a tail without it is a stale leftover.
-            new = seen & heads & ~done
-            mine = new & among
-            while mine:
-                low = mine & -mine
-                mine ^= low
+        top = n - 1  # no level above top holds any of pending
+        while floor_owners & pending:
+            # Gallop down from top to a level holding one of pending, then bisect the gap above it.
+            above = top + 1  # the lowest level seen holding none of pending
+            level = top
+            step = 1
+            m = owners.get(blocks[level], 0) if level > floor else floor_owners
+            while not m & pending:
+                above = level
+                level -= step
+                step += step
+                if level <= floor:
+                    level = floor
+                    m = floor_owners
+                    break
+                m = owners.get(blocks[level], 0)
+            hi = above - 1
+            while level < hi:
+                mid = (level + hi + 1) >> 1
+                probe = owners.get(blocks[mid], 0)
+                if probe & pending:
+                    level, m = mid, probe
+                else:
+                    hi = mid - 1
+            if m.bit_count() > MAX_VISIT:
+                break  # held this widely from here down: no evidence which to pick
+            new = m & pending
+            while new:
+                low = new & -new
+                new ^= low
                 i = low.bit_length() - 1
                 if oldest[i] < horizon:  # i holds expired entries: is this one fresh?
                     t = self.lru[i].get(blocks[level])
                     if t is None or t < horizon:
-                        new ^= low
-                        continue
+                        continue  # expired here: i is looked for a level further down
                 out[i] = level + 1
-            done |= new
-            budget -= size
-            if budget <= 0 or level <= floor or not wanted & ~done:
+                pending ^= low
+            if level <= floor:
                 break
-            if not new:  # a stale leftover (or expired): look one level up
-                level -= 1
-                seen = owners.get(blocks[level], 0)
-                continue
-            # Owners only grow towards the head: jump to the deepest level with more of them.
-            if floor_owners.bit_count() <= size:
-                break
-            lo, hi = floor, level - 1
-            found = floor_owners
-            while lo < hi:
-                mid = (lo + hi + 1) >> 1
-                m = owners.get(blocks[mid], 0)
-                if m.bit_count() > size:
-                    lo, found = mid, m
-                else:
-                    hi = mid - 1
-            level = lo
-            seen = found
+            top = level - 1
         return out
 
     def export(self, backend: int, limit: int) -> list[int]:
