@@ -343,7 +343,7 @@ class BenchRun:
         machine = machine_info()
         sections = {k: k not in s.skip for k in SECTIONS}
         # seconds each later section takes on an idle 2-core machine (measured), so rounds leave room for them
-        reserve = {"paired": 15 if s.quick else 50, "router_cost": 4 if s.quick else 40, "splice": 15 if s.quick else 60,
+        reserve = {"paired": 15 if s.quick else 50, "router_cost": 4 if s.quick else 60, "splice": 15 if s.quick else 60,
                    "fleet": 110 if s.quick else 300}
         # plots and the report come after everything else and take a few CPU seconds (matplotlib)
         report_s = 0.0 if not s.plots else (6.0 if s.quick else 15.0)
@@ -381,8 +381,8 @@ class BenchRun:
 
         paired = extra("paired", "fastpath.bench.paired:measure_suite", {"quick": s.quick})
         router_cost = extra("router_cost", "fastpath.bench.router_cost",
-                            {"sizes": [8, 64, 512], "constraints": [0, 3, 6], "requests": 3000} if s.quick
-                            else {"sizes": [8, 64, 512, 4096], "requests": 10000})
+                            {"sizes": [8, 64, 512], "constraints": [0, 3, 6], "requests": 3000, "rounds": 1} if s.quick
+                            else {"sizes": [8, 64, 512, 4096], "requests": 10000, "rounds": 3})
         splice = extra("splice", "fastpath.bench.splice_bench", {"quick": s.quick})
         fleet = extra("fleet", "fastpath.bench.fleet_scenarios", {"quick": s.quick})
         progress.close()

@@ -131,7 +131,8 @@ def _extras_text(result: dict[str, Any]) -> list[str]:
     rc = result.get("router_cost") or {}
     lines.append("")
     if rc.get("rows"):
-        lines.append("router decision cost (route(), µs):")
+        rounds = rc["rows"][0].get("rounds", 1)
+        lines.append(f"router decision cost (route(), µs; medians of {rounds} interleaved rounds):")
         lines += _table(rc["rows"], [("backends", "backends", "{}"), ("constraints", "constraints", "{}"),
                                      ("p50_us", "p50", "{:.1f}"), ("p99_us", "p99", "{:.1f}"),
                                      ("routed_fraction", "routed", "{:.2f}")])

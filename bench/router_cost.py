@@ -7,7 +7,7 @@ stream on its winner, and streams finish and report first bytes in between.
 Only route() is timed (time.perf_counter_ns around the call); snapshot build
 and the first route after a snapshot swap are reported separately.
 
-    python -m fastpath.bench.router_cost [--sizes 8,64,512,4096] [--requests 20000]
+    python -m fastpath.bench.router_cost [--sizes 8,64,512,4096] [--requests 20000] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -206,28 +206,50 @@ def measure(
     constraints: Sequence[int] = DEFAULT_CONSTRAINTS,
     requests: int = 20000,
     progress: bool = False,
+    rounds: int = 3,
 ) -> list[dict[str, Any]]:
     """One row per (fleet size, number of active constraints); see measure_one for the fields.
 
+    Each row is measured `rounds` times, the rounds interleaved (every row once,
+    then every row again), and its figures are the medians over the rounds: on
+    a shared machine a burst of noise then moves one round, not the result.
+    `p50_rounds_us` keeps each round's p50.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds: {rounds} is not a count of rounds; give 1 or more")
     for c in constraints:
         if not 0 <= c <= len(CONSTRAINTS):
             raise ValueError(f"constraints: {c} is out of range; counts go from 0 to {len(CONSTRAINTS)} ({CONSTRAINTS})")
     for n in sizes:
         if n < 1:
             raise ValueError(f"sizes: {n} is not a fleet size; give positive backend counts")
-    rows = []
     mixes = {c: request_mix(c, requests) for c in constraints}
-    k = 0
+    fleets = {}
     for n in sizes:
         config = synthetic_config(n)
-        fleet = (config, synthetic_telemetry(config))
-        for c in constraints:
-            k += 1
-            if progress:
-                print(f"[{k}/{len(sizes) * len(constraints)}] {n} backends, {c} constraints", file=sys.stderr, flush=True)
-            rows.append(measure_one(n, c, requests, fleet=fleet, mix=mixes[c]))
-    return rows
+        fleets[n] = (config, synthetic_telemetry(config))
+    runs: dict[tuple[int, int], list[dict[str, Any]]] = {(n, c): [] for n in sizes for c in constraints}
+    k = 0
+    for r in range(rounds):
+        for n in sizes:
+            for c in constraints:
+                k += 1
+                if progress:
+                    print(f"[{k}/{rounds * len(runs)}] round {r + 1}: {n} backends, {c} constraints",
+                          file=sys.stderr, flush=True)
+                runs[n, c].append(measure_one(n, c, requests, fleet=fleets[n], mix=mixes[c]))
+    return [_median_row(rs) for rs in runs.values()]
+
+
+def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a row's rounds: each number the median over the rounds."""
+    row = dict(runs[0])
+    for key, value in row.items():
+        if isinstance(value, float):
+            row[key] = float(np.median([r[key] for r in runs]))
+    row["rounds"] = len(runs)
+    row["p50_rounds_us"] = [round(r["p50_us"], 2) for r in runs]
+    return row
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -247,15 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="fleet sizes, comma-separated")
     p.add_argument("--constraints", default=",".join(map(str, DEFAULT_CONSTRAINTS)),
                    help=f"numbers of active constraints, comma-separated (in the order {','.join(CONSTRAINTS)})")
-    p.add_argument("--requests", type=int, default=20000, help="timed route() calls per row")
+    p.add_argument("--requests", type=int, default=20000, help="timed route() calls per row and round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row; the table shows medians")
     args = p.parse_args(argv)
     try:
         sizes = [int(x) for x in args.sizes.split(",") if x]
         constraints = [int(x) for x in args.constraints.split(",") if x]
     except ValueError:
         p.error("--sizes and --constraints take comma-separated integers, e.g. --sizes 8,64")
-    rows = measure(sizes, constraints, args.requests, progress=True)
-    print(f"router decision cost (route() only; axes {', '.join(AXES)})")
+    rows = measure(sizes, constraints, args.requests, progress=True, rounds=args.rounds)
+    print(f"router decision cost (route() only; axes {', '.join(AXES)}; medians of {args.rounds} interleaved rounds)")
     print(format_table(rows))
     return 0
 
