@@ -24,3 +24,7 @@ def test_values_at_and_next_to_rounding_ties(i: int) -> None:
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_any_float_formats_as_percent_3f(v: float) -> None:
     assert fixed3(v) == b"%.3f" % v
+
+
+def test_negative_zero_keeps_its_sign() -> None:
+    assert fixed3(-0.0) == b"-0.000" and fixed3(0.0) == b"0.000"

@@ -36,7 +36,7 @@ Recording points for metrics are the `CallServices.call_*` methods.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Final, Protocol, TYPE_CHECKING
 
 from fastpath.h2 import frames as fr
 from fastpath.h2.connection import Half
@@ -53,19 +53,25 @@ if TYPE_CHECKING:
     from .downstream import DownstreamConnection
     from .upstream import UpstreamConnection
 
-_now = time.monotonic
+_now: Final = time.monotonic
 
 # KServe calls whose first message carries the model in protobuf field 1.
-MODEL_IN_BODY = frozenset({
+MODEL_IN_BODY: Final = frozenset({
     b"/inference.GRPCInferenceService/ModelInfer",
     b"/inference.GRPCInferenceService/ModelStreamInfer",
     b"/inference.GRPCInferenceService/ModelReady",
     b"/inference.GRPCInferenceService/ModelMetadata",
 })
-_WAIT_BODY_MAX = 4096  # bytes of body to wait for before routing without what it would say
+_WAIT_BODY_MAX: Final = 4096  # bytes of body to wait for before routing without what it would say
 
-RECEIVING, HOLDING, ROUTING, FORWARDING, COMMITTED, DONE, QUEUED = range(7)
-STATE_NAMES = ("receiving", "holding", "routing", "forwarding", "committed", "done", "queued")
+RECEIVING: Final = 0
+HOLDING: Final = 1
+ROUTING: Final = 2
+FORWARDING: Final = 3
+COMMITTED: Final = 4
+DONE: Final = 5
+QUEUED: Final = 6
+STATE_NAMES: Final = ("receiving", "holding", "routing", "forwarding", "committed", "done", "queued")
 
 
 class CallServices(Protocol):
@@ -113,7 +119,7 @@ class Call:
         self.up_id = 0
         self._credit_client = down_st.credit
         self.req = Half(self._credit_client)
-        self.resp = Half(_noop)
+        self.resp = Half(_NOOP)
         self.resp.attach(down.h2, self.down_id)
         self.resp.on_done = self._maybe_finish
         self.features: Any = None
@@ -306,7 +312,7 @@ class Call:
         new.end = old.end
         new.trailers = old.trailers
         self.req = new
-        old.on_sent = _noop
+        old.on_sent = _NOOP
         self.held_headers = None  # response headers of the abandoned attempt never reach the client
         self.position += 1
         self.state = ROUTING
@@ -459,8 +465,8 @@ class Call:
         self._detach_upstream()
         self.svc.call_finished(self, self.status, self.fault,
                                (self.t_first - self.t_start) * 1000.0 if self.t_first else 0.0)
-        self.req.on_sent = _noop
-        self.resp.on_sent = _noop
+        self.req.on_sent = _NOOP
+        self.resp.on_sent = _NOOP
         self.resp.on_done = None
         self.req.pending.clear()
         self.replay = None
@@ -470,6 +476,9 @@ def _noop(n: int) -> None:
     pass
 
 
+_NOOP: Final = _noop  # a static, not a module-dict lookup, in the compiled build
+
+
 def _grpc_status(headers: list) -> bytes | None:
     for name, value in headers:
         if name == b"grpc-status":
@@ -477,4 +486,4 @@ def _grpc_status(headers: list) -> bytes | None:
     return None
 
 
-_DEFAULT_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+_DEFAULT_RESPONSE_HEADERS: Final = [(b":status", b"200"), (b"content-type", b"application/grpc")]

@@ -12,15 +12,16 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
-AXES = ("ttft", "cost", "affinity", "capacity", "proximity")
-PATHS = ("python", "kernel", "dpu")
-# OpenTelemetry GenAI advisory buckets (seconds).
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-DECISION_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2)
-MAX_SERIES = 512  # label sets per histogram; past it, the model label reads "other"
+AXES: Final = ("ttft", "cost", "affinity", "capacity", "proximity")
+PATHS: Final = ("python", "kernel", "dpu")
+# OpenTelemetry GenAI advisory buckets (seconds). Typed tuple[float, ...], not fixed-length: mypyc 1.x
+# reads a Final fixed-length tuple of floats back as "not set".
+TTFT_BUCKETS: Final[tuple[float, ...]] = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DURATION_BUCKETS: Final[tuple[float, ...]] = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+DECISION_BUCKETS: Final[tuple[float, ...]] = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2)
+MAX_SERIES: Final = 512  # label sets per histogram; past it, the model label reads "other"
 
 
 class Buckets:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from fastpath.h2 import frames as fr
 from fastpath.h2.connection import H2Connection, H2Stream, Half
@@ -20,8 +20,8 @@ __all__ = ["H2Transport", "Half", "after_flush", "flush_dirty"]
 
 log = logging.getLogger("fastpath.dataplane")
 
-_dirty: list["H2Transport"] = []
-_after: list[tuple[Callable[[Any], None], Any]] = []
+_dirty: Final[list["H2Transport"]] = []
+_after: Final[list[tuple[Callable[[Any], None], Any]]] = []
 
 
 class _Event:
@@ -33,7 +33,7 @@ class _Event:
         self.depth = 0
 
 
-_event = _Event()
+_event: Final = _Event()
 
 
 def after_flush(fn: Callable[[Any], None], arg: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from fastpath.h2 import frames as fr
 from fastpath.h2.connection import H2Stream
@@ -179,8 +179,8 @@ class DownstreamConnection(H2Transport):
             self.close_soon()
 
 
-SNIFF_TIMEOUT_S = 0.25   # a new connection that sends no call within this is routed
-SNIFF_MAX_BYTES = 65536  # bytes watched before giving up on pinning
+SNIFF_TIMEOUT_S: Final = 0.25   # a new connection that sends no call within this is routed
+SNIFF_MAX_BYTES: Final = 65536  # bytes watched before giving up on pinning
 
 
 class Sniffer:

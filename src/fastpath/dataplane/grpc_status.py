@@ -1,17 +1,19 @@
 """gRPC status codes and the header lists the proxy sends when it answers a call itself."""
 from __future__ import annotations
 
-OK = 0
-CANCELLED = 1
-UNKNOWN = 2
-INVALID_ARGUMENT = 3
-DEADLINE_EXCEEDED = 4
-NOT_FOUND = 5
-RESOURCE_EXHAUSTED = 8
-INTERNAL = 13
-UNAVAILABLE = 14
+from typing import Final
 
-_SAFE = frozenset(range(0x20, 0x7F)) - {ord("%")}
+OK: Final = 0
+CANCELLED: Final = 1
+UNKNOWN: Final = 2
+INVALID_ARGUMENT: Final = 3
+DEADLINE_EXCEEDED: Final = 4
+NOT_FOUND: Final = 5
+RESOURCE_EXHAUSTED: Final = 8
+INTERNAL: Final = 13
+UNAVAILABLE: Final = 14
+
+_SAFE: Final = frozenset(range(0x20, 0x7F)) - {ord("%")}
 
 
 def percent_encode(message: str) -> bytes:

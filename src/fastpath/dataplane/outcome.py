@@ -11,14 +11,16 @@ answers and do not count either way.
 """
 from __future__ import annotations
 
+from typing import Final
+
 # grpc-status values, as the bytes they travel as.
-BACKEND_FAULTS = frozenset({
+BACKEND_FAULTS: Final = frozenset({
     b"4",   # DEADLINE_EXCEEDED: the backend did not answer in time
     b"8",   # RESOURCE_EXHAUSTED: overloaded
     b"13",  # INTERNAL
     b"14",  # UNAVAILABLE
 })
-CLIENT_CAUSED = frozenset({
+CLIENT_CAUSED: Final = frozenset({
     b"1",   # CANCELLED
     b"3",   # INVALID_ARGUMENT
     b"5",   # NOT_FOUND

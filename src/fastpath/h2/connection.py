@@ -23,7 +23,7 @@ Handler methods (a `ConnectionHandler`):
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Final, Protocol
 
 from . import frames as fr
 from . import stream_state as ss
@@ -31,17 +31,18 @@ from . import validation
 from .constraints import Constraints, TokenBucket
 from .hpack_codec import HpackDecoder, HpackEncoder
 
-_pack_hdr = fr._pack_hdr
-_DATA = fr.DATA
-_END = fr.END_STREAM
-_MAX_WINDOW = fr.MAX_WINDOW
-_RECV_DATA = ss.NEXT[ss.RECV_DATA]
-_RECV_END = ss.NEXT[ss.RECV_END_STREAM]
-_RECV_HEADERS = ss.NEXT[ss.RECV_HEADERS]
-_SEND_END = ss.NEXT[ss.SEND_END_STREAM]
-_SEND_HEADERS = ss.NEXT[ss.SEND_HEADERS]
-_CLOSED = ss.CLOSED
-_RECENT = 1024  # closed streams remembered, to tell "closed" from "never opened"
+_new_deque: Final = deque  # a static, not a module-dict lookup, in the compiled build
+_pack_hdr: Final = fr._pack_hdr
+_DATA: Final = fr.DATA
+_END: Final = fr.END_STREAM
+_MAX_WINDOW: Final = fr.MAX_WINDOW
+_RECV_DATA: Final = ss.NEXT[ss.RECV_DATA]
+_RECV_END: Final = ss.NEXT[ss.RECV_END_STREAM]
+_RECV_HEADERS: Final = ss.NEXT[ss.RECV_HEADERS]
+_SEND_END: Final = ss.NEXT[ss.SEND_END_STREAM]
+_SEND_HEADERS: Final = ss.NEXT[ss.SEND_HEADERS]
+_CLOSED: Final = ss.CLOSED
+_RECENT: Final = 1024  # closed streams remembered, to tell "closed" from "never opened"
 
 
 class ConnectionHandler(Protocol):
@@ -113,7 +114,7 @@ class Half:
         self.conn: H2Connection | None = None
         self.sid = 0
         self.window = 0
-        self.pending: deque[bytes] = deque()
+        self.pending: deque[bytes] = _new_deque()
         self.pending_bytes = 0
         self.end = False          # END_STREAM to send once pending is out
         self.trailers: list | None = None  # header list to close with instead of an empty DATA

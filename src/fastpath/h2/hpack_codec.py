@@ -10,6 +10,8 @@ indexing, so unique values do not churn the table; it never Huffman-codes
 """
 from __future__ import annotations
 
+from typing import Final
+
 from collections import deque
 
 from .huffman import decode_huffman
@@ -17,16 +19,16 @@ from hpack.table import HeaderTable
 
 from .frames import COMPRESSION_ERROR, H2Error
 
-STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = tuple(HeaderTable.STATIC_TABLE)
-_STATIC_LEN = len(STATIC_TABLE)  # 61
-_STATIC_PAIR = {pair: i + 1 for i, pair in reversed(list(enumerate(STATIC_TABLE)))}
-_STATIC_NAME: dict[bytes, int] = {}
+STATIC_TABLE: Final[tuple[tuple[bytes, bytes], ...]] = tuple(HeaderTable.STATIC_TABLE)
+_STATIC_LEN: Final = len(STATIC_TABLE)  # 61
+_STATIC_PAIR: Final = {pair: i + 1 for i, pair in reversed(list(enumerate(STATIC_TABLE)))}
+_STATIC_NAME: Final[dict[bytes, int]] = {}
 for _i, (_n, _v) in reversed(list(enumerate(STATIC_TABLE))):
     _STATIC_NAME[_n] = _i + 1
 
 Header = tuple[bytes, bytes]
-_LITERALS: dict[Header, bytes] = {}  # literal-without-indexing encodings (independent of any table)
-NEVER_INDEX = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
+_LITERALS: Final[dict[Header, bytes]] = {}  # literal-without-indexing encodings (independent of any table)
+NEVER_INDEX: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
 
 
 def _entry_size(name: bytes, value: bytes) -> int:

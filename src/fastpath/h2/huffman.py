@@ -13,6 +13,8 @@ error, checked by property tests against the reference decoder.
 """
 from __future__ import annotations
 
+from typing import Final
+
 from hpack.huffman_table import HUFFMAN_COMPLETE, HUFFMAN_EMIT_SYMBOL, HUFFMAN_FAIL, HUFFMAN_TABLE
 
 
@@ -20,9 +22,9 @@ class HuffmanError(ValueError):
     """The bytes are not a valid HPACK Huffman string."""
 
 
-_NEXT: list[int] = []  # (state << 8 | byte) -> next state; -1 = invalid
-_OUT: list[bytes] = []  # (state << 8 | byte) -> symbols the byte completes
-_DONE: list[bool] = []  # (state << 8 | byte) -> the string may end after this byte
+_NEXT: Final[list[int]] = []  # (state << 8 | byte) -> next state; -1 = invalid
+_OUT: Final[list[bytes]] = []  # (state << 8 | byte) -> symbols the byte completes
+_DONE: Final[list[bool]] = []  # (state << 8 | byte) -> the string may end after this byte
 
 
 def _build() -> None:

@@ -8,34 +8,36 @@ through `NEXT[event][state]`, a list built from the table.
 """
 from __future__ import annotations
 
+from typing import Final
+
 # States.
-IDLE = 0
-OPEN = 1
-HALF_CLOSED_LOCAL = 2
-HALF_CLOSED_REMOTE = 3
-CLOSED = 4
-STATE_NAMES = ("idle", "open", "half-closed (local)", "half-closed (remote)", "closed")
+IDLE: Final = 0
+OPEN: Final = 1
+HALF_CLOSED_LOCAL: Final = 2
+HALF_CLOSED_REMOTE: Final = 3
+CLOSED: Final = 4
+STATE_NAMES: Final = ("idle", "open", "half-closed (local)", "half-closed (remote)", "closed")
 
 # Events: a frame (or flag) sent or received.
-SEND_HEADERS = 0
-SEND_DATA = 1
-SEND_END_STREAM = 2
-SEND_RST_STREAM = 3
-RECV_HEADERS = 4
-RECV_DATA = 5
-RECV_END_STREAM = 6
-RECV_RST_STREAM = 7
-RECV_WINDOW_UPDATE = 8
-RECV_PRIORITY = 9
-EVENT_NAMES = ("send HEADERS", "send DATA", "send END_STREAM", "send RST_STREAM", "receive HEADERS",
+SEND_HEADERS: Final = 0
+SEND_DATA: Final = 1
+SEND_END_STREAM: Final = 2
+SEND_RST_STREAM: Final = 3
+RECV_HEADERS: Final = 4
+RECV_DATA: Final = 5
+RECV_END_STREAM: Final = 6
+RECV_RST_STREAM: Final = 7
+RECV_WINDOW_UPDATE: Final = 8
+RECV_PRIORITY: Final = 9
+EVENT_NAMES: Final = ("send HEADERS", "send DATA", "send END_STREAM", "send RST_STREAM", "receive HEADERS",
                "receive DATA", "receive END_STREAM", "receive RST_STREAM", "receive WINDOW_UPDATE",
                "receive PRIORITY")
 
 # Outcomes that are not states: how the connection must answer.
-STREAM_CLOSED_ERROR = -1   # stream error STREAM_CLOSED (§5.1 half-closed (remote), closed)
-PROTOCOL_ERROR_CONN = -2   # connection error PROTOCOL_ERROR (§5.1 idle)
+STREAM_CLOSED_ERROR: Final = -1   # stream error STREAM_CLOSED (§5.1 half-closed (remote), closed)
+PROTOCOL_ERROR_CONN: Final = -2   # connection error PROTOCOL_ERROR (§5.1 idle)
 
-TRANSITIONS: dict[tuple[int, int], int] = {
+TRANSITIONS: Final[dict[tuple[int, int], int]] = {
     # idle (§5.1): HEADERS opens; PRIORITY is allowed; anything else is a connection error.
     (IDLE, SEND_HEADERS): OPEN,
     (IDLE, RECV_HEADERS): OPEN,
@@ -83,8 +85,8 @@ TRANSITIONS: dict[tuple[int, int], int] = {
     (CLOSED, SEND_RST_STREAM): CLOSED,
 }
 
-_UNLISTED = PROTOCOL_ERROR_CONN
-NEXT: tuple[tuple[int, ...], ...] = tuple(
+_UNLISTED: Final = PROTOCOL_ERROR_CONN
+NEXT: Final[tuple[tuple[int, ...], ...]] = tuple(
     tuple(TRANSITIONS.get((state, event), _UNLISTED) for state in range(5)) for event in range(10))
 
 

@@ -8,24 +8,26 @@ repeated block), so a gRPC client's repeated metadata is checked once.
 """
 from __future__ import annotations
 
+from typing import Final
+
 import re
 
 Header = tuple[bytes, bytes]
 
 # §8.2.2: connection-specific fields; `te` is allowed with the value "trailers" only.
-CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding",
+CONNECTION_SPECIFIC: Final = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding",
                                  b"upgrade"})
-REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority", b":protocol"})
-RESPONSE_PSEUDO = frozenset({b":status"})
+REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":path", b":authority", b":protocol"})
+RESPONSE_PSEUDO: Final = frozenset({b":status"})
 
 # §8.2.1: a name is lowercase tchar (no upper case, space, control or separators); a value has no
 # NUL, CR or LF and no leading or trailing whitespace (SP / HTAB).
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+_BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
 
-_OK = ""
-_verdicts: dict[Header, str] = {}  # field -> "" (fine) or what is wrong; HPACK hands out the same tuples
+_OK: Final = ""
+_verdicts: Final[dict[Header, str]] = {}  # field -> "" (fine) or what is wrong; HPACK hands out the same tuples
 
 
 def _field_verdict(field: Header) -> str:

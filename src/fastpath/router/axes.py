@@ -101,8 +101,8 @@ class Cost:
 
 
 # -- model and cache affinity ----------------------------------------------------------
-WARM_KNOWN_MODEL = 1.0  # a backend serving the model the request named
-WARM_UNKNOWN_MODEL = 0.5
+WARM_KNOWN_MODEL: Final = 1.0  # a backend serving the model the request named
+WARM_UNKNOWN_MODEL: Final = 0.5
 
 
 class Affinity:
@@ -186,8 +186,8 @@ class Capacity:
 
 
 # -- proximity and health --------------------------------------------------------------
-PROXIMITY_SCALE_MS = 50.0  # RTT at which the proximity score is 0.5
-NEUTRAL = 0.5  # score of an axis the router knows nothing about (unknown client region)
+PROXIMITY_SCALE_MS: Final = 50.0  # RTT at which the proximity score is 0.5
+NEUTRAL: Final = 0.5  # score of an axis the router knows nothing about (unknown client region)
 
 
 class Proximity:
@@ -211,4 +211,4 @@ class Proximity:
         return proximity * health
 
 
-AXIS_ORDER = (TTFT, Cost, Affinity, Capacity, Proximity)
+AXIS_ORDER: Final = (TTFT, Cost, Affinity, Capacity, Proximity)

@@ -7,27 +7,29 @@ and a protobuf tag walk instead of a decode.
 """
 from __future__ import annotations
 
+from typing import Final
+
 import math
 from collections.abc import Callable, Iterable
 
-MODEL = b"x-fastpath-model"
-REGION = b"x-fastpath-region"
-SESSION = b"x-fastpath-session"
-POLICY = b"x-fastpath-policy"
-SLO_TTFT_MS = b"x-fastpath-slo-ttft-ms"
-MAX_COST = b"x-fastpath-max-cost"
-ALLOW_REGIONS = b"x-fastpath-allow-regions"
-ALLOW_SUBSTITUTE = b"x-fastpath-allow-substitute"
+MODEL: Final = b"x-fastpath-model"
+REGION: Final = b"x-fastpath-region"
+SESSION: Final = b"x-fastpath-session"
+POLICY: Final = b"x-fastpath-policy"
+SLO_TTFT_MS: Final = b"x-fastpath-slo-ttft-ms"
+MAX_COST: Final = b"x-fastpath-max-cost"
+ALLOW_REGIONS: Final = b"x-fastpath-allow-regions"
+ALLOW_SUBSTITUTE: Final = b"x-fastpath-allow-substitute"
 
-MAX_NAME_LEN = 256  # model names and session ids
-MAX_TOKEN_LEN = 64  # regions and policy names
-MAX_NUMBER_LEN = 32
-MAX_ALLOW_REGIONS = 32
+MAX_NAME_LEN: Final = 256  # model names and session ids
+MAX_TOKEN_LEN: Final = 64  # regions and policy names
+MAX_NUMBER_LEN: Final = 32
+MAX_ALLOW_REGIONS: Final = 32
 
 # bytes.translate(None, delete=...) leaves only the bytes that are NOT allowed:
 # a C-speed character-class check without a regular expression.
-_TOKEN_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-_VISIBLE_BYTES = bytes(range(0x21, 0x7F))
+_TOKEN_BYTES: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+_VISIBLE_BYTES: Final = bytes(range(0x21, 0x7F))
 
 
 class RequestFeatures:
@@ -160,8 +162,8 @@ def _set_allow_regions(f: RequestFeatures, name: bytes, value: bytes) -> None:
     f.allow_regions = tuple(sorted(set(regions)))
 
 
-_YES = frozenset({b"true", b"1", b"yes"})
-_NO = frozenset({b"false", b"0", b"no"})
+_YES: Final = frozenset({b"true", b"1", b"yes"})
+_NO: Final = frozenset({b"false", b"0", b"no"})
 
 
 def _set_allow_substitute(f: RequestFeatures, name: bytes, value: bytes) -> None:
@@ -175,7 +177,7 @@ def _set_allow_substitute(f: RequestFeatures, name: bytes, value: bytes) -> None
                             "model of the requested model's group serve the call, or false (the default)")
 
 
-_HANDLERS: dict[bytes, Callable[[RequestFeatures, bytes, bytes], None]] = {
+_HANDLERS: Final[dict[bytes, Callable[[RequestFeatures, bytes, bytes], None]]] = {
     MODEL: _set_model,
     REGION: _set_region,
     SESSION: _set_session,
@@ -188,7 +190,7 @@ _HANDLERS: dict[bytes, Callable[[RequestFeatures, bytes, bytes], None]] = {
 
 # An empty string header means "not given"; for these an empty value is a
 # client bug worth reporting (an empty allow-list must not silently mean "any").
-_EMPTY_IS_ERROR = frozenset({SLO_TTFT_MS, MAX_COST, ALLOW_REGIONS, ALLOW_SUBSTITUTE})
+_EMPTY_IS_ERROR: Final = frozenset({SLO_TTFT_MS, MAX_COST, ALLOW_REGIONS, ALLOW_SUBSTITUTE})
 
 
 def features_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> RequestFeatures:
@@ -292,9 +294,9 @@ def model_from_path(path: bytes) -> str:
     return service.decode("utf-8", "replace")
 
 
-PROMPT_INPUT = b"text_input"  # the BYTES input that carries the prompt (configurable per call)
-MAX_PROMPT_BYTES = 16 * 1024  # prompt bytes read from a request, at most
-_MAX_FIELDS = 256  # length-delimited fields looked at per message level before giving up
+PROMPT_INPUT: Final = b"text_input"  # the BYTES input that carries the prompt (configurable per call)
+MAX_PROMPT_BYTES: Final = 16 * 1024  # prompt bytes read from a request, at most
+_MAX_FIELDS: Final = 256  # length-delimited fields looked at per message level before giving up
 
 
 def _ld_fields(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, bool]] | None:

@@ -2,7 +2,8 @@
 
 The decision trailer carries six scores per call; `%.3f` goes through the
 float-to-decimal conversion each time, a table lookup does not. Values within
-a hair of a rounding tie, and values outside [0, 1], take the exact `%` path,
+a hair of a rounding tie, and values outside (0, 1] (zero too: -0.0 prints
+as "-0.000"), take the exact `%` path,
 so the output is always what `%.3f` would give.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ _TIE_EPS: Final = 1e-6  # v*1000 carries ~1e-13 of rounding error; this stays fa
 
 def fixed3(v: float) -> bytes:
     """`b"%.3f" % v`."""
-    if 0.0 <= v <= 1.0:
+    if 0.0 < v <= 1.0:
         x = v * 1000.0
         i = int(x)
         frac = x - i

@@ -8,16 +8,18 @@ that looked idle at the last scrape.
 """
 from __future__ import annotations
 
+from typing import Final
+
 import math
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-FAIL_THRESHOLD = 3  # consecutive failures that put a backend into cool-down
-COOLDOWN_S = 2.0  # how long a failing backend is left alone before it is retried
-TTFT_ALPHA = 0.2  # weight of the newest first-byte time in the EWMA
-ERROR_ALPHA = 0.1  # weight of the newest outcome in the error-rate EWMA
+FAIL_THRESHOLD: Final = 3  # consecutive failures that put a backend into cool-down
+COOLDOWN_S: Final = 2.0  # how long a failing backend is left alone before it is retried
+TTFT_ALPHA: Final = 0.2  # weight of the newest first-byte time in the EWMA
+ERROR_ALPHA: Final = 0.1  # weight of the newest outcome in the error-rate EWMA
 MAX_SESSIONS = 100_000  # remembered session -> backend pairs (oldest forgotten first)
 CHANGE_LOG_MAX = 4096  # changed-backend log length before it is cut
 

@@ -20,6 +20,8 @@ one, replaces `observed` (the router applies it per region, from `model`).
 """
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 
 from fastpath.router.axes import KNEE_SLOPE, OBSERVED_WEIGHT, RHO_KNEE, SLOT_SHARE, TTFT, Capacity, Proximity
@@ -27,8 +29,8 @@ from fastpath.router.live import LiveStats
 from fastpath.router.snapshot import FleetSnapshot
 
 __all__ = ["KNEE_SLOPE", "OBSERVED_WEIGHT", "RHO_KNEE", "SLOT_SHARE", "LoadState", "queue_factor"]
-ROW_UPDATE_MAX = 6  # more changed backends than this: one vectorised recompute is cheaper
-STALE_MAX = 64  # rows the arrays may lag behind the lists by before they are rebuilt whole
+ROW_UPDATE_MAX: Final = 6  # more changed backends than this: one vectorised recompute is cheaper
+STALE_MAX: Final = 64  # rows the arrays may lag behind the lists by before they are rebuilt whole
 
 
 def queue_factor(rho: np.ndarray) -> np.ndarray:

@@ -25,11 +25,11 @@ from typing import Final
 from fastpath.config import PrefixConfig
 from fastpath.router.features import prompt_from_infer_request
 
-BLOCK_BYTES = 256  # ~64 tokens: the granularity at which a prefix counts as shared
-MAX_PROMPT_BYTES = 16 * 1024  # prompt bytes read per request (64 blocks)
-MIN_MATCH_BLOCKS = 4  # a shorter match scores 0: one shared system prompt must not pin everything
-CAPACITY_BLOCKS = 16384  # blocks remembered per backend (LRU)
-TTL_S = 300.0  # a block not routed for this long is forgotten (engines evict too)
+BLOCK_BYTES: Final = 256  # ~64 tokens: the granularity at which a prefix counts as shared
+MAX_PROMPT_BYTES: Final = 16 * 1024  # prompt bytes read per request (64 blocks)
+MIN_MATCH_BLOCKS: Final = 4  # a shorter match scores 0: one shared system prompt must not pin everything
+CAPACITY_BLOCKS: Final = 16384  # blocks remembered per backend (LRU)
+TTL_S: Final = 300.0  # a block not routed for this long is forgotten (engines evict too)
 MAX_VISIT: Final = 32  # owners looked at per lookup, at most (a prefix many backends hold is no evidence)
 
 

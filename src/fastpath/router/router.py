@@ -85,14 +85,14 @@ from fastpath.router.prefix import PrefixIndex
 from fastpath.router.snapshot import FleetSnapshot
 
 __all__ = ["TTFT_SCALE_MS", "Decision", "Router"]
-MAX_RANKED = 16  # candidates returned for failover
+MAX_RANKED: Final = 16  # candidates returned for failover
 TIE_EPS: Final = 1e-9  # per config position: exact ties go to the earlier backend
 SLO_MISS: Final = 1e6  # offset that ranks SLO misses after every SLO hit
-MAX_ENTRIES = 4096  # cached request shapes per snapshot before the cache is cleared
-PARTITION_MIN = 256  # fleets at least this large use argpartition for the top candidates
+MAX_ENTRIES: Final = 4096  # cached request shapes per snapshot before the cache is cleared
+PARTITION_MIN: Final = 256  # fleets at least this large use argpartition for the top candidates
 # In fleets of at least PARTITION_MIN, a request shape whose candidates are at most
 # 1/SUBSET_RATIO of the fleet is scored on its candidates only (gathered first).
-SUBSET_RATIO = 4
+SUBSET_RATIO: Final = 4
 # Up to this many candidates a plain Python loop beats numpy's per-call overhead
 # (measured with bench/router_cost.py; see Router.scalar_max).
 SCALAR_MAX = 16
@@ -100,8 +100,8 @@ SCALAR_MAX = 16
 # (RTT from the client's region) than the winner: a farther one is scored fairly by its RTT.
 EXPLORE_RTT_SLACK_MS: Final = 5.0
 # Byte map that turns anything but visible ASCII and space into "?" (header values).
-_HEADER_SAFE = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
-_NO_SHARES: dict[int, float] = {}
+_HEADER_SAFE: Final = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
+_NO_SHARES: Final[dict[int, float]] = {}
 
 
 @dataclass(slots=True)
