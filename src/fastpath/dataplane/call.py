@@ -36,7 +36,7 @@ Recording points for metrics are the `CallServices.call_*` methods.
 from __future__ import annotations
 
 import time
-from typing import Any, Final, Protocol, TYPE_CHECKING
+from typing import Any, Final, TYPE_CHECKING
 
 from fastpath.h2 import frames as fr
 from fastpath.h2.connection import Half
@@ -74,33 +74,68 @@ QUEUED: Final = 6
 STATE_NAMES: Final = ("receiving", "holding", "routing", "forwarding", "committed", "done", "queued")
 
 
-class CallServices(Protocol):
-    """Everything a call needs from the rest of the proxy."""
+class CallServices:
+    """Everything a call needs from the rest of the proxy: the interface a call depends on.
+
+    A base class to subclass (fastpath.dataplane.services.ProxyCallServices), not a
+    Protocol: the compiled build then calls these methods through a vtable instead
+    of looking each one up by name on every call.
+    """
 
     replay_limit: int
     gate: Any  # fastpath.dataplane.call_gate.CallGate when admission control or budgets are configured, else None
 
     @property
-    def prefix_on(self) -> bool: ...  # prompt-prefix affinity: KServe calls wait for their body even when the model is known
+    def prefix_on(self) -> bool:  # prompt-prefix affinity: KServe calls wait for their body even when the model is known
+        raise NotImplementedError
 
     # routing
-    def features(self, headers: list) -> "RequestFeatures": ...                 # ValueError: bad metadata
-    def features_from_path(self, f: "RequestFeatures", path: bytes) -> "RequestFeatures": ...
-    def features_from_body(self, f: "RequestFeatures", body: list[bytes]) -> "RequestFeatures | None": ...
-    def route(self, f: "RequestFeatures") -> "Decision": ...
+    def features(self, headers: list) -> "RequestFeatures":  # ValueError: bad metadata
+        raise NotImplementedError
+
+    def features_from_path(self, f: "RequestFeatures", path: bytes) -> "RequestFeatures":
+        raise NotImplementedError
+
+    def features_from_body(self, f: "RequestFeatures", body: list[bytes]) -> "RequestFeatures | None":
+        raise NotImplementedError
+
+    def route(self, f: "RequestFeatures") -> "Decision":
+        raise NotImplementedError
+
     # upstreams
-    def acquire(self, backend: int) -> "UpstreamConnection | None": ...
-    def backend_name(self, backend: int) -> str: ...
-    def response_trailers(self, call: "Call") -> tuple[list, list | None]: ...
+    def acquire(self, backend: int) -> "UpstreamConnection | None":
+        raise NotImplementedError
+
+    def backend_name(self, backend: int) -> str:
+        raise NotImplementedError
+
+    def response_trailers(self, call: "Call") -> tuple[list, list | None]:
+        raise NotImplementedError
+
     # outcomes (metrics hook points)
-    def call_started(self, call: "Call") -> None: ...
-    def call_routed(self, call: "Call") -> None: ...
-    def call_attempt(self, call: "Call", backend: int) -> None: ...
-    def call_first_byte(self, call: "Call", ttft_ms: float) -> None: ...
-    def call_failover(self, call: "Call", backend: int, why: str) -> None: ...
-    def call_hedged(self, call: "Call", backend: int, waited_ms: float) -> None: ...
-    def call_finished(self, call: "Call", status: bytes | None, backend_fault: bool, ttft_ms: float) -> None: ...
-    def call_reset(self, call: "Call", message: str) -> None: ...
+    def call_started(self, call: "Call") -> None:
+        raise NotImplementedError
+
+    def call_routed(self, call: "Call") -> None:
+        raise NotImplementedError
+
+    def call_attempt(self, call: "Call", backend: int) -> None:
+        raise NotImplementedError
+
+    def call_first_byte(self, call: "Call", ttft_ms: float) -> None:
+        raise NotImplementedError
+
+    def call_failover(self, call: "Call", backend: int, why: str) -> None:
+        raise NotImplementedError
+
+    def call_hedged(self, call: "Call", backend: int, waited_ms: float) -> None:
+        raise NotImplementedError
+
+    def call_finished(self, call: "Call", status: bytes | None, backend_fault: bool, ttft_ms: float) -> None:
+        raise NotImplementedError
+
+    def call_reset(self, call: "Call", message: str) -> None:
+        raise NotImplementedError
 
 
 class Call:

@@ -18,6 +18,7 @@ from fastpath.router.features import (RequestFeatures, features_from_headers, mo
 from fastpath.router.prefix import prompt_blocks_of
 
 from . import model_switch
+from .call import CallServices
 from .conn import after_flush
 from .hedging import Hedger, hedged_trailer
 from .outcome import status_ok
@@ -37,7 +38,7 @@ def with_model(f: RequestFeatures, model: str, prompt_blocks: tuple[int, ...] = 
                            prompt_blocks or f.prompt_blocks, f.allow_substitute)
 
 
-class ProxyCallServices:
+class ProxyCallServices(CallServices):
     """The proxy as its calls see it."""
 
     def __init__(self, proxy: "Proxy") -> None:
