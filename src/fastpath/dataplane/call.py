@@ -157,8 +157,8 @@ class Call:
         self.resp = Half(_NOOP)
         self.resp.attach(down.h2, self.down_id)
         self.resp.on_done = self._maybe_finish
-        self.features: Any = None
-        self.decision: Any = None
+        self.features: RequestFeatures | None = None
+        self.decision: Decision | None = None
         self.position = 0
         self.backend = -1
         self.t_start = _now()
@@ -226,11 +226,13 @@ class Call:
         else:  # a call that allows a substitute model: its attempt's bytes may be rewritten
             sw.push(data, end)
         if self.state == HOLDING:
-            f = self.svc.features_from_body(self.features, list(self.req.pending))
+            held = self.features
+            assert held is not None  # set with the request headers
+            f = self.svc.features_from_body(held, list(self.req.pending))
             if f is None and not end and self.req.pending_bytes < _WAIT_BODY_MAX:
                 return
             if f is None:
-                f = self.features if self.features.model else self.svc.features_from_path(self.features, b"")
+                f = held if held.model else self.svc.features_from_path(held, b"")
             self.features = f
             self._route()
 
@@ -247,9 +249,11 @@ class Call:
 
     # -- routing -------------------------------------------------------------
     def _route(self) -> None:
-        decision = self.svc.route(self.features)
+        f = self.features
+        assert f is not None  # set with the request headers
+        decision = self.svc.route(f)
         self.decision = decision
-        if self.features.allow_substitute and decision.substitutes:
+        if f.allow_substitute and decision.substitutes:
             self.switch = model_switch.for_call(self)
         if not decision.ranked:
             code = gs.INVALID_ARGUMENT if decision.invalid else gs.UNAVAILABLE
@@ -270,12 +274,14 @@ class Call:
 
     def _attempt(self) -> None:
         svc = self.svc
-        ranked = self.decision.ranked
+        decision = self.decision
+        assert decision is not None  # set by start_routed
+        ranked = decision.ranked
         while self.position < len(ranked):
             i = ranked[self.position]
             conn = svc.acquire(i)
             if conn is not None and self.switch is not None and not self.switch.begin(
-                    self.decision.served_model(self.position)):
+                    decision.served_model(self.position)):
                 conn = None  # a substitute this call cannot be rewritten for: the next candidate
             if conn is not None:
                 self.backend = i
@@ -313,7 +319,8 @@ class Call:
         svc.call_failover(self, backend, why)
         self._detach_upstream()
         self.backend = -1
-        if self.replay is None or self.position + 1 >= len(self.decision.ranked):
+        decision = self.decision
+        if self.replay is None or decision is None or self.position + 1 >= len(decision.ranked):
             self.respond_error(gs.UNAVAILABLE, f"backend {name} {why}; no other backend could take the call")
             return
         self._replay_next()
@@ -322,8 +329,9 @@ class Call:
         """The first response byte is late: reset this attempt (RST_STREAM CANCEL) and replay the
         request on the next candidate. At most once per call; False when it cannot (committed,
         already hedged, no replay kept, no next candidate)."""
-        if (self.state != FORWARDING or self.hedged_from >= 0 or self.replay is None
-                or self.position + 1 >= len(self.decision.ranked)):
+        decision = self.decision
+        if (self.state != FORWARDING or self.hedged_from >= 0 or self.replay is None or decision is None
+                or self.position + 1 >= len(decision.ranked)):
             return False
         backend = self.backend
         self.hedged_from = backend

@@ -160,6 +160,7 @@ class CallGate:
                 if w is None:
                     break
                 call: Call = w.key
+                assert call.features is not None  # queued calls were routed once
                 decision = svc.route(call.features)
                 if decision.ranked and not self._headroom(decision):
                     q.putback(w)

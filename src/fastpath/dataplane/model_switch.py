@@ -208,7 +208,9 @@ def for_call(call: "Call") -> ModelSwitch:
         max_message = int(call.down.h2.limits.stream_window)
     except AttributeError:
         max_message = DEFAULT_MAX_MESSAGE
-    return ModelSwitch(call, call.features.model, max_message, getattr(call.svc, "metrics", None))
+    f = call.features
+    assert f is not None  # a routed call
+    return ModelSwitch(call, f.model, max_message, getattr(call.svc, "metrics", None))
 
 
 def substitute_policies(config: Any) -> frozenset[str]:

@@ -31,21 +31,42 @@ from .downstream import DownstreamConnection
 from .limits import Limits
 from .metrics import ProxyCollector, ProxyMetrics
 from .pinned import PinnedSessions
-from .services import ProxyCallServices, with_model
+from .services import ProxyCallServices, Wiring, with_model
 from .upstream import UpstreamPool
 
 log = logging.getLogger("fastpath.dataplane")
 
 
+class _Wired:
+    """A Proxy attribute kept in its `wiring` (fastpath.dataplane.services.Wiring), where calls read it."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.wiring, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.wiring, self.name, value)
+
+
 class Proxy:
+    router: Router = _Wired()  # type: ignore[assignment]
+    snapshot: FleetSnapshot = _Wired()  # type: ignore[assignment]
+    live: LiveStats = _Wired()  # type: ignore[assignment]
+    pool: UpstreamPool = _Wired()  # type: ignore[assignment]
+    name_bytes: list[bytes] = _Wired()  # type: ignore[assignment]
+    watcher: Any = _Wired()
+
     def __init__(self, config: Config, limits: Limits | None = None, proxy_id: str | None = None) -> None:
+        self.wiring = Wiring()
         self.config = config
         # The config's [limits] over the given (or default) ones; kept apart so a reload can drop an override.
         self._limits_base = limits or Limits(upstream_connect_timeout_s=config.proxy.connect_timeout_ms / 1000.0)
         self.limits = dataclasses.replace(self._limits_base, **config.limits)
         self.proxy_id = proxy_id or f"proxy-{os.getpid()}"
         self.router = Router(config)
-        self.snapshot: FleetSnapshot = build_snapshot(config, None)
+        self.snapshot = build_snapshot(config, None)
         self.live = LiveStats(len(config.backends))
         self.names = [b.name for b in config.backends]
         self.name_bytes = [n.encode() for n in self.names]
@@ -59,7 +80,7 @@ class Proxy:
         self.metrics.gauges = self.metric_gauges
         self.metrics.open_flows = self.flows
         self.draining = False
-        self.watcher: Any = None  # fastpath.control.watcher.FleetWatcher when a controller is used
+        self.watcher = None  # fastpath.control.watcher.FleetWatcher when a controller is used
         self.servers: list[asyncio.base_events.Server] = []
         self._unreachable: dict[int, str] = {}
         self._last_log = 0.0

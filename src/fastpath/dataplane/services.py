@@ -24,11 +24,13 @@ from .hedging import Hedger, hedged_trailer
 from .outcome import status_ok
 
 if TYPE_CHECKING:
-    from fastpath.router.router import Decision
+    from fastpath.router.live import LiveStats
+    from fastpath.router.router import Decision, Router
+    from fastpath.router.snapshot import FleetSnapshot
 
     from .call import Call
     from .proxy import Proxy
-    from .upstream import UpstreamConnection
+    from .upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("fastpath.dataplane")
 
@@ -38,11 +40,31 @@ def with_model(f: RequestFeatures, model: str, prompt_blocks: tuple[int, ...] = 
                            prompt_blocks or f.prompt_blocks, f.allow_substitute)
 
 
+class Wiring:
+    """What calls reach on every call that a proxy swaps while it runs (a new snapshot, a reload).
+
+    `Proxy` keeps these here, behind properties of the same names, so the
+    compiled services read them as fields of a native object rather than as
+    attributes of the interpreted `Proxy`.
+    """
+
+    router: "Router"
+    snapshot: "FleetSnapshot"
+    live: "LiveStats"
+    pool: "UpstreamPool"
+    name_bytes: list[bytes]
+    watcher: Any
+
+    def __init__(self) -> None:
+        self.watcher = None
+
+
 class ProxyCallServices(CallServices):
     """The proxy as its calls see it."""
 
     def __init__(self, proxy: "Proxy") -> None:
         self.proxy = proxy
+        self.w: Wiring = proxy.wiring
         self.replay_limit = proxy.limits.replay_limit
         self.names = proxy.names
         self.metrics = proxy.metrics
@@ -74,7 +96,7 @@ class ProxyCallServices(CallServices):
             return hit[1]
         f = features_from_headers(headers)
         if self._substitute_policies and not f.allow_substitute:
-            f.allow_substitute = (f.policy or self.proxy.router.default_policy) in self._substitute_policies
+            f.allow_substitute = (f.policy or self.w.router.default_policy) in self._substitute_policies
         if len(self._features) >= 1024:
             self._features.clear()
             self._with_path.clear()
@@ -84,7 +106,7 @@ class ProxyCallServices(CallServices):
     @property
     def prefix_on(self) -> bool:
         """Prompt-prefix affinity is on: KServe calls are held for their first DATA even when the model is known."""
-        return self.proxy.router.prefix_on
+        return self.w.router.prefix_on
 
     def features_from_path(self, f: RequestFeatures, path: bytes) -> RequestFeatures:
         key = (id(f), path)
@@ -107,13 +129,13 @@ class ProxyCallServices(CallServices):
             return None
         p = self.proxy
         model = f.model or model
-        blocks = prompt_blocks_of(data, model, p.config.prefix) if p.router.prefix_on else ()
+        blocks = prompt_blocks_of(data, model, p.config.prefix) if self.w.router.prefix_on else ()
         return with_model(f, model, blocks)
 
     def route(self, f: RequestFeatures) -> "Decision":
-        p = self.proxy
+        w = self.w
         t0 = time.perf_counter()
-        decision = p.router.route(f, p.snapshot, p.live)
+        decision = w.router.route(f, w.snapshot, w.live)
         after_flush(self._record_decided, (decision, time.perf_counter() - t0))
         return decision
 
@@ -127,14 +149,14 @@ class ProxyCallServices(CallServices):
 
     # -- upstreams -------------------------------------------------------------
     def acquire(self, backend: int) -> "UpstreamConnection | None":
-        return self.proxy.pool.acquire(backend)
+        return self.w.pool.acquire(backend)
 
     def backend_name(self, backend: int) -> str:
         return self.names[backend]
 
     def response_trailers(self, call: "Call") -> tuple[list, list | None]:
         """(fields added to the backend's trailers, per-call literal fields)."""
-        plain = [(b"x-fastpath-backend", self.proxy.name_bytes[call.backend])]
+        plain = [(b"x-fastpath-backend", self.w.name_bytes[call.backend])]
         if self.gate is not None:
             plain += self.gate.trailers(call)
         decision = call.decision
@@ -146,7 +168,7 @@ class ProxyCallServices(CallServices):
             if lits is not None:
                 lits[0] = (b"x-fastpath-decision", lits[0][1] + sw.decision_note())
         if call.hedged_from >= 0:
-            names = self.proxy.name_bytes
+            names = self.w.name_bytes
             lits = (lits or []) + [hedged_trailer(names[call.hedged_from], names[call.backend], call.hedged_after_ms)]
         return plain, lits
 
@@ -157,24 +179,24 @@ class ProxyCallServices(CallServices):
     def call_routed(self, call: "Call") -> None:
         """Prefix affinity: the prompt's blocks are learned where this call goes."""
         if call.decision is not None:
-            self.proxy.router.learn(call.decision)
+            self.w.router.learn(call.decision)
 
     def call_attempt(self, call: "Call", backend: int) -> None:
         """The call goes to `backend` (first try, failover or hedge): one more call in flight there."""
-        self.proxy.live.started(backend)
+        self.w.live.started(backend)
         hedger = self.hedger
         if hedger is not None:
             hedger.arm(call)
 
     def call_first_byte(self, call: "Call", ttft_ms: float) -> None:
-        self.proxy.live.first_byte(call.backend, ttft_ms)
+        self.w.live.first_byte(call.backend, ttft_ms)
         if call.hedged_from >= 0:
             self.metrics.hedge("won")  # the replayed attempt answered
 
     def call_hedged(self, call: "Call", backend: int, waited_ms: float) -> None:
         """`backend` gave no first byte in time: abandoned, not failed (no health, error or cool-down
         charge; `LiveStats.abandoned` folds the wait into its TTFT estimate only once it stalls in a row)."""
-        self.proxy.live.abandoned(backend, waited_ms)
+        self.w.live.abandoned(backend, waited_ms)
         self.metrics.hedge("sent")
         now = time.monotonic()
         if now - self._last_log > 1.0:
@@ -184,8 +206,7 @@ class ProxyCallServices(CallServices):
 
     def call_failover(self, call: "Call", backend: int, why: str) -> None:
         """`backend` failed the call before its first byte (its fault: transport or UNAVAILABLE)."""
-        p = self.proxy
-        p.live.finished(backend, False)
+        self.w.live.finished(backend, False)
         self._observe(call, backend, False, 0.0)
         self.metrics.failovers += 1
         f = call.features
@@ -212,7 +233,7 @@ class ProxyCallServices(CallServices):
             if self.gate is not None:
                 self.gate.finished(call)
             return
-        self.proxy.live.finished(backend, not backend_fault)
+        self.w.live.finished(backend, not backend_fault)
         ok = status_ok(status)
         self.metrics.requests[(self.names[backend], "ok" if ok else "error")] += 1
         f = call.features
@@ -225,8 +246,8 @@ class ProxyCallServices(CallServices):
     def _observe(self, call: "Call", backend: int, ok: bool, ttft_ms: float) -> None:
         f = call.features
         if ok and f is not None and f.session:
-            self.proxy.live.remember_session(f.session, backend)
-        watcher = self.proxy.watcher
+            self.w.live.remember_session(f.session, backend)
+        watcher = self.w.watcher
         if watcher is not None and f is not None:
             watcher.observe(self.names[backend], f.region, f.session, ttft_ms, ok, f.model, f.prompt_blocks)
 
