@@ -12,7 +12,10 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from fastpath.router.router import Decision
 
 AXES: Final = ("ttft", "cost", "affinity", "capacity", "proximity")
 PATHS: Final = ("python", "kernel", "dpu")
@@ -66,15 +69,18 @@ class Histograms:
         b.sum += value
 
 
-def winning_axis(decision: Any) -> str:
-    """The axis that added most to the chosen backend's weighted score ("none" without a candidate)."""
+def winning_axis(decision: "Decision") -> str:
+    """The axis that added most to the chosen backend's weighted score ("none" without a candidate).
+
+    Typed, so the compiled build reads the decision's fields and multiplies floats natively
+    (as `Any` it was ~5% of the proxy's CPU per unary call under perf)."""
     if not decision.ranked:
         return "none"
-    try:
-        _, a, b, c, d, e, _ = decision._row(0)  # the axis scores the decision trailer shows
-        w = decision.explain.entry.weights
-    except (AttributeError, IndexError, TypeError, ValueError):
+    x = decision.explain
+    if x is None:
         return "unknown"
+    _, a, b, c, d, e, _ = decision._row(0)  # the axis scores the decision trailer shows
+    w = x.entry.weights
     a *= w[0]
     b *= w[1]
     c *= w[2]
@@ -137,7 +143,7 @@ class ProxyMetrics:
         if ttft_s > 0.0:
             self.ttft.observe(key, ttft_s)
 
-    def decided(self, decision: Any, seconds: float) -> None:
+    def decided(self, decision: "Decision", seconds: float) -> None:
         """The router ranked backends for a call, taking `seconds`."""
         key = (decision.policy, winning_axis(decision))
         d = self.decisions
