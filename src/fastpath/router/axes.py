@@ -96,8 +96,10 @@ class Cost:
         return np.clip((ref - np.minimum(cost, ref)) / (ref - cheapest), 0.0, 1.0)
 
     @staticmethod
-    def explain(cost_score: np.ndarray, i: int) -> float:
-        return float(cost_score[i])
+    def explain(cost_score: list[float], i: int) -> float:
+        """Backend i's cost score, from the vector's values as a list (a numpy scalar read each
+        call was ~2% of the proxy's CPU per unary call under perf)."""
+        return cost_score[i]
 
 
 # -- model and cache affinity ----------------------------------------------------------

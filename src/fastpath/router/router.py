@@ -142,6 +142,9 @@ class _Entry:
     penalty: np.ndarray | None = None  # score subtracted for serving a substitute, by backend
     pos: dict[int, int] = field(default_factory=dict)  # backend -> position in `sub` (when sub is set)
     cand_mask: int = 0  # the candidates as a bitmask (bit i = backend i), for the prefix index
+    # cost_score, proximity and penalty as lists, made when a decision of this shape is first
+    # explained (reading numpy scalars per trailer cost more than the whole list once per shape)
+    explain_l: tuple[list[float], list[float], list[float] | None] | None = None
 
 
 class _Explain:
@@ -216,13 +219,18 @@ class Decision:
         affinity = Affinity.explain(base, x.shares.get(i, 0.0))
         pred = float(x.pred[k])
         ttft = TTFT.explain(x.scale_ms, pred)
-        cost = Cost.explain(e.cost_score, i)
+        lists = e.explain_l
+        if lists is None:
+            lists = e.explain_l = (e.cost_score.tolist(), e.proximity.tolist(),
+                                   None if e.penalty is None else e.penalty.tolist())
+        cost_score, proximity_score, penalty = lists
+        cost = Cost.explain(cost_score, i)
         capacity = Capacity.explain(float(x.capacity[k]))
-        proximity = Proximity.explain(float(e.proximity[i]), float(x.health[k]))
+        proximity = Proximity.explain(proximity_score[i], float(x.health[k]))
         w = e.weights
         score = w[0] * ttft + w[1] * cost + w[2] * affinity + w[3] * capacity + w[4] * proximity
-        if e.penalty is not None:
-            score = max(0.0, score - float(e.penalty[i]))
+        if penalty is not None:
+            score = max(0.0, score - penalty[i])
         return score, ttft, cost, affinity, capacity, proximity, pred
 
     @property
