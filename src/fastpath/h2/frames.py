@@ -5,10 +5,9 @@ bytes; this module is the only place that knows the wire layout.
 """
 from __future__ import annotations
 
-from typing import Final
-
 import struct
 import time
+from typing import Final
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

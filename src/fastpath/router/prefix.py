@@ -30,7 +30,7 @@ MAX_PROMPT_BYTES: Final = 16 * 1024  # prompt bytes read per request (64 blocks)
 MIN_MATCH_BLOCKS: Final = 4  # a shorter match scores 0: one shared system prompt must not pin everything
 CAPACITY_BLOCKS: Final = 16384  # blocks remembered per backend (LRU)
 TTL_S: Final = 300.0  # a block not routed for this long is forgotten (engines evict too)
-MAX_VISIT: Final = 32  # owners looked at per lookup, at most (a prefix many backends hold is no evidence)
+MAX_VISIT: Final = 32  # a level held by more backends than this credits none of them (no evidence which to pick)
 
 
 def prompt_blocks(prompt: bytes, model: str, block_bytes: int = BLOCK_BYTES,
