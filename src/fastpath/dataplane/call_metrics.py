@@ -24,6 +24,7 @@ PATHS: Final = ("python", "kernel", "dpu")
 TTFT_BUCKETS: Final[tuple[float, ...]] = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 DURATION_BUCKETS: Final[tuple[float, ...]] = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 DECISION_BUCKETS: Final[tuple[float, ...]] = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2)
+_bisect_left: Final = bisect.bisect_left  # a static, not a module attribute lookup, in the compiled build
 MAX_SERIES: Final = 512  # label sets per histogram; past it, the model label reads "other"
 
 
@@ -65,7 +66,7 @@ class Histograms:
         b = self.series.get(key)
         if b is None:
             b = self.series[key] = Buckets(len(self.bounds))
-        b.counts[bisect.bisect_left(self.bounds, value)] += 1
+        b.counts[_bisect_left(self.bounds, value)] += 1
         b.sum += value
 
 
@@ -138,7 +139,7 @@ class ProxyMetrics:
                 key = (backend, "other", ok)
             b = series.get(key) or series.setdefault(key, Buckets(len(DURATION_BUCKETS)))
         if duration_s >= 0.0:  # < 0: not known (pinned relays see TTFT only once offloaded)
-            b.counts[bisect.bisect_left(DURATION_BUCKETS, duration_s)] += 1
+            b.counts[_bisect_left(DURATION_BUCKETS, duration_s)] += 1
             b.sum += duration_s
         if ttft_s > 0.0:
             self.ttft.observe(key, ttft_s)
@@ -149,7 +150,7 @@ class ProxyMetrics:
         d = self.decisions
         d[key] = d.get(key, 0) + 1
         b = self._decision_buckets
-        b.counts[bisect.bisect_left(DECISION_BUCKETS, seconds)] += 1
+        b.counts[_bisect_left(DECISION_BUCKETS, seconds)] += 1
         b.sum += seconds
 
     def hedge(self, outcome: str) -> None:

@@ -125,14 +125,16 @@ class DownstreamConnection(H2Transport):
 
     # -- ConnectionHandler ----------------------------------------------------
     def on_headers(self, st: H2Stream, headers: list, end: bool) -> None:
-        call = st.owner
-        if call is None:
+        owner = st.owner
+        if owner is None:
             self.requests += 1
-            call = st.owner = Call(self.services, self, st)
+            call = Call(self.services, self, st)  # typed: the compiled build calls it natively
+            st.owner = call
             st.on_data = call.on_request_data
             call.on_request_headers(headers, end)
         else:
-            call.on_request_trailers(headers)
+            held: Call = owner
+            held.on_request_trailers(headers)
 
     def on_data(self, st: H2Stream, data: bytes, end: bool) -> None:
         call = st.owner

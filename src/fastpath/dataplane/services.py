@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from fastpath.router.features import (RequestFeatures, features_from_headers, model_from_infer_request,
                                       model_from_path)
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("fastpath.dataplane")
+_perf_counter: Final = time.perf_counter  # statics, not module attribute lookups, in the compiled build
+_monotonic: Final = time.monotonic
 
 
 def with_model(f: RequestFeatures, model: str, prompt_blocks: tuple[int, ...] = ()) -> RequestFeatures:
@@ -134,9 +136,9 @@ class ProxyCallServices(CallServices):
 
     def route(self, f: RequestFeatures) -> "Decision":
         w = self.w
-        t0 = time.perf_counter()
+        t0 = _perf_counter()
         decision = w.router.route(f, w.snapshot, w.live)
-        after_flush(self._record_decided, (decision, time.perf_counter() - t0))
+        after_flush(self._record_decided, (decision, _perf_counter() - t0))
         return decision
 
     def _record_decided(self, args: tuple["Decision", float]) -> None:
@@ -238,7 +240,7 @@ class ProxyCallServices(CallServices):
         self.metrics.requests[(self.names[backend], "ok" if ok else "error")] += 1
         f = call.features
         self.metrics.call_finished(backend, f.model if f is not None else "", ok,
-                                   time.monotonic() - call.t_start, ttft_ms / 1000.0)
+                                   _monotonic() - call.t_start, ttft_ms / 1000.0)
         self._observe(call, backend, not backend_fault, ttft_ms)
         if self.gate is not None:
             self.gate.finished(call)  # after live.finished: the slot this call held is free

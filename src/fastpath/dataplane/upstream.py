@@ -118,7 +118,8 @@ class UpstreamConnection(H2Transport):
 
     # -- ConnectionHandler ----------------------------------------------------
     def on_headers(self, st: H2Stream, headers: list, end: bool) -> None:
-        st.owner.on_response_headers(headers, end)
+        call: Call = st.owner  # typed: the compiled build calls it natively
+        call.on_response_headers(headers, end)
 
     def on_data(self, st: H2Stream, data: bytes, end: bool) -> None:
         st.owner.on_response_data(data, end)
