@@ -200,7 +200,7 @@ class ProxyCallServices(CallServices):
         charge; `LiveStats.abandoned` folds the wait into its TTFT estimate only once it stalls in a row)."""
         self.w.live.abandoned(backend, waited_ms)
         self.metrics.hedge("sent")
-        now = time.monotonic()
+        now = _monotonic()
         if now - self._last_log > 1.0:
             self._last_log = now
             log.info("hedge: backend %s gave no first byte in %.0f ms; replaying on the next candidate "
@@ -213,7 +213,7 @@ class ProxyCallServices(CallServices):
         self.metrics.failovers += 1
         f = call.features
         self.metrics.call_finished(backend, f.model if f is not None else "", False, -1.0, 0.0)
-        now = time.monotonic()
+        now = _monotonic()
         if now - self._last_log > 1.0:
             self._last_log = now
             log.info("failover: backend %s %s; trying the next candidate (%d failovers so far)",

@@ -154,7 +154,7 @@ class Affinity:
 
     @staticmethod
     def explain(base: float, share: float) -> float:
-        return base + (1.0 - base) * share
+        return base + Affinity.lift_scalar(base, share)
 
 
 # -- capacity and power headroom -------------------------------------------------------

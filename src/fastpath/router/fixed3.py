@@ -2,9 +2,8 @@
 
 The decision trailer carries six scores per call; `%.3f` goes through the
 float-to-decimal conversion each time, a table lookup does not. Values within
-a hair of a rounding tie, and values outside (0, 1] (zero too: -0.0 prints
-as "-0.000"), take the exact `%` path,
-so the output is always what `%.3f` would give.
+a hair of a rounding tie, and values outside (0, 1] (zero too: -0.0 prints as
+"-0.000"), take the exact `%` path, so the output is always what `%.3f` gives.
 """
 from __future__ import annotations
 
