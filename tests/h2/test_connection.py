@@ -185,29 +185,48 @@ def test_data_on_a_stream_the_client_reset_is_stream_closed():
 
 
 def test_closed_streams_are_remembered_up_to_a_bound_newest_kept():
-    from fastpath.h2.connection import _RECENT
+    from fastpath.h2.connection import _RECENT, NOT_REMEMBERED, RESET_BY_US
 
     p = Peer()
-    last = 2 * _RECENT + 1
+    last = 4 * _RECENT + 1
     for sid in range(1, last + 2, 2):  # each request refused or answered and closed
         p.headers(sid)
         p.conn.reset_stream(sid, fr.CANCEL)
         p.frames()
-    rc = p.conn.recently_closed
-    assert len(rc) == _RECENT
-    assert last in rc and 1 not in rc
+    kinds = [p.conn.closed_kind(sid) for sid in range(1, last + 2, 2)]
+    assert kinds[-_RECENT:] == [RESET_BY_US] * _RECENT  # the newest _RECENT
+    assert set(kinds[:-_RECENT]) == {NOT_REMEMBERED}
     # frames for a stream still remembered as reset by us are ignored; a forgotten one is an old stream
     p.send(fr.data_frame(last, b"late"))
     assert p.frames() == [] and not p.conn.closed
 
 
 def test_stream_errors_on_unknown_streams_stay_bounded():
-    from fastpath.h2.connection import _RECENT
+    from fastpath.h2.connection import _RECENT, NOT_REMEMBERED, RESET_BY_US
 
     p = Peer()
     for sid in range(1, 6 * _RECENT, 2):
         p.conn.stream_error(sid, fr.PROTOCOL_ERROR, "bad")
-    assert len(p.conn.recently_closed) == _RECENT
+    assert len(p.conn._closed) == _RECENT
+    assert p.conn.closed_kind(6 * _RECENT - 1) == RESET_BY_US
+    assert p.conn.closed_kind(1) == NOT_REMEMBERED
+
+
+def test_a_late_close_of_an_old_stream_does_not_forget_a_newer_one():
+    """A long-lived stream closing after _RECENT newer ones keeps the newer id its slot shares."""
+    from fastpath.h2.connection import _RECENT, NOT_REMEMBERED, RESET_BY_US
+
+    p = Peer()
+    p.headers(1)  # stays open
+    newer = 1 + 2 * _RECENT  # the id that shares stream 1's slot
+    for sid in range(3, newer + 1, 2):
+        p.headers(sid)
+        p.conn.reset_stream(sid, fr.CANCEL)
+    p.frames()
+    p.conn.reset_stream(1, fr.CANCEL)
+    assert p.conn.closed_kind(newer) == RESET_BY_US
+    assert p.conn.closed_kind(1) == NOT_REMEMBERED
+    assert p.conn.closed_kind(3) == RESET_BY_US
 
 
 def test_first_frame_must_be_settings():
@@ -452,6 +471,14 @@ def test_request_validation_agrees_with_the_rules(extra):
         elif n in validation.CONNECTION_SPECIFIC or (n == b"te" and v != b"trailers"):
             bad = True
     assert (err is not None) == bad, (extra, err)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=12))
+def test_pseudo_header_values_follow_the_field_value_rules(path):
+    headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path)]
+    bad = any(c in b"\x00\r\n" for c in path) or path[:1] in (b" ", b"\t") or path[-1:] in (b" ", b"\t")
+    assert (validation.request_error(headers) is not None) == bad, path
 
 
 # -- client side -----------------------------------------------------------------

@@ -42,7 +42,12 @@ _RECV_HEADERS: Final = ss.NEXT[ss.RECV_HEADERS]
 _SEND_END: Final = ss.NEXT[ss.SEND_END_STREAM]
 _SEND_HEADERS: Final = ss.NEXT[ss.SEND_HEADERS]
 _CLOSED: Final = ss.CLOSED
-_RECENT: Final = 1024  # closed streams remembered, to tell "closed" from "never opened"
+_RECENT: Final = 1024  # closed streams remembered, to tell "closed" from "never opened" (a power of two)
+_RECENT_MASK: Final = _RECENT - 1
+# What `H2Connection.closed_kind` says of a stream id.
+NOT_REMEMBERED: Final = 0
+CLOSED_NORMALLY: Final = 1
+RESET_BY_US: Final = 2
 
 
 class ConnectionHandler(Protocol):
@@ -269,8 +274,9 @@ class H2Connection:
         self.peer_goaway: int | None = None
         self.last_peer_stream = 0       # highest stream id the peer opened
         self.next_local_id = 1          # next stream id we open (client side)
-        self.recently_closed: dict[int, bool] = {}  # sid -> True when we reset it (its frames are ignored)
-        self._closed_order: deque[int] = deque()  # recently_closed's keys, oldest first (it keeps _RECENT)
+        # Recently closed streams: slot (sid >> 1) & _RECENT_MASK holds sid (closed normally) or -sid
+        # (reset by us: its late frames are ignored). See _remember_closed.
+        self._closed: list[int] = [0] * _RECENT
         self.preface_buf: bytes | None = None if client_side else b""
         self.settings_seen = False      # the peer's first frame must be SETTINGS (§3.4)
         self.control_bucket = TokenBucket(lim.control_frames_per_s, lim.control_burst)
@@ -404,15 +410,27 @@ class H2Connection:
         self._remember_closed(st.sid, reset_by_us)
 
     def _remember_closed(self, sid: int, reset_by_us: bool) -> None:
-        """Keeps the last _RECENT closed streams. Oldest out through a queue: deleting a dict's first
-        key again and again leaves dead slots that every next(iter()) walks (2% of a call's CPU)."""
-        rc = self.recently_closed
-        if sid not in rc:
-            order = self._closed_order
-            order.append(sid)
-            if len(order) > _RECENT:
-                rc.pop(order.popleft(), None)
-        rc[sid] = reset_by_us
+        """Remembers a closed stream in a ring indexed by stream id.
+
+        A connection's streams all have the same parity and rising ids, so the
+        last _RECENT ids have a slot each and a slot keeps the newest id that
+        maps to it: what is remembered is bounded by construction, and a close
+        is one list store (a dict and a queue of ids cost 2% of a call's CPU).
+        """
+        ring = self._closed
+        i = (sid >> 1) & _RECENT_MASK
+        old = ring[i]
+        if (old if old >= 0 else -old) <= sid:
+            ring[i] = -sid if reset_by_us else sid
+
+    def closed_kind(self, sid: int) -> int:
+        """RESET_BY_US, CLOSED_NORMALLY or NOT_REMEMBERED (never opened, or closed long ago)."""
+        v = self._closed[(sid >> 1) & _RECENT_MASK]
+        if v == sid:
+            return CLOSED_NORMALLY
+        if v == -sid:
+            return RESET_BY_US
+        return NOT_REMEMBERED
 
     # -- input -------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -475,7 +493,7 @@ class H2Connection:
             self._forget(st, True)
             if st.owner is not None:
                 self.handler.on_stream_error(st, code, message)
-        elif sid not in self.recently_closed:
+        elif self.closed_kind(sid) == NOT_REMEMBERED:
             self._remember_closed(sid, True)
 
     def _closed_or_idle(self, sid: int, event: int) -> bool:
@@ -489,11 +507,11 @@ class H2Connection:
             if nxt == ss.PROTOCOL_ERROR_CONN:
                 raise fr.H2Error(fr.PROTOCOL_ERROR, f"{ss.EVENT_NAMES[event]} on idle stream {sid} (RFC 9113 §5.1)")
             return True
-        reset_by_us = self.recently_closed.get(sid)
-        if reset_by_us:
+        kind = self.closed_kind(sid)
+        if kind == RESET_BY_US:
             return True  # frames in flight when we reset it (§5.1 closed: ignore)
         if ss.NEXT[event][_CLOSED] == ss.STREAM_CLOSED_ERROR:
-            if reset_by_us is None and event == ss.RECV_HEADERS:
+            if kind == NOT_REMEMBERED and event == ss.RECV_HEADERS:
                 raise fr.H2Error(fr.PROTOCOL_ERROR, f"HEADERS on stream {sid}, lower than stream "
                                  f"{self.last_peer_stream} already opened (RFC 9113 §5.1.1)")
             raise StreamError(sid, fr.STREAM_CLOSED, f"{ss.EVENT_NAMES[event]} on closed stream {sid}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import re
-
 Header = tuple[bytes, bytes]
 
 # §8.2.2: connection-specific fields; `te` is allowed with the value "trailers" only.
@@ -21,9 +19,24 @@ REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":path", b":authorit
 RESPONSE_PSEUDO: Final = frozenset({b":status"})
 
 # §8.2.1: a name is lowercase tchar (no upper case, space, control or separators); a value has no
-# NUL, CR or LF and no leading or trailing whitespace (SP / HTAB).
-_BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+# NUL, CR or LF and no leading or trailing whitespace (SP / HTAB). Checked with bytes methods (one
+# C scan each), not regular expressions: a field seen for the first time (a unique request id) cost
+# two regex searches, ~10% of such a call's CPU.
+_NAME_CHARS: Final = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _bad_name(name: bytes) -> bool:
+    return bool(name.translate(None, _NAME_CHARS))  # what is left is not lowercase tchar
+
+
+def _bad_value(value: bytes) -> bool:
+    if not value:
+        return False
+    if b"\x00" in value or b"\r" in value or b"\n" in value:
+        return True
+    first = value[0]
+    last = value[-1]
+    return first == 32 or first == 9 or last == 32 or last == 9
 
 
 _OK: Final = ""
@@ -44,9 +57,9 @@ def _field_verdict(field: Header) -> str:
 def _field_error(name: bytes, value: bytes) -> str | None:
     if not name:
         return "empty field name"
-    if _BAD_NAME.search(name):
+    if _bad_name(name):
         return f"field name {name[:40]!r} has upper-case or invalid characters (RFC 9113 §8.2.1)"
-    if value and _BAD_VALUE.search(value):
+    if _bad_value(value):
         return f"field {name.decode('latin-1')} has NUL/CR/LF or leading/trailing whitespace (RFC 9113 §8.2.1)"
     if name in CONNECTION_SPECIFIC:
         return f"connection-specific field {name.decode()} (RFC 9113 §8.2.2)"
@@ -79,7 +92,7 @@ def request_error(headers: list[Header]) -> str | None:
                 scheme = value
             if not value and name != b":authority":
                 return f"empty {name.decode()} (RFC 9113 §8.3.1)"
-            if _BAD_VALUE.search(value):
+            if _bad_value(value):
                 return f"{name.decode()} has NUL/CR/LF or surrounding whitespace (RFC 9113 §8.2.1)"
             continue
         regular = True
