@@ -4,14 +4,22 @@ Feeds real HTTP/2 bytes (encoded by the reference `hpack` package, as a gRPC
 client and server would send them) into the proxy's connection objects and
 collects what they write, so the figure is the fast path's own CPU with the
 kernel's share (syscalls, loopback TCP, wake-ups) left out. Deterministic
-enough to compare changes on a busy machine: medians of repeated runs.
+enough to compare changes on a busy machine: medians of repeated runs. The
+collector is set up as the proxy sets it (`fastpath.dataplane.server`).
 
-    python -m fastpath.bench.fastpath_python_cost
+`--cold` evicts the CPU caches before every call (it writes a buffer larger
+than L2) and times each call alone: end to end, the client and the backend run
+on the same cores between two calls, so the proxy meets its code and data cold.
+The cold figure is what tracks the CPU a real proxy spends per call; the warm
+one only what the code does.
+
+    python -m fastpath.bench.fastpath_python_cost [--cold]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import struct
@@ -24,6 +32,7 @@ from fastpath.config import parse_config
 from fastpath.dataplane.conn import flush_dirty
 from fastpath.dataplane.downstream import DownstreamConnection
 from fastpath.dataplane.proxy import Proxy
+from fastpath.dataplane.server import YOUNG_GC_THRESHOLD
 from fastpath.dataplane.upstream import UpstreamConnection
 from fastpath.h2 import frames as fr
 
@@ -81,8 +90,15 @@ def _setup(unique: bool) -> tuple[Proxy, DownstreamConnection, UpstreamConnectio
     return proxy, down, up, down_sink, up_sink, hpack.Encoder(), hpack.Encoder()
 
 
-def measure_calls(n: int, unique: bool, stream_messages: int = 0) -> float:
-    """µs of Python per call (unary when stream_messages == 0, else per streamed message)."""
+EVICT_BYTES = 8 << 20  # larger than this machine's L2 (2 MiB per core): what a call meets after the peers ran
+
+
+def measure_calls(n: int, unique: bool, stream_messages: int = 0, cold: bool = False) -> float:
+    """µs of Python per call (unary when stream_messages == 0, else per streamed message).
+
+    Each call is timed alone and the figure is the median (a busy machine's preemptions and the
+    occasional young-generation collection fall outside it); cold: caches evicted before each
+    call, outside the timed part."""
     from fastpath.gen import grpc_service_pb2 as pb
 
     proxy, down, up, down_sink, up_sink, cenc, senc = _setup(unique)
@@ -109,29 +125,43 @@ def measure_calls(n: int, unique: bool, stream_messages: int = 0) -> float:
         else:
             responses.append([head + fr.data_frame(sid, reply) + tail])
     refill = fr.window_update_frame(0, 16 << 20)
-    t0 = time.process_time()  # CPU of this process: steadier than wall time on a busy machine
-    for i in range(n):
-        if i % 1000 == 999:  # the peers keep the connection windows open
-            down.data_received(refill)
-            up.data_received(refill)
-        down.data_received(requests[i])
-        flush_dirty()
-        up_sink.chunks.clear()
-        for chunk in responses[i]:
-            up.data_received(chunk)
-        down_sink.chunks.clear()
-    elapsed = time.process_time() - t0
+    evict = bytearray(EVICT_BYTES) if cold else bytearray()
+    ones = b"\x01" * (EVICT_BYTES // 64)
+    per_call: list[float] = []
+    clock = time.perf_counter
+    gc.collect()
+    gc.freeze()  # as the proxy does once it is set up
+    threshold = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *threshold[1:])
+    try:
+        for i in range(n):
+            if i % 1000 == 999:  # the peers keep the connection windows open
+                down.data_received(refill)
+                up.data_received(refill)
+            if cold:
+                evict[::64] = ones  # one write per cache line
+            c0 = clock()
+            down.data_received(requests[i])
+            flush_dirty()
+            up_sink.chunks.clear()
+            for chunk in responses[i]:
+                up.data_received(chunk)
+            down_sink.chunks.clear()
+            per_call.append(clock() - c0)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
     assert not down.streams and not up.streams, "streams left open"
     assert up.next_id == 2 * n + 1, "not every call reached the backend connection"
-    return elapsed / (n * max(1, stream_messages)) * 1e6
+    return statistics.median(per_call[n // 10:]) / max(1, stream_messages) * 1e6
 
 
-def measure(rounds: int = 5, n: int = 2000) -> list[dict[str, Any]]:
+def measure(rounds: int = 5, n: int = 2000, cold: bool = False) -> list[dict[str, Any]]:
     rows = []
     cases = [("unary", False, 0), ("unary", True, 0), ("stream_message", False, 50)]
     for kind, unique, msgs in cases:
-        samples = [measure_calls(n if not msgs else n // 10, unique, msgs) for _ in range(rounds)]
-        rows.append({"kind": kind, "metadata": "unique" if unique else "repeated",
+        samples = [measure_calls(n if not msgs else n // 10, unique, msgs, cold) for _ in range(rounds)]
+        rows.append({"kind": kind, "metadata": "unique" if unique else "repeated", "caches": "cold" if cold else "warm",
                      "python_us_p50": round(statistics.median(samples), 2), "python_us_min": round(min(samples), 2)})
     return rows
 
@@ -140,11 +170,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--cold", action="store_true", help="evict the CPU caches before each call (see the module docstring)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
     async def run() -> list[dict[str, Any]]:
-        return measure(args.rounds, args.calls)
+        return measure(args.rounds, args.calls, args.cold)
 
     rows = asyncio.run(run())
     import fastpath
@@ -156,7 +187,7 @@ def main() -> None:
     else:
         print(f"build: {build}")
         for r in rows:
-            print(f"{r['kind']:15} {r['metadata']:9} {r['python_us_p50']:8.2f} µs (min {r['python_us_min']:.2f})")
+            print(f"{r['kind']:15} {r['metadata']:9} {r['caches']:5} {r['python_us_p50']:8.2f} µs (min {r['python_us_min']:.2f})")
 
 
 if __name__ == "__main__":

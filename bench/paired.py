@@ -11,8 +11,10 @@ summary is the median of the per-round ratios.
 
 A side is `fastpath` (this interpreter's install), `fastpath:PYTHON` (the
 fastpath installed for another interpreter, e.g. a checkout of the previous
-commit with its own .venv), `fastpath-pure` (this install, pure Python) or a
-peer (`nginx`, `haproxy`, `envoy`).
+commit with its own .venv), `fastpath-pure` (this install, pure Python), a
+peer (`nginx`, `haproxy`, `envoy`) or `relay`: a minimal uvloop byte relay (one
+upstream connection per client connection, bytes copied verbatim), the floor any
+proxy written on uvloop pays.
 
     python -m fastpath.bench.paired --a fastpath:/path/to/old/.venv/bin/python --b fastpath
     python -m fastpath.bench.paired --a nginx --b fastpath --kind stream
@@ -64,8 +66,18 @@ def start_side(spec: str, backend: str, workdir: Path, timeout_s: float = 30.0) 
     if kind in peers.PEERS:
         run = peers.start_peer(kind, backend, workdir, timeout_s)
         return Side(spec, run.address, run.pid, run.stop)
+    if kind == "relay":
+        host, _, port = backend.rpartition(":")
+        proc = procs.spawn(procs.python_module_argv("fastpath.bench.splice_bench", "--role", "pyrelay", port, "", "127.0.0.1", host),
+                           log_path=workdir / "relay.log", stdout_pipe=True)
+        try:
+            line = procs.read_line_until(proc, "", timeout_s)
+        except BaseException:
+            procs.stop(proc)
+            raise
+        return Side(spec, f"127.0.0.1:{int(line.strip())}", proc.pid, lambda: procs.stop(proc))
     if kind not in ("fastpath", "fastpath-pure"):
-        raise ValueError(f"side {spec!r}: expected fastpath, fastpath:PYTHON, fastpath-pure or one of {list(peers.PEERS)}")
+        raise ValueError(f"side {spec!r}: expected fastpath, fastpath:PYTHON, fastpath-pure, relay or one of {list(peers.PEERS)}")
     conf, _ = paths.fastpath_config(backend, workdir)
     argv = paths.proxy_argv(conf)
     if python:
