@@ -343,7 +343,7 @@ class BenchRun:
         machine = machine_info()
         sections = {k: k not in s.skip for k in SECTIONS}
         # seconds each later section takes on an idle 2-core machine (measured), so rounds leave room for them
-        reserve = {"paired": 15 if s.quick else 50, "router_cost": 4 if s.quick else 60, "splice": 15 if s.quick else 60,
+        reserve = {"paired": 15 if s.quick else 75, "router_cost": 4 if s.quick else 60, "splice": 15 if s.quick else 60,
                    "fleet": 110 if s.quick else 300}
         # plots and the report come after everything else and take a few CPU seconds (matplotlib)
         report_s = 0.0 if not s.plots else (6.0 if s.quick else 15.0)

@@ -182,19 +182,27 @@ def measure(a: str, b: str, kind: str = "unary", unique: bool = False, concurren
 # What `make bench` measures with calls interleaved: nginx against fastpath, CPU per call and per message with the
 # noise cancelled (kind, metadata, concurrency).
 SUITE = (("unary", "repeated", 1), ("unary", "unique", 1), ("stream", "repeated", 1), ("stream", "repeated", 8))
+# And the floor: a minimal uvloop byte relay against nginx, what no proxy on uvloop can go below here.
+FLOOR = (("unary", "repeated", 1), ("stream", "repeated", 8))
+
+
+def _suite_row(a: str, b: str, kind: str, metadata: str, concurrency: int, quick: bool) -> dict[str, Any]:
+    res = measure(a, b, kind, metadata == "unique", concurrency, rounds=2 if quick else 4,
+                  duration_s=0.5 if quick else 2.0, warmup_s=0.2 if quick else 0.5)
+    s = res["summary"]
+    return {"scenario": f"{kind}_c{concurrency}", "metadata": metadata, "a": a, "b": b,
+            "a_cpu_us_per_msg": s["a"]["cpu_us_per_msg"], "b_cpu_us_per_msg": s["b"]["cpu_us_per_msg"],
+            "ratio_b_over_a": s["ratio_b_over_a"], "ratio_min": s["ratio_min"], "ratio_max": s["ratio_max"],
+            "a_p50_us": s["a"]["p50_us"], "b_p50_us": s["b"]["p50_us"], "rounds": len(res["rows"])}
 
 
 def measure_suite(quick: bool = False, a: str = "nginx", b: str = "fastpath") -> list[dict[str, Any]]:
-    """One row per SUITE entry: both sides' CPU per message and p50, and the B/A ratio (median of rounds)."""
-    rows = []
-    for kind, metadata, concurrency in (SUITE[0], SUITE[2]) if quick else SUITE:  # quick: unary and stream, c=1
-        res = measure(a, b, kind, metadata == "unique", concurrency, rounds=2 if quick else 4,
-                      duration_s=0.5 if quick else 2.0, warmup_s=0.2 if quick else 0.5)
-        s = res["summary"]
-        rows.append({"scenario": f"{kind}_c{concurrency}", "metadata": metadata, "a": a, "b": b,
-                     "a_cpu_us_per_msg": s["a"]["cpu_us_per_msg"], "b_cpu_us_per_msg": s["b"]["cpu_us_per_msg"],
-                     "ratio_b_over_a": s["ratio_b_over_a"], "ratio_min": s["ratio_min"], "ratio_max": s["ratio_max"],
-                     "a_p50_us": s["a"]["p50_us"], "b_p50_us": s["b"]["p50_us"], "rounds": len(res["rows"])})
+    """One row per SUITE entry: both sides' CPU per message and p50, and the B/A ratio (median of rounds);
+    then (not in quick mode) the FLOOR rows, `a` against the byte relay."""
+    rows = [_suite_row(a, b, kind, metadata, concurrency, quick)
+            for kind, metadata, concurrency in ((SUITE[0], SUITE[2]) if quick else SUITE)]  # quick: unary and stream, c=1
+    if not quick:
+        rows += [_suite_row(a, "relay", kind, metadata, concurrency, quick) for kind, metadata, concurrency in FLOOR]
     return rows
 
 

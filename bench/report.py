@@ -118,14 +118,17 @@ def _extras_text(result: dict[str, Any]) -> list[str]:
     pa = result.get("paired") or {}
     lines.append("")
     if pa.get("rows"):
-        a, b = pa["rows"][0]["a"], pa["rows"][0]["b"]
-        lines.append(f"paired ({a} and {b} side by side on one backend, calls alternated; CPU µs per call or "
-                     f"message, median of per-round ratios):")
-        lines += _table(pa["rows"], [("scenario", "scenario", "{}"), ("metadata", "metadata", "{}"),
-                                     ("a_cpu_us_per_msg", a, "{:.1f}"), ("b_cpu_us_per_msg", b, "{:.1f}"),
-                                     ("ratio_b_over_a", f"{b}/{a}", "{:.2f}"), ("ratio_min", "min", "{:.2f}"),
-                                     ("ratio_max", "max", "{:.2f}"), ("a_p50_us", f"{a} p50", "{:.0f}"),
-                                     ("b_p50_us", f"{b} p50", "{:.0f}")])
+        pairs = list(dict.fromkeys((r["a"], r["b"]) for r in pa["rows"]))  # one table per pair of sides, in order
+        for a, b in pairs:
+            what = " (the floor: a minimal uvloop byte relay)" if b == "relay" else ""
+            lines.append(f"paired ({a} and {b} side by side on one backend, calls alternated; CPU µs per call or "
+                         f"message, median of per-round ratios){what}:")
+            rows = [r for r in pa["rows"] if (r["a"], r["b"]) == (a, b)]
+            lines += _table(rows, [("scenario", "scenario", "{}"), ("metadata", "metadata", "{}"),
+                                   ("a_cpu_us_per_msg", a, "{:.1f}"), ("b_cpu_us_per_msg", b, "{:.1f}"),
+                                   ("ratio_b_over_a", f"{b}/{a}", "{:.2f}"), ("ratio_min", "min", "{:.2f}"),
+                                   ("ratio_max", "max", "{:.2f}"), ("a_p50_us", f"{a} p50", "{:.0f}"),
+                                   ("b_p50_us", f"{b} p50", "{:.0f}")])
     else:
         lines.append(f"paired: {pa.get('note') or 'not available'}")
     rc = result.get("router_cost") or {}

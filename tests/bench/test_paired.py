@@ -39,8 +39,17 @@ def test_summary_is_the_median_over_rounds():
 
 
 def test_an_unknown_side_is_refused_with_the_choices(tmp_path):
-    with pytest.raises(ValueError, match="expected fastpath, fastpath:PYTHON, fastpath-pure or one of"):
+    with pytest.raises(ValueError, match="expected fastpath, fastpath:PYTHON, fastpath-pure, relay or one of"):
         paired.start_side("squid", "127.0.0.1:1", tmp_path)
+
+
+def test_the_relay_floor_side_carries_calls_and_costs_less_than_the_proxy():
+    """The byte relay is the floor the bench reports: it must really carry the calls, for less CPU than
+    a proxy that parses HTTP/2 and routes each call."""
+    res = paired.measure("relay", "fastpath-pure", kind="unary", rounds=2, duration_s=0.4, warmup_s=0.2)
+    for row in res["rows"]:
+        assert row["a"]["calls"] > 10 and abs(row["a"]["calls"] - row["b"]["calls"]) <= 1, row
+    assert res["summary"]["ratio_b_over_a"] > 1.0
 
 
 def test_the_bench_section_runs_the_suite_through_the_extras_child(tmp_path):
