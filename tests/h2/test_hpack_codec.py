@@ -37,6 +37,19 @@ def test_encoder_matches_reference_decoder(seq, peer_table):
         assert enc.size <= enc.max_size
 
 
+def test_a_list_encoded_again_after_the_table_changed_is_encoded_afresh():
+    """The encoder finds a list it saw by identity; once other blocks changed the table, the
+    cached bytes would point at entries that are gone."""
+    enc = HpackEncoder()
+    enc.set_max_table_size(100)  # room for one small entry: every new field evicts the last
+    dec = hpack.Decoder()
+    a = [(b"x-a", b"1" * 20)]
+    b = [(b"x-b", b"2" * 20)]
+    for headers in (a, a, b, a, b, b, a):
+        assert [tuple(h) for h in dec.decode(enc.encode(headers), raw=True)] == headers
+    assert enc.encode(a) == enc.encode(a)  # unchanged table: the same block
+
+
 def test_repeated_blocks_are_decoded_once():
     hs = [(b":path", b"/inference.GRPCInferenceService/ModelInfer"), (b"x-fastpath-region", b"us-east")]
     enc, dec = hpack.Encoder(), HpackDecoder()
