@@ -511,6 +511,10 @@ class Call:
         self.req.on_sent = _NOOP
         self.resp.on_sent = _NOOP
         self.resp.on_done = None
+        # The client stream holds this call (owner, on_data) and the call held the stream through
+        # its credit method: a cycle, left for the collector to find with everything the call holds
+        # (14 objects per call; young collections were ~18% of the CPU of a unary call).
+        self._credit_client = _NOOP
         self.req.pending.clear()
         self.replay = None
 
