@@ -50,6 +50,20 @@ def test_a_list_encoded_again_after_the_table_changed_is_encoded_afresh():
     assert enc.encode(a) == enc.encode(a)  # unchanged table: the same block
 
 
+def test_the_decoder_says_whether_a_list_will_come_back():
+    """A block that adds to the table (a per-call value the peer indexes) decodes to a list seen
+    once; a block that leaves the table alone comes back as the same list."""
+    enc, dec = hpack.Encoder(), HpackDecoder()
+    for i in range(3):
+        headers = [(b":path", b"/x"), (b"x-request-id", b"%032x" % i)]
+        assert dec.decode(enc.encode(headers)) == headers
+        assert not dec.cached  # x-request-id was indexed: the table changed
+    repeat = [(b":path", b"/x")]
+    block = enc.encode(repeat)
+    first = dec.decode(block)
+    assert dec.cached and dec.decode(block) is first and dec.cached
+
+
 def test_repeated_blocks_are_decoded_once():
     hs = [(b":path", b"/inference.GRPCInferenceService/ModelInfer"), (b"x-fastpath-region", b"us-east")]
     enc, dec = hpack.Encoder(), HpackDecoder()

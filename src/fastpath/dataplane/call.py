@@ -90,7 +90,7 @@ class CallServices:
         raise NotImplementedError
 
     # routing
-    def features(self, headers: list) -> "RequestFeatures":  # ValueError: bad metadata
+    def features(self, headers: list, recurs: bool = True) -> "RequestFeatures":  # ValueError: bad metadata
         raise NotImplementedError
 
     def features_from_path(self, f: "RequestFeatures", path: bytes) -> "RequestFeatures":
@@ -184,8 +184,9 @@ class Call:
         return self.state == COMMITTED or (self.state == DONE and self.t_first > 0.0)
 
     # -- client side ---------------------------------------------------------
-    def on_request_headers(self, headers: list, end: bool) -> None:
-        """The call's HEADERS (validated by the connection): read routing inputs, route now or hold."""
+    def on_request_headers(self, headers: list, end: bool, recurs: bool = True) -> None:
+        """The call's HEADERS (validated by the connection): read routing inputs, route now or hold.
+        `recurs`: the decoder hands out this list again for the same block (worth remembering)."""
         svc = self.svc
         svc.call_started(self)
         self.request_headers = headers
@@ -196,7 +197,7 @@ class Call:
                 break
         self.path = path
         try:
-            self.features = svc.features(headers)
+            self.features = svc.features(headers, recurs)
         except ValueError as e:
             self._fail_before_routing(gs.INVALID_ARGUMENT, str(e), end)
             return

@@ -131,7 +131,7 @@ class DownstreamConnection(H2Transport):
             call = Call(self.services, self, st)  # typed: the compiled build calls it natively
             st.owner = call
             st.on_data = call.on_request_data
-            call.on_request_headers(headers, end)
+            call.on_request_headers(headers, end, self.h2.decoder.cached)
         else:
             held: Call = owner
             held.on_request_trailers(headers)

@@ -91,14 +91,17 @@ class ProxyCallServices(CallServices):
         self.hedger = Hedger(cfg, self.metrics) if cfg.enabled else None
 
     # -- routing ---------------------------------------------------------------
-    def features(self, headers: list) -> RequestFeatures:
-        """Routing inputs of a header list; a repeated header block (same cached list) is parsed once."""
+    def features(self, headers: list, recurs: bool = True) -> RequestFeatures:
+        """Routing inputs of a header list; a repeated header block (same cached list) is parsed once.
+        `recurs`: the list may come again (False for a block decoded once: not remembered)."""
         hit = self._features.get(id(headers))
         if hit is not None and hit[0] is headers:
             return hit[1]
         f = features_from_headers(headers)
         if self._substitute_policies and not f.allow_substitute:
             f.allow_substitute = (f.policy or self.w.router.default_policy) in self._substitute_policies
+        if not recurs:
+            return f
         if len(self._features) >= 1024:
             self._features.clear()
             self._with_path.clear()

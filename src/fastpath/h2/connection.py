@@ -651,6 +651,8 @@ class H2Connection:
 
     def _checked(self, headers: list, check: Callable[[list], str | None]) -> str | None:
         """`check(headers)`, remembered per decoded list (HPACK hands out the same list for a repeated block)."""
+        if not self.decoder.cached:
+            return check(headers)  # a list decoded once: nothing to remember it for
         key = id(headers)
         hit = self._valid.get(key)
         if hit is not None and hit[0] is headers:

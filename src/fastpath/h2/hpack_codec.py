@@ -53,7 +53,7 @@ class HpackDecoder:
     """Decodes header blocks of one connection (one direction)."""
 
     __slots__ = ("table", "size", "max_size", "settings_max", "generation", "_blocks", "_strings",
-                 "max_header_list")
+                 "max_header_list", "cached")
 
     def __init__(self, settings_max: int = 4096, max_header_list: int = 65536) -> None:
         self.table: deque[Header] = deque()
@@ -64,14 +64,20 @@ class HpackDecoder:
         self._blocks: dict[bytes, tuple[int, list[Header]]] = {}
         self._strings: dict[bytes, bytes] = {}
         self.max_header_list = max_header_list
+        # Whether the list decode() last returned is the block cache's (the same list comes back for
+        # the same block): what is worth remembering per list. A block that changed the table (a
+        # unique value indexed by the peer) decodes to a list seen once: caching it only churns.
+        self.cached = False
 
     def decode(self, block: bytes) -> list[Header]:
         hit = self._blocks.get(block)
         if hit is not None and hit[0] == self.generation:
+            self.cached = True
             return hit[1]
         gen = self.generation
         headers = self._decode(block)
-        if gen == self.generation:  # block left the table alone: same bytes, same meaning next time
+        self.cached = gen == self.generation
+        if self.cached:  # block left the table alone: same bytes, same meaning next time
             if len(self._blocks) >= 512:
                 self._blocks.clear()
             self._blocks[block] = (gen, headers)
@@ -196,7 +202,7 @@ class HpackEncoder:
     """Encodes header lists for one connection (one direction), never Huffman-coding."""
 
     __slots__ = ("entries", "size", "max_size", "_pairs", "_names", "_inserted", "_last_value",
-                 "_value_changes", "_pending_resize", "generation", "_blocks", "_fields")
+                 "_value_changes", "_pending_resize", "generation", "_blocks", "_fields", "_churn")
 
     def __init__(self) -> None:
         self.entries: deque[Header] = deque()  # newest first
@@ -213,6 +219,7 @@ class HpackEncoder:
         # Per field: its encoding while the table is unchanged (a block with one new value still
         # reuses the others).
         self._fields: dict[Header, tuple[int, bytes]] = {}
+        self._churn = False  # the last _encode sent a field whose value keeps changing
 
     def set_max_table_size(self, size: int) -> None:
         """Applies the peer's SETTINGS_HEADER_TABLE_SIZE (we use at most 4096)."""
@@ -243,7 +250,7 @@ class HpackEncoder:
             return hit[1]
         gen = self.generation
         block = self._encode(key)
-        if gen == self.generation:
+        if gen == self.generation and not self._churn:  # a block with a per-call value never recurs
             if len(self._blocks) >= 512:
                 self._blocks.clear()
             self._blocks[key] = (gen, block)
@@ -278,6 +285,7 @@ class HpackEncoder:
 
     def _encode(self, headers: tuple[Header, ...]) -> bytes:
         out: list[bytes] = []
+        self._churn = False
         if self._pending_resize is not None:
             out.append(encode_int(self._pending_resize, 5, 0x20))
             self._pending_resize = None
@@ -318,6 +326,7 @@ class HpackEncoder:
                 first, bits = 0x10, 4
             else:
                 first, bits = 0x00, 4
+                self._churn = True
             out.append(encode_int(name_idx, bits, first))
             if not name_idx:
                 out.append(encode_int(len(name), 7, 0))

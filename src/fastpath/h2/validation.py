@@ -32,7 +32,9 @@ def _bad_name(name: bytes) -> bool:
 def _bad_value(value: bytes) -> bool:
     if not value:
         return False
-    if b"\x00" in value or b"\r" in value or b"\n" in value:
+    # Bytes as ints (NUL, CR, LF): `0 in value` is a memchr, where `b"\x00" in value` first tries
+    # the argument as an int and builds a TypeError message before it searches.
+    if 0 in value or 13 in value or 10 in value:
         return True
     first = value[0]
     last = value[-1]
