@@ -7,11 +7,10 @@ kernel's share (syscalls, loopback TCP, wake-ups) left out. Deterministic
 enough to compare changes on a busy machine: medians of repeated runs. The
 collector is set up as the proxy sets it (`fastpath.dataplane.server`).
 
-`--cold` evicts the CPU caches before every call (it writes a buffer larger
-than L2) and times each call alone: end to end, the client and the backend run
-on the same cores between two calls, so the proxy meets its code and data cold.
-The cold figure is what tracks the CPU a real proxy spends per call; the warm
-one only what the code does.
+`--cold` writes a buffer larger than L2 before every call, so each call meets
+its code and data out of cache. Under load the live proxy runs the same code
+2-3 times slower than the warm figure (README, "Measured here"); neither figure
+replaces the paired A/B end to end (`fastpath.bench.paired`).
 
     python -m fastpath.bench.fastpath_python_cost [--cold]
 """
@@ -90,7 +89,7 @@ def _setup(unique: bool) -> tuple[Proxy, DownstreamConnection, UpstreamConnectio
     return proxy, down, up, down_sink, up_sink, hpack.Encoder(), hpack.Encoder()
 
 
-EVICT_BYTES = 8 << 20  # larger than this machine's L2 (2 MiB per core): what a call meets after the peers ran
+EVICT_BYTES = 8 << 20  # larger than this machine's L2 (2 MiB over its 2 cores)
 
 
 def measure_calls(n: int, unique: bool, stream_messages: int = 0, cold: bool = False) -> float:

@@ -38,8 +38,8 @@ def test_encoder_matches_reference_decoder(seq, peer_table):
 
 
 def test_a_list_encoded_again_after_the_table_changed_is_encoded_afresh():
-    """The encoder finds a list it saw by identity; once other blocks changed the table, the
-    cached bytes would point at entries that are gone."""
+    """The encoder remembers the block it made for a list of fields; once other blocks changed the
+    table, those bytes would point at entries that are gone."""
     enc = HpackEncoder()
     enc.set_max_table_size(100)  # room for one small entry: every new field evicts the last
     dec = hpack.Decoder()
