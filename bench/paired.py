@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -162,6 +163,7 @@ def measure(a: str, b: str, kind: str = "unary", unique: bool = False, concurren
     """Runs the paired comparison; returns per-round rows and the summary."""
     if kind not in ("unary", "stream"):
         raise ValueError(f"kind {kind!r}: expected unary or stream")
+    own = workdir is None  # a scratch folder of ours: removed after a run that succeeded (kept for its logs otherwise)
     base = Path(workdir or tempfile.mkdtemp(prefix="fastpath-paired-"))
     be = procs.spawn(procs.python_module_argv("fastpath.bench.backend", "--listen", "127.0.0.1:0"),
                      stdout_pipe=True, log_path=base / "backend.log")
@@ -175,6 +177,8 @@ def measure(a: str, b: str, kind: str = "unary", unique: bool = False, concurren
         for s in sides:
             s.stop()
         procs.stop(be)
+    if own:
+        shutil.rmtree(base, ignore_errors=True)
     return {"a": a, "b": b, "kind": kind, "unique": unique, "concurrency": concurrency,
             "load_average": os.getloadavg(), "rows": rows, "summary": summarize(rows)}
 

@@ -22,6 +22,15 @@ def test_paired_runs_both_sides_and_reports_per_round_ratios():
     assert s["ratio_min"] <= s["ratio_b_over_a"] <= s["ratio_max"]
 
 
+def test_a_run_removes_its_scratch_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    paired.measure("fastpath", "fastpath", kind="unary", rounds=1, duration_s=0.2, warmup_s=0.1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_streamed_messages_are_counted_per_message():
     res = paired.measure("fastpath", "fastpath", kind="stream", rounds=1, duration_s=0.3, warmup_s=0.1)
     row = res["rows"][0]
