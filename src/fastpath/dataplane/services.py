@@ -72,7 +72,7 @@ class ProxyCallServices(CallServices):
         self.metrics = proxy.metrics
         self.gate = proxy.gate  # admission control and budgets (fastpath.dataplane.call_gate); None when not configured
         self._features: dict[int, tuple[list, RequestFeatures]] = {}
-        self._with_path: dict[tuple[int, bytes], RequestFeatures] = {}
+        self._with_path: dict[tuple[int, bytes], tuple[RequestFeatures, RequestFeatures]] = {}
         self._last_log = 0.0
         # Policies whose calls allow a substitute model without the header (config only: pushed
         # weights keep the opt-in of the policy's name).
@@ -116,13 +116,13 @@ class ProxyCallServices(CallServices):
     def features_from_path(self, f: RequestFeatures, path: bytes) -> RequestFeatures:
         key = (id(f), path)
         hit = self._with_path.get(key)
-        if hit is not None:
-            return hit
+        if hit is not None and hit[0] is f:
+            return hit[1]
         model = model_from_path(path) if path else ""
         out = with_model(f, model if model in self.proxy.models else "")
         if len(self._with_path) >= 4096:
             self._with_path.clear()
-        self._with_path[key] = out  # f is kept alive by the _features entry
+        self._with_path[key] = (f, out)  # keeps f alive, so its id is not reused while cached
         return out
 
     def features_from_body(self, f: RequestFeatures, body: list[bytes]) -> RequestFeatures | None:
