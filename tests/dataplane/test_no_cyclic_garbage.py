@@ -75,4 +75,3 @@ def test_finished_calls_leave_no_cyclic_garbage(collector_off: None, ending: str
 
     left = asyncio.run(run())
     assert not left, f"cyclic garbage after {CALLS} calls: {dict(left)}"
-
