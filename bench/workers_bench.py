@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -123,6 +124,7 @@ def run_bench(rounds: int, seconds: float, progress=lambda msg: None) -> dict[st
         for c in clients:
             c.close()
         procs.stop(backend_proc)
+    shutil.rmtree(work, ignore_errors=True)  # the logs are kept only when a run fails
     med = {n: statistics.median(x["msgs_per_s"] for x in runs if x["workers"] == n) for n in WORKER_COUNTS}
     cpu = {n: statistics.median(x["proxy_cpu_us_per_msg"] or 0 for x in runs if x["workers"] == n) for n in WORKER_COUNTS}
     return {
