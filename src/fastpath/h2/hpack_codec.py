@@ -202,7 +202,7 @@ class HpackEncoder:
     """Encodes header lists for one connection (one direction), never Huffman-coding."""
 
     __slots__ = ("entries", "size", "max_size", "_pairs", "_names", "_inserted", "_last_value",
-                 "_value_changes", "_pending_resize", "generation", "_blocks", "_fields", "_churn")
+                 "_value_changes", "_pending_resize", "generation", "_blocks", "_fields")
 
     def __init__(self) -> None:
         self.entries: deque[Header] = deque()  # newest first
@@ -219,7 +219,6 @@ class HpackEncoder:
         # Per field: its encoding while the table is unchanged (a block with one new value still
         # reuses the others).
         self._fields: dict[Header, tuple[int, bytes]] = {}
-        self._churn = False  # the last _encode sent a field whose value keeps changing
 
     def set_max_table_size(self, size: int) -> None:
         """Applies the peer's SETTINGS_HEADER_TABLE_SIZE (we use at most 4096)."""
@@ -249,8 +248,8 @@ class HpackEncoder:
         if hit is not None and hit[0] == self.generation:
             return hit[1]
         gen = self.generation
-        block = self._encode(key)
-        if gen == self.generation and not self._churn:  # a block with a per-call value never recurs
+        block, churn = self._encode(key)
+        if gen == self.generation and not churn:  # a block with a per-call value never recurs
             if len(self._blocks) >= 512:
                 self._blocks.clear()
             self._blocks[key] = (gen, block)
@@ -283,9 +282,10 @@ class HpackEncoder:
         _LITERALS[key] = block  # the same decision under steady load repeats
         return block
 
-    def _encode(self, headers: tuple[Header, ...]) -> bytes:
+    def _encode(self, headers: tuple[Header, ...]) -> tuple[bytes, bool]:
+        """(the block, whether it sent a field whose value keeps changing)."""
         out: list[bytes] = []
-        self._churn = False
+        churn = False
         if self._pending_resize is not None:
             out.append(encode_int(self._pending_resize, 5, 0x20))
             self._pending_resize = None
@@ -326,7 +326,7 @@ class HpackEncoder:
                 first, bits = 0x10, 4
             else:
                 first, bits = 0x00, 4
-                self._churn = True
+                churn = True
             out.append(encode_int(name_idx, bits, first))
             if not name_idx:
                 out.append(encode_int(len(name), 7, 0))
@@ -341,4 +341,4 @@ class HpackEncoder:
                 self._names[name] = self._inserted
                 self._inserted += 1
                 self._evict()
-        return b"".join(out)
+        return b"".join(out), churn
