@@ -158,12 +158,20 @@ def test_open_request_stream_keeps_working_after_the_hedge(fleet):
 
 
 def test_a_first_byte_in_time_is_never_hedged(fleet):
-    proxy = fleet.start({"enabled": True, "after": "auto", "factor": 3.0, "min_ms": 20})
+    # The floor is well above these answers' first byte (a few ms), so only a stall of the
+    # machine longer than a second could look like a slow backend.
+    proxy = fleet.start({"enabled": True, "after": "auto", "factor": 3.0, "min_ms": 1000})
     stub = fleet.stub()
     for k in range(6):
         _, call = stub.ModelInfer.with_call(make_request(MODEL, f"q{k}", 2), metadata=slo(2000), timeout=10)
         assert "x-fastpath-hedged" not in dict(call.trailing_metadata())
-    assert sum(fleet.rpcs().values()) == 6  # each call went out exactly once
+    # A stream whose first token comes at once and whose answer outlasts the hedge floor: the first
+    # byte disarms the timer, so nothing is hedged mid-answer.
+    call = stub.ModelStreamInfer(iter([make_request(MODEL, "long answer", 600)]), metadata=slo(2000), timeout=10)
+    for _ in call:
+        pass
+    assert "x-fastpath-hedged" not in dict(call.trailing_metadata())
+    assert sum(fleet.rpcs().values()) == 7  # each call went out exactly once
     assert not proxy.metrics.hedges
 
 
