@@ -149,8 +149,12 @@ async def test_warm_session_pays_a_fraction_of_the_prefill():
 
 async def test_metrics_reflect_running_and_waiting_under_load():
     async with running_site(backend(slots=2, tokens_per_s=20, models=("m1",))) as (site, stub):
-        load = [asyncio.ensure_future(stub.ModelInfer(make_request("m1", f"x{i}", 4))) for i in range(5)]
-        await asyncio.sleep(0.1)
+        # 20 tokens at 20/s: each wave holds its slots for a second, long enough to scrape it.
+        load = [asyncio.ensure_future(stub.ModelInfer(make_request("m1", f"x{i}", 20))) for i in range(5)]
+        for _ in range(100):  # until all five arrived (a stalled machine may take a while)
+            if (site.queue.running, site.queue.waiting) == (2, 3):
+                break
+            await asyncio.sleep(0.01)
         status, text = await http(site.metrics_port, "GET", "/metrics")
         assert status == 200
         m = parse_prometheus_text(text)
@@ -166,7 +170,7 @@ async def test_metrics_reflect_running_and_waiting_under_load():
         assert m[("vllm:num_requests_running", lab)] == 0 and m[("vllm:num_requests_waiting", lab)] == 0
         assert m[("vllm:time_to_first_token_seconds_count", lab)] == 5
         assert m[("vllm:request_success_total", lab)] == 5
-        assert m[("vllm:generation_tokens_total", lab)] == 20
+        assert m[("vllm:generation_tokens_total", lab)] == 100
 
 
 async def test_metrics_keep_alive_serves_many_scrapes_on_one_connection():
@@ -200,8 +204,11 @@ async def test_a_client_that_gives_up_frees_its_slot_and_its_place_in_the_queue(
 
         stream = stub.ModelStreamInfer(requests())
         await stream.read()  # holding the only slot, streaming
-        waiting = stub.ModelInfer(make_request("m1", "queued", 2), timeout=0.3)
-        await asyncio.sleep(0.1)
+        waiting = stub.ModelInfer(make_request("m1", "queued", 2), timeout=1.0)  # the stream holds the slot 2.5 s
+        for _ in range(50):
+            if (site.queue.running, site.queue.waiting) == (1, 1):
+                break
+            await asyncio.sleep(0.01)
         assert (site.queue.running, site.queue.waiting) == (1, 1)
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await waiting
