@@ -74,7 +74,7 @@ def test_one_lost_probe_does_not_flip_a_healthy_backend() -> None:
     async def main() -> None:
         srv = await ReadyServer().start()
         cfg = make_config([{"name": "a", "address": srv.address}])
-        prober = HealthProber(cfg.backends, 0.05, 0.2, fall=2)
+        prober = HealthProber(cfg.backends, 0.05, 1.0, fall=2)  # every probe answers: no deadline is meant to pass
         try:
             prober.record("a", await prober.probe("a"))
             assert prober.state["a"].healthy
@@ -129,23 +129,24 @@ def test_a_busy_backend_that_misses_probes_while_answering_calls_keeps_its_traff
 def test_probe_deadlines_follow_what_the_backend_needs() -> None:
     async def main() -> None:
         slow = await ReadyServer().start()
-        slow.delay_s = 0.12  # answers, but slower than the configured 50 ms
+        # Deadlines of a few hundred ms, so a stall of this shared machine is not read as a slow backend.
+        slow.delay_s = 0.48  # answers, but slower than the configured 200 ms
         cfg = make_config([{"name": "slow", "address": slow.address}])
-        prober = HealthProber(cfg.backends, 0.05, 0.05, fall=3)
+        prober = HealthProber(cfg.backends, 0.05, 0.2, fall=3)
         try:
             first = await prober.probe("slow")
-            assert not first.ok and first.detail == "probe timeout after 50 ms"
-            assert prober.timeout_for("slow") == pytest.approx(0.1)  # doubled after a timeout
-            second = await prober.probe("slow")  # 100 ms: still too short
-            assert not second.ok and prober.timeout_for("slow") == pytest.approx(0.2)
+            assert not first.ok and first.detail == "probe timeout after 200 ms"
+            assert prober.timeout_for("slow") == pytest.approx(0.4)  # doubled after a timeout
+            second = await prober.probe("slow")  # 400 ms: still too short
+            assert not second.ok and prober.timeout_for("slow") == pytest.approx(0.8)
             third = await prober.probe("slow")
             assert third.ok  # waited long enough
-            # Now the deadline follows its round trips: 4 x ~120 ms, within 8 x the configured 50 ms.
-            assert 0.3 < prober.timeout_for("slow") <= 0.4
+            # Now the deadline follows its round trips: 4 x ~480 ms, within 8 x the configured 200 ms.
+            assert 1.2 < prober.timeout_for("slow") <= 1.6
             slow.delay_s = 0.0
             for _ in range(30):
                 assert (await prober.probe("slow")).ok
-            assert prober.timeout_for("slow") < 0.1  # fast again: back towards the configured deadline
+            assert prober.timeout_for("slow") < 0.4  # fast again: back towards the configured deadline
         finally:
             await prober.close()
             await slow.stop()
