@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -11,8 +12,10 @@ from fastpath.config import load_config, parse_config, with_ports
 from fastpath.gen import grpc_service_pb2 as pb
 from fastpath.gen import grpc_service_pb2_grpc as pb_grpc
 from fastpath.sim.fleet import FleetProcess
+from fastpath.sim.metrics import parse_prometheus_text
 
 from fastpath.ports import free_port_block
+from tests.support.waiting import wait_for
 
 SITES = ["use1-a100", "use1-l4", "euw1-l4"]
 
@@ -47,6 +50,17 @@ def infer_request(model: str, prompt: str, max_tokens: int = 8) -> pb.ModelInfer
     t.contents.bytes_contents.append(prompt.encode())
     req.parameters["max_tokens"].int64_param = max_tokens
     return req
+
+
+def running_at_sites(cfg) -> float:
+    """Calls the fleet's sites are running now, from their /metrics."""
+    total = 0.0
+    for b in cfg.backends:
+        if b.name in SITES and b.metrics_url:
+            text = urllib.request.urlopen(b.metrics_url, timeout=5).read().decode()
+            total += sum(v for (name, _), v in parse_prometheus_text(text).items()
+                         if name == "vllm:num_requests_running")
+    return total
 
 
 def test_liveness_metadata_and_infer(stack):
@@ -125,8 +139,8 @@ def test_sigterm_drains_in_flight_calls(stack):
     cfg, proxy = stack
     with grpc.insecure_channel(cfg.proxy.listen) as ch:
         stub = pb_grpc.GRPCInferenceServiceStub(ch)
-        fut = stub.ModelInfer.future(infer_request("llama-3-8b", "long", 40), timeout=20)
-        time.sleep(0.1)
+        fut = stub.ModelInfer.future(infer_request("llama-3-8b", "long", 300), timeout=20)  # a second or more
+        wait_for(lambda: running_at_sites(cfg) >= 1, timeout=10, what="the call running at a site")
         proxy.send_signal(signal.SIGTERM)
         resp = fut.result()
         assert resp.model_name == "llama-3-8b"
