@@ -217,8 +217,8 @@ def test_observations_of_a_backend_nobody_calls_any_more_are_forgotten() -> None
             a = (await stub.ListBackends(pb.ListBackendsRequest())).backends[0]
             assert a.ttft_ms_observed == 900.0 and a.error_rate > 0.5
             for _ in range(12):  # b keeps being called: its averages stay
-                await report(stub, [obs("b", 40.0)])
                 await asyncio.sleep(0.2)
+                await report(stub, [obs("b", 40.0)])  # just before the listing: fresh even after a stall
             a, b = (await stub.ListBackends(pb.ListBackendsRequest())).backends
             assert (a.ttft_ms_observed, a.error_rate, dict(a.ttft_ms_by_region)) == (0.0, 0.0, {})
             assert b.ttft_ms_observed == 40.0

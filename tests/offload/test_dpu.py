@@ -338,7 +338,7 @@ def test_capacities_are_overridable_at_build_time(bpf_ready, tmp_path):
 
 def test_idle_connections_leave_the_connection_table(make_card):
     card, echo, relay, driver = make_card()
-    d = driver(conn_idle_s=0.3, tick_s=0.05, aging_s=60)
+    d = driver(conn_idle_s=1.0, tick_s=0.05, aging_s=60)
     steer(d, card)
     wait_status(d, "s0", SUCCESS)
     c = client(card, VIP_PORT)
